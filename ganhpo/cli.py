@@ -1,0 +1,68 @@
+"""``ganhpo`` command line: registers one module per command and dispatches.
+
+Exit codes come from :func:`main` only: 0 success, 1 a failure, 2 bad input, 130 interrupted.
+Results go to stdout; progress and diagnostics (logging) to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ganhpo import __version__
+from ganhpo.errors import GanhpoError
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("ganhpo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command registered."""
+    from ganhpo.commands import COMMANDS
+
+    parser = argparse.ArgumentParser(
+        prog="ganhpo", description="Hyperparameter optimization for GANs."
+    )
+    parser.add_argument("--version", action="version", version=f"ganhpo {__version__}")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print results only, no progress"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print debug diagnostics")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("ganhpo")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    # Optuna's own INFO lines duplicate ours.
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet, args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except GanhpoError as e:
+        print(f"ganhpo: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ganhpo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

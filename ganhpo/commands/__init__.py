@@ -1,0 +1,12 @@
+"""One module per CLI command; each exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from ganhpo.commands import train
+
+__all__ = ["COMMANDS"]
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [train.register]

@@ -1,0 +1,42 @@
+"""GAN training: models, losses, penalties, the loop and its checkpoints. No Optuna here."""
+
+from __future__ import annotations
+
+from ganhpo.train.checkpoint import load_checkpoint, save_checkpoint
+from ganhpo.train.config import (
+    DatasetConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    TrainParams,
+    config_to_dict,
+)
+from ganhpo.train.images import make_grid, save_grid
+from ganhpo.train.loop import EvalRecord, Trainer, TrainResult, resolve_device, train
+from ganhpo.train.losses import LOSSES, Loss
+from ganhpo.train.models import ARCHITECTURES, build_models, count_params
+from ganhpo.train.penalties import PENALTIES
+
+__all__ = [
+    "ARCHITECTURES",
+    "LOSSES",
+    "PENALTIES",
+    "DatasetConfig",
+    "EvalConfig",
+    "EvalRecord",
+    "Loss",
+    "ModelConfig",
+    "TrainConfig",
+    "TrainParams",
+    "TrainResult",
+    "Trainer",
+    "build_models",
+    "config_to_dict",
+    "count_params",
+    "load_checkpoint",
+    "make_grid",
+    "resolve_device",
+    "save_checkpoint",
+    "save_grid",
+    "train",
+]

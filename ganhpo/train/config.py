@@ -1,0 +1,171 @@
+"""Typed, frozen configuration of one training run.
+
+These dataclasses are what the trainer consumes. They are built from TOML only by
+:mod:`ganhpo.spec` (the one parser of user input) or directly in Python; every value is
+checked when the object is created, so a typo never surfaces deep inside a trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ganhpo.errors import ConfigError
+
+__all__ = [
+    "DatasetConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "TrainParams",
+    "config_to_dict",
+]
+
+
+def _require(ok: bool, key: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is invalid; {allowed}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which images to train on (``[dataset]``)."""
+
+    name: str = "mnist"  # a registered dataset: mnist, fashion-mnist, image-folder, npz
+    split: str = "train"  # the split trained on; FID compares against the same split
+    resolution: int | None = None  # None keeps the native size (28 for MNIST)
+    channels: int | None = None  # 1 or 3; None keeps the native channels
+    path: str | None = None  # the folder (image-folder) or .npz file (npz)
+    limit: int | None = None  # use only the first N images (quick runs, tests)
+
+    def __post_init__(self) -> None:
+        _require(self.split in ("train", "test"), "dataset.split", self.split, "use train or test")
+        if self.resolution is not None:
+            _require(
+                self.resolution >= 8 and self.resolution % 4 == 0,
+                "dataset.resolution",
+                self.resolution,
+                "use a multiple of 4 that is at least 8 (e.g. 28, 32, 64)",
+            )
+        if self.channels is not None:
+            _require(self.channels in (1, 3), "dataset.channels", self.channels, "use 1 or 3")
+        if self.limit is not None:
+            _require(self.limit >= 1, "dataset.limit", self.limit, "use a positive count")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The generator/discriminator pair (``[model]``)."""
+
+    arch: str = "dcgan"  # a registered architecture
+    width: int = 32  # channels of the widest-resolution hidden layer; deeper layers double it
+    latent_dim: int = 64  # size of z
+    spectral_norm: bool = False  # spectral normalization on every D layer
+
+    def __post_init__(self) -> None:
+        from ganhpo.train.models import ARCHITECTURES
+
+        ARCHITECTURES.get(self.arch)
+        _require(4 <= self.width <= 1024, "model.width", self.width, "use 4 to 1024")
+        _require(1 <= self.latent_dim <= 4096, "model.latent_dim", self.latent_dim, "use 1 to 4096")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Optimization hyperparameters and the step budget (``[train]``).
+
+    A *step* is one generator update preceded by ``n_disc`` discriminator updates.
+    """
+
+    steps: int = 2000  # generator updates
+    batch_size: int = 64
+    lr_g: float = 2e-4  # Adam learning rate of G
+    lr_d: float = 2e-4  # Adam learning rate of D
+    beta1: float = 0.5  # Adam beta1 (DCGAN's 0.5)
+    beta2: float = 0.999  # Adam beta2
+    n_disc: int = 1  # D updates per G update
+    loss: str = "ns"  # ns (non-saturating), hinge, wasserstein
+    penalty: str = "none"  # none, gp (WGAN-GP), r1
+    gp_weight: float = 10.0  # lambda of the gradient penalty (used when penalty = "gp")
+    r1_gamma: float = 1.0  # gamma of R1 (used when penalty = "r1")
+    ema: bool = False  # evaluate an exponential moving average of G's weights
+    ema_decay: float = 0.999
+    checkpoint_every: int = 0  # steps between training-state checkpoints; 0 = never
+
+    def __post_init__(self) -> None:
+        from ganhpo.train.losses import LOSSES
+        from ganhpo.train.penalties import PENALTIES
+
+        _require(self.steps >= 1, "train.steps", self.steps, "use a positive count")
+        _require(self.batch_size >= 2, "train.batch_size", self.batch_size, "use at least 2")
+        for key in ("lr_g", "lr_d"):
+            value = getattr(self, key)
+            _require(0 < value < 1, f"train.{key}", value, "use a value in (0, 1)")
+        _require(0 <= self.beta1 < 1, "train.beta1", self.beta1, "use a value in [0, 1)")
+        _require(0 <= self.beta2 < 1, "train.beta2", self.beta2, "use a value in [0, 1)")
+        _require(self.n_disc >= 1, "train.n_disc", self.n_disc, "use at least 1")
+        LOSSES.get(self.loss)
+        PENALTIES.get(self.penalty)
+        _require(self.gp_weight >= 0, "train.gp_weight", self.gp_weight, "use a value >= 0")
+        _require(self.r1_gamma >= 0, "train.r1_gamma", self.r1_gamma, "use a value >= 0")
+        _require(0 < self.ema_decay < 1, "train.ema_decay", self.ema_decay, "use (0, 1)")
+        _require(
+            self.checkpoint_every >= 0,
+            "train.checkpoint_every",
+            self.checkpoint_every,
+            "use 0 (never) or a positive step count",
+        )
+
+    @property
+    def penalty_weight(self) -> float:
+        """The weight of the chosen penalty."""
+        return {"gp": self.gp_weight, "r1": self.r1_gamma}.get(self.penalty, 0.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How and when the generator is scored (``[eval]``)."""
+
+    every: int = 500  # steps between intermediate evaluations; 0 = only at the end
+    samples: int = 2000  # generated (and real) images per intermediate evaluation
+    final_samples: int = 10000  # images for the final evaluation
+    extractor: str = "classifier"  # feature extractor: classifier, inception
+    batch_size: int = 500  # generation/extraction batch size
+    seed: int = 0  # seed of the fixed evaluation latents: the same z for every trial of a study
+    grid: bool = True  # write a sample-grid PNG at each evaluation (when an out dir is given)
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
+        _require(self.samples >= 2, "eval.samples", self.samples, "use at least 2")
+        _require(self.final_samples >= 2, "eval.final_samples", self.final_samples, "use >= 2")
+        _require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "use at least 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines one training run."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0  # every random choice of the run flows from this
+    device: str = "auto"  # auto (cuda when available), cpu, cuda, cuda:N
+
+    def __post_init__(self) -> None:
+        ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        _require(ok, "device", self.device, "use auto, cpu, cuda or cuda:N")
+
+    def replace_params(self, **params: Any) -> TrainConfig:
+        """A copy with some ``[train]`` values replaced (how a trial's sample is applied)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **params))
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The config as plain nested dicts, without None values (TOML has no null)."""
+
+    def strip(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    return strip(dataclasses.asdict(config))

@@ -1,0 +1,452 @@
+"""The GAN training loop. It knows nothing about Optuna: a tuner plugs in through callbacks.
+
+``on_eval(record)`` is called after every evaluation (and the final one); ``should_stop()`` is
+called after every step and ends the run early when it returns True (a pruned trial, a
+signal); ``on_checkpoint(step)`` is called every ``train.checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ganhpo.errors import CheckpointError, ConfigError, DivergenceError
+from ganhpo.train.checkpoint import load_checkpoint, save_checkpoint
+from ganhpo.train.config import TrainConfig, config_to_dict
+from ganhpo.train.images import save_grid
+from ganhpo.train.losses import LOSSES
+from ganhpo.train.models import build_models
+from ganhpo.train.penalties import PENALTIES
+
+if TYPE_CHECKING:
+    from ganhpo.data import ImageDataset
+    from ganhpo.metrics import Evaluator
+
+__all__ = ["EvalRecord", "TrainResult", "Trainer", "resolve_device", "train"]
+
+logger = logging.getLogger(__name__)
+
+GRID_SIZE = 64  # images in a sample grid (8 x 8)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluation of the generator during or at the end of training."""
+
+    step: int
+    fid: float
+    kid: float
+    kid_std: float
+    num_samples: int
+    eval_seconds: float
+    d_loss: float  # mean D loss (penalty included) since the previous evaluation
+    g_loss: float  # mean G loss since the previous evaluation
+    images_per_sec: float  # real images per second of training time so far
+    final: bool = False
+    grid: str | None = None  # path of the sample-grid PNG, when one was written
+
+    def describe(self, total_steps: int) -> str:
+        """One progress line."""
+        return (
+            f"step {self.step}/{total_steps}  FID {self.fid:.3f}  KID {self.kid:.4f}  "
+            f"D {self.d_loss:.3f}  G {self.g_loss:.3f}  {self.images_per_sec:.0f} img/s  "
+            f"(eval {self.eval_seconds:.1f}s){'  final' if self.final else ''}"
+        )
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    steps: int  # steps trained (including those before a resume)
+    stopped_early: bool  # should_stop() ended the run before its budget
+    history: list[EvalRecord] = field(default_factory=list)
+    train_seconds: float = 0.0  # wall time in training steps (evaluation excluded)
+    eval_seconds: float = 0.0
+    images_per_sec: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def final(self) -> EvalRecord | None:
+        """The final evaluation, or None when the run stopped early."""
+        return self.history[-1] if self.history and self.history[-1].final else None
+
+    @property
+    def last(self) -> EvalRecord | None:
+        """The latest evaluation, final or not."""
+        return self.history[-1] if self.history else None
+
+
+class Trainer:
+    """Owns the models, optimizers, RNGs and step counter of one run."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        data: ImageDataset | None = None,
+        evaluator: Evaluator | None = None,
+        data_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        from ganhpo.data import load_dataset
+
+        self.config = config
+        self.device = resolve_device(config.device)
+        ds = config.dataset
+        if data is None:
+            data = load_dataset(
+                ds.name,
+                split=ds.split,
+                data_dir=data_dir,
+                resolution=ds.resolution,
+                channels=ds.channels,
+                path=ds.path,
+                limit=ds.limit,
+            )
+        self.data = data
+        channels, height, width = data.shape
+        if height != width:
+            raise ConfigError(
+                f"dataset images are {height}x{width}; dcgan needs square images: "
+                "set dataset.resolution to resize them"
+            )
+        tp = config.train
+        if len(data) < tp.batch_size:
+            raise ConfigError(
+                f"train.batch_size = {tp.batch_size} is larger than the dataset "
+                f"({len(data)} images); use a smaller batch"
+            )
+        # Model initialisation draws from the global RNG: seed it without disturbing the caller.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            g, d = build_models(
+                config.model.arch,
+                latent_dim=config.model.latent_dim,
+                channels=channels,
+                resolution=height,
+                width=config.model.width,
+                spectral_norm=config.model.spectral_norm,
+            )
+        self.G = g.to(self.device)
+        self.D = d.to(self.device)
+        self.G_ema: nn.Module | None = None
+        if tp.ema:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        betas = (tp.beta1, tp.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tp.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=tp.lr_d, betas=betas)
+        self.loss = LOSSES.get(tp.loss)
+        self.penalty = PENALTIES.get(tp.penalty)
+        # Every random draw of training comes from these two generators (checkpointed).
+        self.rng_data = torch.Generator().manual_seed(config.seed * 2 + 1)
+        self.rng_noise = torch.Generator(device=self.device).manual_seed(config.seed * 2 + 2)
+        self.images = data.images.to(self.device)  # uint8 on the device, once
+        self.step = 0
+        self.history: list[EvalRecord] = []
+        self.train_seconds = 0.0
+        self.eval_seconds = 0.0
+        self._loss_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._loss_count = 0
+        # Non-finite losses are looked for every step on the CPU; on a GPU, in blocks, to
+        # avoid a host sync per step (the exact step is still found from the block).
+        self._check_every = 1 if self.device.type == "cpu" else 25
+        self._pending: list[torch.Tensor] = []
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._evaluator = evaluator
+        self._cache_dir = cache_dir
+
+    # ---------------------------------------------------------------- training
+    @property
+    def generator(self) -> nn.Module:
+        """The generator that is evaluated: the EMA copy when enabled."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def _batch(self) -> torch.Tensor:
+        n = self.config.train.batch_size
+        idx = torch.randint(len(self.images), (n,), generator=self.rng_data)
+        return self.images[idx.to(self.device)].float().div_(127.5).sub_(1.0)
+
+    def _z(self, n: int) -> torch.Tensor:
+        return torch.randn(
+            n, self.config.model.latent_dim, device=self.device, generator=self.rng_noise
+        )
+
+    def train_step(self) -> None:
+        """One generator update preceded by ``n_disc`` discriminator updates."""
+        tp = self.config.train
+        g, d = self.G, self.D
+        d.requires_grad_(True)
+        for _ in range(tp.n_disc):
+            real = self._batch()
+            with torch.no_grad():
+                fake = g(self._z(tp.batch_size))
+            d_loss = self.loss.d_loss(d(real), d(fake))
+            d_loss = d_loss + self.penalty(d, real, fake, tp.penalty_weight, self.rng_noise)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
+        g_loss = self.loss.g_loss(d(g(self._z(tp.batch_size))))
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        if self.G_ema is not None:
+            self._update_ema()
+        self.step += 1
+        self._pending.append(torch.stack([d_loss.detach(), g_loss.detach()]))
+        if len(self._pending) >= self._check_every:
+            self._check_losses()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        assert self.G_ema is not None
+        ema_p = list(self.G_ema.parameters())
+        torch._foreach_lerp_(ema_p, list(self.G.parameters()), 1.0 - self.config.train.ema_decay)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def _check_losses(self) -> None:
+        if not self._pending:
+            return
+        block = torch.stack(self._pending).double()
+        first_step = self.step - len(self._pending) + 1
+        self._pending = []
+        finite = torch.isfinite(block)
+        if not bool(finite.all()):
+            row, col = (~finite).nonzero()[0].tolist()
+            what = ("discriminator loss", "generator loss")[col]
+            raise DivergenceError(what, first_step + row, float(block[row, col]))
+        self._loss_sums += block.sum(0)
+        self._loss_count += block.shape[0]
+
+    # -------------------------------------------------------------- evaluation
+    @property
+    def evaluator(self) -> Evaluator:
+        """The FID/KID evaluator, built on first use (real statistics come from the cache)."""
+        if self._evaluator is None:
+            from ganhpo.metrics import Evaluator
+
+            self._evaluator = Evaluator(
+                self.data,
+                extractor=self.config.eval.extractor,
+                device=self.device,
+                cache_dir=self._cache_dir,
+                seed=self.config.eval.seed,
+                latent_dim=self.config.model.latent_dim,
+            )
+        return self._evaluator
+
+    def evaluate(self, num_samples: int, *, final: bool = False) -> EvalRecord:
+        """Score the generator on ``num_samples`` fixed latents; write a sample grid."""
+        from ganhpo.metrics import fixed_latents
+
+        self._check_losses()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        gen = self.generator
+        try:
+            result = self.evaluator.evaluate(
+                gen, num_samples, batch_size=self.config.eval.batch_size
+            )
+        except ValueError as e:  # non-finite generated images or features
+            raise DivergenceError("generated images", self.step, math.nan) from e
+        for name in ("fid", "kid"):
+            value = getattr(result, name)
+            if not math.isfinite(value):
+                raise DivergenceError(name.upper(), self.step, value)
+        grid_path: str | None = None
+        if self.out_dir is not None and self.config.eval.grid:
+            z = fixed_latents(self.config.eval.seed, GRID_SIZE, self.config.model.latent_dim)
+            was_training = gen.training
+            gen.eval()
+            with torch.no_grad():
+                images = gen(z.to(self.device))
+            gen.train(was_training)
+            name = "final.png" if final else f"step_{self.step:07d}.png"
+            grid_path = str(save_grid(images, self.out_dir / "samples" / name, nrow=8))
+        seconds = time.perf_counter() - start
+        self.eval_seconds += seconds
+        n = max(self._loss_count, 1)
+        d_mean, g_mean = (self._loss_sums / n).tolist()
+        self._loss_sums.zero_()
+        self._loss_count = 0
+        record = EvalRecord(
+            step=self.step,
+            fid=result.fid,
+            kid=result.kid,
+            kid_std=result.kid_std,
+            num_samples=num_samples,
+            eval_seconds=seconds,
+            d_loss=d_mean,
+            g_loss=g_mean,
+            images_per_sec=self.images_per_sec,
+            final=final,
+            grid=grid_path,
+        )
+        self.history.append(record)
+        return record
+
+    @property
+    def images_per_sec(self) -> float:
+        """Real images seen by G's updates per second of training time."""
+        if self.train_seconds <= 0:
+            return 0.0
+        return self._timed_steps * self.config.train.batch_size / self.train_seconds
+
+    # ------------------------------------------------------------------ driver
+    def run(
+        self,
+        *,
+        on_eval: Callable[[EvalRecord], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_checkpoint: Callable[[int], None] | None = None,
+    ) -> TrainResult:
+        """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end."""
+        tp, ev = self.config.train, self.config.eval
+        self._timed_steps = 0
+        stopped = False
+        sync = self.device.type == "cuda"
+        while self.step < tp.steps:
+            t0 = time.perf_counter()
+            self.train_step()
+            boundary = (ev.every and self.step % ev.every == 0 and self.step < tp.steps) or (
+                tp.checkpoint_every and self.step % tp.checkpoint_every == 0
+            )
+            if boundary and sync:
+                torch.cuda.synchronize(self.device)
+            self.train_seconds += time.perf_counter() - t0
+            self._timed_steps += 1
+            if ev.every and self.step % ev.every == 0 and self.step < tp.steps:
+                record = self.evaluate(ev.samples)
+                if on_eval is not None:
+                    on_eval(record)
+            if tp.checkpoint_every and self.step % tp.checkpoint_every == 0:
+                self._check_losses()
+                if on_checkpoint is not None:
+                    on_checkpoint(self.step)
+            if should_stop is not None and should_stop():
+                stopped = self.step < tp.steps
+                break
+        if not stopped:
+            record = self.evaluate(ev.final_samples, final=True)
+            if on_eval is not None:
+                on_eval(record)
+        return TrainResult(
+            steps=self.step,
+            stopped_early=stopped,
+            history=list(self.history),
+            train_seconds=self.train_seconds,
+            eval_seconds=self.eval_seconds,
+            images_per_sec=self.images_per_sec,
+            device=str(self.device),
+        )
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state: models, EMA, optimizers, step, every RNG, history."""
+        self._check_losses()
+        rng: dict[str, Any] = {
+            "data": self.rng_data.get_state(),
+            "noise": self.rng_noise.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config": config_to_dict(self.config),
+            "step": self.step,
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": rng,
+            "history": [asdict(r) for r in self.history],
+            "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+            "loss_sums": self._loss_sums.cpu(),
+            "loss_count": self._loss_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`; the run must be the same configuration."""
+        saved = state["config"]
+        mine = config_to_dict(self.config)
+        # The budget and the evaluation cadence may change on resume; nothing else may.
+        ignored = {"steps", "checkpoint_every"}
+        diffs = []
+        for section in ("dataset", "model", "train"):
+            a, b = mine.get(section, {}), saved.get(section, {})
+            diffs += [f"{section}.{k}" for k in (set(a) | set(b)) - ignored if a.get(k) != b.get(k)]
+        if saved.get("seed") != mine.get("seed"):
+            diffs.append("seed")
+        if diffs:
+            raise CheckpointError(
+                "the checkpoint was made with a different configuration "
+                f"({', '.join(sorted(diffs))}); resume with the configuration it was made with"
+            )
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        rng = state["rng"]
+        self.rng_data.set_state(rng["data"])
+        self.rng_noise.set_state(rng["noise"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.step = int(state["step"])
+        self.history = [EvalRecord(**r) for r in state["history"]]
+        self.train_seconds = float(state["train_seconds"])
+        self.eval_seconds = float(state["eval_seconds"])
+        self._loss_sums = state["loss_sums"].to(self.device)
+        self._loss_count = int(state["loss_count"])
+        self._pending = []
+
+    def save(self, path: str | Path) -> Path:
+        """Write a checkpoint of the full training state atomically."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Resume from a checkpoint written by :meth:`save`."""
+        self.load_state_dict(load_checkpoint(path))
+
+
+def train(
+    config: TrainConfig,
+    *,
+    on_eval: Callable[[EvalRecord], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+) -> TrainResult:
+    """Train one configuration and return its evaluations (the last one is the final FID)."""
+    trainer = Trainer(config, data_dir=data_dir, cache_dir=cache_dir, out_dir=out_dir)
+    if resume is not None:
+        trainer.load(resume)
+    return trainer.run(on_eval=on_eval, should_stop=should_stop)

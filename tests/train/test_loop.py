@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ganhpo.data import ImageDataset, load_dataset
+from ganhpo.errors import CheckpointError, ConfigError, DivergenceError
+from ganhpo.train import (
+    DatasetConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    Trainer,
+    TrainParams,
+)
+
+
+@pytest.fixture(scope="module")
+def mnist_small(mnist_dir: Path) -> ImageDataset:
+    return load_dataset("mnist", data_dir=mnist_dir, limit=1000)
+
+
+def tiny_config(**train: object) -> TrainConfig:
+    params = {"steps": 20, "batch_size": 16, **train}
+    return TrainConfig(
+        dataset=DatasetConfig(name="mnist", limit=1000),
+        model=ModelConfig(width=8, latent_dim=16),
+        train=TrainParams(**params),  # type: ignore[arg-type]
+        eval=EvalConfig(every=10, samples=200, final_samples=300, batch_size=100),
+        seed=3,
+        device="cpu",
+    )
+
+
+def state_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
+    out = {f"G.{k}": v for k, v in trainer.G.state_dict().items()}
+    out |= {f"D.{k}": v for k, v in trainer.D.state_dict().items()}
+    if trainer.G_ema is not None:
+        out |= {f"E.{k}": v for k, v in trainer.G_ema.state_dict().items()}
+    for name, opt in (("og", trainer.opt_g), ("od", trainer.opt_d)):
+        for i, s in opt.state_dict()["state"].items():
+            out |= {f"{name}.{i}.{k}": v for k, v in s.items() if torch.is_tensor(v)}
+    return out
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"loss": "wasserstein", "penalty": "gp", "n_disc": 2, "ema": True},
+        {"loss": "hinge", "penalty": "r1"},
+    ],
+    ids=["ns", "wgan-gp-ema", "hinge-r1"],
+)
+def test_checkpoint_resume_is_bit_exact(
+    mnist_small: ImageDataset, tmp_path: Path, params: dict[str, object]
+) -> None:
+    config = tiny_config(**params)
+    straight = Trainer(config, data=mnist_small)
+    for _ in range(20):
+        straight.train_step()
+
+    first = Trainer(config, data=mnist_small)
+    for _ in range(10):
+        first.train_step()
+    first.save(tmp_path / "ckpt.pt")
+    resumed = Trainer(config, data=mnist_small)
+    resumed.load(tmp_path / "ckpt.pt")
+    assert resumed.step == 10
+    for _ in range(10):
+        resumed.train_step()
+
+    a, b = state_tensors(straight), state_tensors(resumed)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # The RNG streams continue too: the next batch is the same.
+    assert torch.equal(straight._batch(), resumed._batch())
+
+
+def test_same_seed_same_run_and_other_seed_differs(mnist_small: ImageDataset) -> None:
+    runs = []
+    for seed in (3, 3, 4):
+        t = Trainer(replace(tiny_config(), seed=seed), data=mnist_small)
+        for _ in range(5):
+            t.train_step()
+        runs.append(torch.cat([p.flatten() for p in t.G.parameters()]))
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.equal(runs[0], runs[2])
+
+
+def test_resume_with_another_configuration_is_refused(
+    mnist_small: ImageDataset, tmp_path: Path
+) -> None:
+    t = Trainer(tiny_config(), data=mnist_small)
+    t.train_step()
+    t.save(tmp_path / "c.pt")
+    other = Trainer(tiny_config(lr_g=1e-3), data=mnist_small)
+    with pytest.raises(CheckpointError, match=r"train\.lr_g"):
+        other.load(tmp_path / "c.pt")
+    # A longer budget is allowed: that is how a run is extended.
+    Trainer(tiny_config(steps=50), data=mnist_small).load(tmp_path / "c.pt")
+
+
+def test_corrupt_checkpoint_is_a_clear_error(mnist_small: ImageDataset, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        Trainer(tiny_config(), data=mnist_small).load(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Trainer(tiny_config(), data=mnist_small).load(tmp_path / "missing.pt")
+
+
+def test_divergence_stops_at_once_with_the_step(mnist_small: ImageDataset) -> None:
+    # A learning rate of 0.9 with no momentum damping blows the WGAN critic up within steps.
+    config = tiny_config(loss="wasserstein", lr_d=0.9, lr_g=0.9, beta1=0.0, steps=500)
+    t = Trainer(config, data=mnist_small)
+    with pytest.raises(DivergenceError) as info:
+        t.run()
+    err = info.value
+    assert err.step == t.step  # detected at the step it happened (CPU checks every step)
+    assert err.step < 500
+    assert not math.isfinite(err.value)
+    assert f"step {err.step}" in str(err) and "loss" in err.what
+
+
+def test_run_evaluates_on_schedule_and_writes_grids(
+    mnist_small: ImageDataset, tmp_path: Path
+) -> None:
+    seen = []
+    t = Trainer(tiny_config(), data=mnist_small, out_dir=tmp_path)
+    result = t.run(on_eval=seen.append)
+    assert [r.step for r in seen] == [10, 20]
+    assert [r.num_samples for r in seen] == [200, 300]
+    assert [r.final for r in seen] == [False, True]
+    assert result.final is seen[-1] or result.final == seen[-1]
+    assert result.steps == 20 and not result.stopped_early
+    assert all(math.isfinite(r.fid) and r.fid > 0 for r in seen)
+    assert result.images_per_sec > 0
+    grid = Image.open(seen[0].grid)
+    assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8 x 8 images of 28 px, 2 px padding
+    assert (tmp_path / "samples" / "final.png").is_file()
+
+
+def test_should_stop_ends_the_run_early(mnist_small: ImageDataset) -> None:
+    t = Trainer(tiny_config(steps=100), data=mnist_small)
+    evals = []
+    result = t.run(on_eval=evals.append, should_stop=lambda: len(evals) >= 1)
+    assert result.stopped_early and result.steps == 10
+    assert result.final is None and [r.step for r in evals] == [10]
+
+
+def test_checkpoint_callback_cadence(mnist_small: ImageDataset) -> None:
+    steps: list[int] = []
+    t = Trainer(tiny_config(checkpoint_every=7), data=mnist_small)
+    t.run(on_checkpoint=steps.append)
+    assert steps == [7, 14]
+
+
+def test_batch_larger_than_dataset(mnist_dir: Path) -> None:
+    data = load_dataset("mnist", data_dir=mnist_dir, limit=10)
+    with pytest.raises(ConfigError, match="batch_size = 16 is larger than the dataset"):
+        Trainer(tiny_config(), data=data)
+
+
+def test_cuda_unavailable_is_a_clear_error(mnist_small: ImageDataset) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")  # the message only exists without it
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Trainer(replace(tiny_config(), device="cuda"), data=mnist_small)
