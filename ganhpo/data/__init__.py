@@ -1,0 +1,27 @@
+"""Datasets for ganhpo: MNIST, Fashion-MNIST, image folders and ``.npz`` files.
+
+Everything is loaded into memory as uint8 [N, C, H, W] (:class:`ImageDataset`) and drawn in
+random float batches in [-1, 1] on the training device by :class:`Batcher`.
+"""
+
+from __future__ import annotations
+
+from ganhpo.data._batcher import Batcher
+from ganhpo.data._dataset import ImageDataset, from_unit_range, image_digest, to_unit_range
+from ganhpo.data._idx import read_idx, write_idx
+from ganhpo.data._load import dataset_names, load_dataset
+from ganhpo.data._paths import resolve_data_dir, shipped_mnist_subset_dir
+
+__all__ = [
+    "Batcher",
+    "ImageDataset",
+    "dataset_names",
+    "from_unit_range",
+    "image_digest",
+    "load_dataset",
+    "read_idx",
+    "resolve_data_dir",
+    "shipped_mnist_subset_dir",
+    "to_unit_range",
+    "write_idx",
+]
