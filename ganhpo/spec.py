@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,22 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["from_dict", "load_toml", "load_train_config", "parse_train_config"]
+__all__ = [
+    "CONDITIONS",
+    "Choice",
+    "ComponentSpec",
+    "FloatRange",
+    "IntRange",
+    "ParamSpace",
+    "StudySpec",
+    "from_dict",
+    "load_study_spec",
+    "load_toml",
+    "load_train_config",
+    "parse_study_spec",
+    "parse_train_config",
+    "study_spec_to_dict",
+]
 
 T = TypeVar("T")
 
@@ -101,3 +117,290 @@ def parse_train_config(data: dict[str, Any], *, source: str = "config") -> Train
 def load_train_config(path: str | Path) -> TrainConfig:
     """Read a ``ganhpo train`` configuration file."""
     return parse_train_config(load_toml(path), source=str(path))
+
+
+# ------------------------------------------------------------------------------ study specs
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A float searched in [low, high], log-uniformly when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """An integer searched in [low, high]."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A value chosen among ``choices``."""
+
+    choices: tuple[Any, ...]
+
+
+ParamSpace = FloatRange | IntRange | Choice
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A sampler or pruner: a registered name and its keyword arguments."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+    wrapped: ComponentSpec | None = None  # the pruner that ``patient`` wraps
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The arguments as a dict."""
+        return dict(self.args)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study: what to train, what to search, how to sample and prune."""
+
+    name: str
+    base: TrainConfig  # the fixed values; searched ones override base.train
+    search: tuple[tuple[str, ParamSpace], ...]  # ordered: a condition's parent comes first
+    sampler: ComponentSpec
+    pruner: ComponentSpec
+    objective: str = "fid"  # fid or kid
+    direction: str = "minimize"
+    seed: int = 0
+    max_trials: int | None = None  # the total budget shared by all workers
+    baselines: tuple[tuple[tuple[str, Any], ...], ...] = ()  # configurations enqueued first
+    description: str = ""
+
+    @property
+    def space(self) -> dict[str, ParamSpace]:
+        """The search space as a dict."""
+        return dict(self.search)
+
+
+# A searched parameter that only exists when its parent has one value.
+CONDITIONS: dict[str, tuple[str, Any]] = {
+    "gp_weight": ("penalty", "gp"),
+    "r1_gamma": ("penalty", "r1"),
+    "ema_decay": ("ema", True),
+}
+_NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
+_STUDY_KEYS = ("name", "objective", "direction", "seed", "max_trials", "description")
+
+
+def _reject_unknown(table: dict[str, Any], valid: list[str], where: str) -> None:
+    for key in table:
+        if key not in valid:
+            hint = closest(key, valid)
+            suggestion = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown key {key!r} in {where}; {suggestion}")
+
+
+def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
+    from ganhpo.train.config import TrainParams
+
+    key = f"search.{name}"
+    fields = {f.name: f for f in dataclasses.fields(TrainParams)}
+    if name in _NOT_SEARCHABLE:
+        raise ConfigError(f"{key} cannot be searched: {_NOT_SEARCHABLE[name]}; set it in [train]")
+    if name not in fields:
+        hint = closest(name, [f for f in fields if f not in _NOT_SEARCHABLE])
+        raise ConfigError(
+            f"unknown search parameter {name!r}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+            + f"; searchable: {', '.join(f for f in fields if f not in _NOT_SEARCHABLE)}"
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{key} = {raw!r} must be a table such as {{ low = 1e-4, high = 1e-2, log = true }} "
+            "or { choices = [...] }; put fixed values in [train]"
+        )
+    tp = typing.get_type_hints(TrainParams)[name]
+    space: ParamSpace
+    if "choices" in raw:
+        _reject_unknown(raw, ["choices"], f"[{key}]")
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{key}.choices must be a non-empty list")
+        choices = [_convert(c, tp, f"{key}.choices") for c in choices]
+        if len(set(choices)) != len(choices):
+            raise ConfigError(f"{key}.choices has duplicates; list each value once")
+        space = Choice(tuple(choices))
+        probes = list(choices)
+    elif tp in (int, float):
+        _reject_unknown(raw, ["low", "high", "log", "step"], f"[{key}]")
+        for bound in ("low", "high"):
+            if bound not in raw:
+                raise ConfigError(f"{key} needs {bound} (or use choices = [...])")
+        cls = FloatRange if tp is float else IntRange
+        space = from_dict(cls, raw, prefix=f"{key}.")  # type: ignore[type-var]
+        if space.low > space.high:
+            raise ConfigError(
+                f"{key}: low = {space.low} is greater than high = {space.high}; swap them"
+            )
+        if space.log and space.low <= 0:
+            raise ConfigError(
+                f"{key}: a log range needs low > 0, got low = {space.low}; "
+                "use a positive low or log = false"
+            )
+        if space.log and space.step not in (None, 1):
+            raise ConfigError(f"{key}: step cannot be used with log = true; drop one of them")
+        if space.step is not None and space.step <= 0:
+            raise ConfigError(f"{key}.step = {space.step} must be positive")
+        probes = [space.low, space.high]
+    else:
+        raise ConfigError(f"{key} is a {tp.__name__}: give {{ choices = [...] }}")
+    for value in probes:  # every end of the range must make a valid configuration
+        try:
+            base.replace_params(**{name: value})
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from e
+    return space
+
+
+def _parse_component(raw: Any, key: str, kind: str) -> ComponentSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise ConfigError(f'[{key}] needs name = "..." (the {kind})')
+    raw = dict(raw)
+    name = raw.pop("name")
+    wrapped = raw.pop("wrapped", None)
+    inner = _parse_component(wrapped, f"{key}.wrapped", kind) if wrapped is not None else None
+    return ComponentSpec(name=name, args=tuple(sorted(raw.items())), wrapped=inner)
+
+
+def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec:
+    """A :class:`StudySpec` from parsed TOML; every error names the key and the fix."""
+    from ganhpo.study import validate_components
+
+    try:
+        valid_tables = [
+            "study", "dataset", "model", "train", "eval", "device",
+            "search", "sampler", "pruner", "baselines",
+        ]  # fmt: skip
+        _reject_unknown(data, valid_tables, "the top level")
+        study = data.get("study")
+        if not isinstance(study, dict):
+            raise ConfigError('a [study] table is needed, with at least name = "..."')
+        _reject_unknown(study, list(_STUDY_KEYS), "[study]")
+        name = study.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError('study.name must be a non-empty string, e.g. name = "mnist-dcgan"')
+        objective = study.get("objective", "fid")
+        if objective not in ("fid", "kid"):
+            raise ConfigError(f"study.objective = {objective!r} is invalid; use fid or kid")
+        direction = study.get("direction", "minimize")
+        if direction != "minimize":
+            raise ConfigError(
+                f"study.direction = {direction!r} is invalid; FID and KID are minimized"
+            )
+        seed = _convert(study.get("seed", 0), int, "study.seed")
+        max_trials = study.get("max_trials")
+        if max_trials is not None and (_convert(max_trials, int, "study.max_trials") < 1):
+            raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+        sections = ("dataset", "model", "train", "eval", "device")
+        train_part = {k: data[k] for k in sections if k in data}
+        base = from_dict(TrainConfig, {**train_part, "seed": seed})
+
+        search_raw = data.get("search", {})
+        if not isinstance(search_raw, dict):
+            raise ConfigError("[search] must be a table of parameters")
+        parsed = {n: _parse_param(n, raw, base) for n, raw in search_raw.items()}
+        for child, (parent, value) in CONDITIONS.items():
+            if child not in parsed:
+                continue
+            parent_space = parsed.get(parent)
+            possible = (
+                parent_space.choices
+                if isinstance(parent_space, Choice)
+                else (getattr(base.train, parent),)
+            )
+            if value not in possible:
+                raise ConfigError(
+                    f"search.{child} is never used: it needs {parent} = {value!r}, which "
+                    f"{'is not among the choices' if parent_space else 'is not set'}; "
+                    f"add {value!r} to {parent} or drop search.{child}"
+                )
+        order = sorted(parsed, key=lambda n: n in CONDITIONS)
+        search = tuple((n, parsed[n]) for n in order)
+
+        sampler = _parse_component(data.get("sampler", "tpe"), "sampler", "sampler")
+        pruner = _parse_component(data.get("pruner", "median"), "pruner", "pruner")
+        validate_components(sampler, pruner, seed=seed)
+
+        baselines = []
+        for i, raw in enumerate(data.get("baselines", [])):
+            if not isinstance(raw, dict):
+                raise ConfigError(f"baselines[{i}] must be a table of [train] values")
+            merged = {**dataclasses.asdict(base.train), **raw}
+            params = from_dict(type(base.train), merged, prefix=f"baselines[{i}].")
+            baselines.append(tuple(sorted((k, getattr(params, k)) for k in raw)))
+        return StudySpec(
+            name=name,
+            base=base,
+            search=search,
+            sampler=sampler,
+            pruner=pruner,
+            objective=objective,
+            direction=direction,
+            seed=seed,
+            max_trials=max_trials,
+            baselines=tuple(baselines),
+            description=str(study.get("description", "")),
+        )
+    except ConfigError as e:
+        raise type(e)(f"{source}: {e}") from e
+
+
+def load_study_spec(path: str | Path) -> StudySpec:
+    """Read a study spec file from ``studies/``."""
+    return parse_study_spec(load_toml(path), source=str(path))
+
+
+def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
+    """The resolved spec as TOML-compatible data that :func:`parse_study_spec` reads back."""
+    from ganhpo.train.config import config_to_dict
+
+    base = config_to_dict(spec.base)
+    base.pop("seed")
+
+    def component(c: ComponentSpec) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": c.name, **c.kwargs}
+        if c.wrapped is not None:
+            out["wrapped"] = component(c.wrapped)
+        return out
+
+    def param(p: ParamSpace) -> dict[str, Any]:
+        if isinstance(p, Choice):
+            return {"choices": list(p.choices)}
+        return {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+
+    study: dict[str, Any] = {
+        "name": spec.name,
+        "objective": spec.objective,
+        "direction": spec.direction,
+        "seed": spec.seed,
+    }
+    if spec.max_trials is not None:
+        study["max_trials"] = spec.max_trials
+    if spec.description:
+        study["description"] = spec.description
+    return {
+        "study": study,
+        **base,
+        "search": {n: param(p) for n, p in spec.search},
+        "sampler": component(spec.sampler),
+        "pruner": component(spec.pruner),
+        "baselines": [dict(b) for b in spec.baselines],
+    }

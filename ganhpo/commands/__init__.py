@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import train
+from ganhpo.commands import study, train, worker
 
 __all__ = ["COMMANDS"]
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [train.register]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    train.register,
+    study.register,
+    worker.register,
+]

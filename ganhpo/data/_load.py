@@ -9,7 +9,8 @@ from ganhpo.data._dataset import ImageDataset, image_digest
 from ganhpo.data._folder import load_image_folder
 from ganhpo.data._idx_datasets import FASHION_MNIST, MNIST, load_idx_collection
 from ganhpo.data._npz import load_npz
-from ganhpo.data._source import Loader, LoadRequest
+from ganhpo.data._paths import shipped_mnist_subset_dir
+from ganhpo.data._source import Loader, LoadRequest, RawImages
 from ganhpo.data._transforms import check_channels, check_resolution, conform
 from ganhpo.errors import ConfigError
 from ganhpo.registry import Registry
@@ -22,6 +23,17 @@ _DATASETS: Registry[Loader] = Registry("dataset")
 _DATASETS.add("mnist", partial(load_idx_collection, MNIST))
 _DATASETS.add("fashion-mnist", partial(load_idx_collection, FASHION_MNIST))
 _DATASETS.add("image-folder", load_image_folder)
+
+
+def _load_mnist_subset(request: LoadRequest) -> RawImages:
+    # The real MNIST subset shipped in the package: runs offline with no files to fetch.
+    from dataclasses import replace
+
+    shipped = replace(request, data_dir=shipped_mnist_subset_dir(), download=False)
+    return load_idx_collection(MNIST, shipped)
+
+
+_DATASETS.add("mnist-subset", _load_mnist_subset)
 _DATASETS.add("npz", load_npz)
 
 

@@ -108,10 +108,10 @@ class Trainer:
         cache_dir: str | Path | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
-        from ganhpo.data import load_dataset
+        from ganhpo.data import Batcher, load_dataset
 
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = self.device_for(config)
         ds = config.dataset
         if data is None:
             data = load_dataset(
@@ -160,7 +160,7 @@ class Trainer:
         # Every random draw of training comes from these two generators (checkpointed).
         self.rng_data = torch.Generator().manual_seed(config.seed * 2 + 1)
         self.rng_noise = torch.Generator(device=self.device).manual_seed(config.seed * 2 + 2)
-        self.images = data.images.to(self.device)  # uint8 on the device, once
+        self.batcher = Batcher(data, tp.batch_size, self.device, self.rng_data)
         self.step = 0
         self.history: list[EvalRecord] = []
         self.train_seconds = 0.0
@@ -175,16 +175,16 @@ class Trainer:
         self._evaluator = evaluator
         self._cache_dir = cache_dir
 
+    @staticmethod
+    def device_for(config: TrainConfig) -> torch.device:
+        """The device a configuration trains on."""
+        return resolve_device(config.device)
+
     # ---------------------------------------------------------------- training
     @property
     def generator(self) -> nn.Module:
         """The generator that is evaluated: the EMA copy when enabled."""
         return self.G_ema if self.G_ema is not None else self.G
-
-    def _batch(self) -> torch.Tensor:
-        n = self.config.train.batch_size
-        idx = torch.randint(len(self.images), (n,), generator=self.rng_data)
-        return self.images[idx.to(self.device)].float().div_(127.5).sub_(1.0)
 
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(
@@ -197,7 +197,7 @@ class Trainer:
         g, d = self.G, self.D
         d.requires_grad_(True)
         for _ in range(tp.n_disc):
-            real = self._batch()
+            real = self.batcher.next()
             with torch.no_grad():
                 fake = g(self._z(tp.batch_size))
             d_loss = self.loss.d_loss(d(real), d(fake))

@@ -80,7 +80,7 @@ def test_checkpoint_resume_is_bit_exact(
     for key in a:
         assert torch.equal(a[key], b[key]), key
     # The RNG streams continue too: the next batch is the same.
-    assert torch.equal(straight._batch(), resumed._batch())
+    assert torch.equal(straight.batcher.next(), resumed.batcher.next())
 
 
 def test_same_seed_same_run_and_other_seed_differs(mnist_small: ImageDataset) -> None:

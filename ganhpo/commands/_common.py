@@ -1,0 +1,42 @@
+"""Arguments and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import optuna
+
+__all__ = ["add_storage_args", "storage_from_args"]
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    """``--storage`` / ``--storage-file`` / ``--connect-timeout``."""
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="study database URL (default: $GANHPO_STORAGE, else sqlite:///ganhpo.db)",
+    )
+    p.add_argument(
+        "--storage-file",
+        type=Path,
+        metavar="FILE",
+        help="read the storage URL from FILE (keeps passwords off the command line)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="keep retrying an unreachable database for S seconds (default 30)",
+    )
+
+
+def storage_from_args(
+    args: argparse.Namespace, *, create_schema: bool = False
+) -> optuna.storages.RDBStorage:
+    """Open the storage the arguments name."""
+    from ganhpo.storage import open_storage, resolve_storage_url
+
+    url = resolve_storage_url(args.storage, storage_file=args.storage_file)
+    return open_storage(url, create_schema=create_schema, connect_timeout=args.connect_timeout)

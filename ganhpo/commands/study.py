@@ -1,0 +1,168 @@
+"""``ganhpo study create|list|show|trials|delete``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from ganhpo.commands._common import add_storage_args, storage_from_args
+from ganhpo.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``study`` command group."""
+    p = sub.add_parser("study", help="create and inspect studies", description=__doc__)
+    group = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+
+    c = group.add_parser("create", help="create a study from a spec file; prints its name")
+    c.add_argument("spec", type=Path, help="a study spec, e.g. studies/quick.toml")
+    c.add_argument("--name", help="study name (default: the spec's study.name)")
+    c.add_argument(
+        "--load-if-exists",
+        action="store_true",
+        help="succeed if a study of that name and the same spec exists",
+    )
+    add_storage_args(c)
+    c.set_defaults(func=create)
+
+    ls = group.add_parser("list", help="list the studies in the storage")
+    add_storage_args(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=list_)
+
+    s = group.add_parser("show", help="state counts, best trial and parameters")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    add_storage_args(s)
+    s.set_defaults(func=show)
+
+    t = group.add_parser("trials", help="one row per trial")
+    t.add_argument("name")
+    fmt = t.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_true", help="JSON on stdout")
+    add_storage_args(t)
+    t.set_defaults(func=trials)
+
+    d = group.add_parser("delete", help="delete a study and all its trials")
+    d.add_argument("name")
+    d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_storage_args(d)
+    d.set_defaults(func=delete)
+
+
+def create(args: argparse.Namespace) -> int:
+    """Create the study; print its name on stdout."""
+    import dataclasses
+
+    from ganhpo.spec import load_study_spec
+    from ganhpo.study import create_study
+
+    spec = load_study_spec(args.spec)  # every error surfaces before the database is touched
+    if args.name is not None:
+        if not args.name.strip():
+            raise ConfigError("--name is empty; give a study name")
+        spec = dataclasses.replace(spec, name=args.name)
+    storage = storage_from_args(args, create_schema=True)
+    study = create_study(spec, storage, load_if_exists=args.load_if_exists)
+    print(study.study_name)
+    return 0
+
+
+def list_(args: argparse.Namespace) -> int:
+    """Print the studies with their trial counts."""
+    from ganhpo.study import list_studies
+
+    rows = list_studies(storage_from_args(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            best = f"best {r['best_value']:.4f}" if r["best_value"] is not None else "no result"
+            print(f"{r['name']}\t{r['n_trials']} trials\t{best}")
+    return 0
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def show(args: argparse.Namespace) -> int:
+    """Print a study's summary."""
+    from ganhpo.study import load_study, summarize
+
+    info = summarize(load_study(args.name, storage_from_args(args)))
+    if args.json:
+        print(json.dumps(info, indent=2, default=_clean))
+        return 0
+    print(f"study      {info['name']}  ({info['objective']}, {info['direction']})")
+    print("trials     " + "  ".join(f"{k.lower()} {v}" for k, v in info["states"].items()))
+    best = info["best"]
+    if best is None:
+        print("best       none yet")
+    else:
+        print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
+        for k, v in best["params"].items():
+            print(f"  {k:<12} {v}")
+    return 0
+
+
+def trials(args: argparse.Namespace) -> int:
+    """Print one row per trial (table, CSV or JSON)."""
+    from ganhpo.study import load_study, trial_rows
+
+    rows = trial_rows(load_study(args.name, storage_from_args(args)))
+    if args.json:
+        print(json.dumps(rows, indent=2, default=_clean))
+        return 0
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    shown = [c for c in ("number", "state", "value", "status", "steps") if c in columns]
+    shown += [c for c in columns if c.startswith("params_")]
+    print("\t".join(shown))
+    for r in rows:
+        print(
+            "\t".join(
+                "" if r.get(c) is None else f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c])
+                for c in shown
+            )
+        )
+    return 0
+
+
+def delete(args: argparse.Namespace) -> int:
+    """Delete a study after confirmation."""
+    import optuna
+
+    from ganhpo.study import load_study
+
+    storage = storage_from_args(args)
+    study = load_study(args.name, storage)
+    n = len(study.get_trials(deepcopy=False))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(
+                f"deleting study {args.name!r} ({n} trials) needs confirmation; pass --yes"
+            )
+        answer = input(f"delete study {args.name!r} and its {n} trials? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted", file=sys.stderr)
+            return 1
+    optuna.delete_study(study_name=args.name, storage=storage)
+    print(f"deleted {args.name}")
+    return 0

@@ -1,0 +1,284 @@
+"""The Optuna driver: samplers and pruners by name, the search space, study create/load.
+
+A study's resolved spec is stored in the study itself (user attribute ``ganhpo:spec``), so a
+worker needs only the storage URL and the study name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from ganhpo import __version__
+from ganhpo.errors import ConfigError, StorageError
+from ganhpo.registry import Registry, closest
+from ganhpo.spec import (
+    CONDITIONS,
+    Choice,
+    ComponentSpec,
+    FloatRange,
+    IntRange,
+    StudySpec,
+    parse_study_spec,
+    study_spec_to_dict,
+)
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "SPEC_ATTR",
+    "build_pruner",
+    "build_sampler",
+    "create_study",
+    "list_studies",
+    "load_study",
+    "study_spec",
+    "suggest_params",
+    "summarize",
+    "trial_rows",
+    "validate_components",
+]
+
+logger = logging.getLogger(__name__)
+
+SPEC_ATTR = "ganhpo:spec"
+VERSION_ATTR = "ganhpo:version"
+
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.add("tpe", optuna.samplers.TPESampler)  # constant_liar=True by default in Optuna 5
+SAMPLERS.add("random", optuna.samplers.RandomSampler)
+SAMPLERS.add("gp", optuna.samplers.GPSampler)
+SAMPLERS.add("cmaes", optuna.samplers.CmaEsSampler)
+SAMPLERS.add("qmc", optuna.samplers.QMCSampler)
+
+PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
+PRUNERS.add("median", optuna.pruners.MedianPruner)
+PRUNERS.add("percentile", optuna.pruners.PercentilePruner)
+PRUNERS.add("successive-halving", optuna.pruners.SuccessiveHalvingPruner)
+PRUNERS.add("hyperband", optuna.pruners.HyperbandPruner)
+PRUNERS.add("patient", optuna.pruners.PatientPruner)
+PRUNERS.add("wilcoxon", optuna.pruners.WilcoxonPruner)
+PRUNERS.add("threshold", optuna.pruners.ThresholdPruner)
+PRUNERS.add("none", optuna.pruners.NopPruner)
+
+
+def _construct(kind: str, factory: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> Any:
+    params = inspect.signature(factory).parameters
+    valid = [p for p in params if p not in ("self", "wrapped_pruner")]
+    for key in kwargs:
+        if key not in valid and key not in params:
+            hint = closest(key, valid)
+            raise ConfigError(
+                f"{kind} {name!r} has no argument {key!r}"
+                + (f"; did you mean {hint!r}?" if hint else "")
+                + f"; valid: {', '.join(valid)}"
+            )
+    try:
+        return factory(**kwargs)
+    except ImportError as e:
+        raise ConfigError(
+            f"{kind} {name!r} needs a package that is not installed ({e}); install it "
+            "or choose another"
+        ) from e
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{kind} {name!r}: invalid arguments ({e})") from e
+
+
+def build_sampler(spec: ComponentSpec, *, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler a spec names; ``seed`` is used unless the spec sets one."""
+    factory = SAMPLERS.get(spec.name)
+    kwargs = spec.kwargs
+    if "seed" in inspect.signature(factory).parameters:
+        kwargs.setdefault("seed", seed)
+    return _construct("sampler", factory, spec.name, kwargs)  # type: ignore[no-any-return]
+
+
+def build_pruner(spec: ComponentSpec) -> optuna.pruners.BasePruner:
+    """The pruner a spec names (``patient`` wraps ``[pruner.wrapped]``)."""
+    factory = PRUNERS.get(spec.name)
+    kwargs = spec.kwargs
+    if spec.name == "patient":
+        if spec.wrapped is None:
+            raise ConfigError(
+                'pruner "patient" wraps another: add [pruner.wrapped] with name = "median" (say)'
+            )
+        kwargs["wrapped_pruner"] = build_pruner(spec.wrapped)
+    elif spec.wrapped is not None:
+        raise ConfigError(f"pruner {spec.name!r} wraps nothing; drop [pruner.wrapped]")
+    if spec.name == "patient" and "patience" not in kwargs:
+        raise ConfigError('pruner "patient" needs patience = N (evaluations without improvement)')
+    return _construct("pruner", factory, spec.name, kwargs)  # type: ignore[no-any-return]
+
+
+def validate_components(sampler: ComponentSpec, pruner: ComponentSpec, *, seed: int) -> None:
+    """Build both once so bad names and arguments fail before anything is written."""
+    build_sampler(sampler, seed=seed)
+    build_pruner(pruner)
+
+
+def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
+    """Sample the ``[train]`` values of one trial from the spec's (conditional) space."""
+    params: dict[str, Any] = {}
+    for name, space in spec.search:
+        condition = CONDITIONS.get(name)
+        if condition is not None:
+            parent, value = condition
+            if params.get(parent, getattr(spec.base.train, parent)) != value:
+                continue
+        if isinstance(space, Choice):
+            params[name] = trial.suggest_categorical(name, list(space.choices))
+        elif isinstance(space, FloatRange):
+            params[name] = trial.suggest_float(
+                name, space.low, space.high, log=space.log, step=space.step
+            )
+        elif isinstance(space, IntRange):
+            params[name] = trial.suggest_int(
+                name, space.low, space.high, log=space.log, step=space.step
+            )
+    return params
+
+
+def create_study(
+    spec: StudySpec, storage: optuna.storages.BaseStorage, *, load_if_exists: bool = False
+) -> optuna.Study:
+    """Create the study, store its resolved spec, enqueue the baselines."""
+    names = {s.study_name for s in _summaries(storage)}
+    if spec.name in names:
+        if not load_if_exists:
+            raise StorageError(
+                f"study {spec.name!r} already exists; pick another --name, delete it with "
+                f"'ganhpo study delete {spec.name}', or pass --load-if-exists to keep it"
+            )
+        existing = load_study(spec.name, storage)
+        if study_spec(existing) != spec:
+            raise StorageError(
+                f"study {spec.name!r} exists with a different spec; create it under another --name"
+            )
+        return existing
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        direction=spec.direction,
+        sampler=build_sampler(spec.sampler, seed=spec.seed),
+        pruner=build_pruner(spec.pruner),
+    )
+    try:
+        study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
+        study.set_user_attr(VERSION_ATTR, __version__)
+        for baseline in spec.baselines:
+            values = dict(baseline)
+            searched = {k: v for k, v in values.items() if k in spec.space}
+            study.enqueue_trial(searched, user_attrs={"baseline": values}, skip_if_exists=True)
+    except BaseException:
+        # Nothing half-written: a study without its spec is useless to workers.
+        optuna.delete_study(study_name=spec.name, storage=storage)
+        raise
+    return study
+
+
+def study_spec(study: optuna.Study) -> StudySpec:
+    """The spec stored in a study by :func:`create_study`."""
+    raw = study.user_attrs.get(SPEC_ATTR)
+    if raw is None:
+        raise StorageError(
+            f"study {study.study_name!r} was not created by 'ganhpo study create' (it has no "
+            "stored spec); create one with 'ganhpo study create SPEC'"
+        )
+    return parse_study_spec(raw, source=f"the spec stored in study {study.study_name!r}")
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Load a ganhpo study with the sampler and pruner of its stored spec."""
+    names = sorted(s.study_name for s in _summaries(storage))
+    if name not in names:
+        hint = closest(name, names)
+        listing = f"; studies here: {', '.join(names)}" if names else "; there are no studies here"
+        raise StorageError(
+            f"study {name!r} does not exist"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + listing
+            + "; create it with 'ganhpo study create SPEC'"
+        )
+    study = optuna.load_study(study_name=name, storage=storage)
+    spec = study_spec(study)
+    return optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=build_sampler(spec.sampler, seed=None),
+        pruner=build_pruner(spec.pruner),
+    )
+
+
+def _summaries(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudySummary]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.get_all_study_summaries(storage, include_best_trial=True)
+    except SQLAlchemyError as e:
+        raise StorageError(
+            f"the storage holds no study database ({type(e).__name__}); create a study there "
+            "with 'ganhpo study create SPEC --storage URL'"
+        ) from None
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    """Name, trial count and best value of every study."""
+    rows = []
+    for s in sorted(_summaries(storage), key=lambda s: s.study_name):
+        best = s.best_trial.value if s.best_trial is not None else None
+        rows.append({"name": s.study_name, "n_trials": s.n_trials, "best_value": best})
+    return rows
+
+
+def summarize(study: optuna.Study) -> dict[str, Any]:
+    """State counts, the best trial and its parameters (``ganhpo study show``)."""
+    spec = study_spec(study)
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {s.name: 0 for s in optuna.trial.TrialState}
+    for t in trials:
+        states[t.state.name] += 1
+    best = None
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if completed:
+        b = study.best_trial
+        best = {
+            "number": b.number,
+            "value": b.value,
+            "params": b.params,
+            "user_attrs": {k: v for k, v in b.user_attrs.items() if k != "baseline"},
+        }
+    return {
+        "name": study.study_name,
+        "objective": spec.objective,
+        "direction": spec.direction,
+        "n_trials": len(trials),
+        "states": {k: v for k, v in states.items() if v},
+        "best": best,
+    }
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One flat row per trial: number, state, value, params_*, user attributes, curve."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
+            "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        }
+        row |= {f"params_{k}": v for k, v in t.params.items()}
+        row |= {k: v for k, v in t.user_attrs.items() if not isinstance(v, dict | list)}
+        row["intermediate"] = json_curve(t.intermediate_values)
+        rows.append(row)
+    return rows
+
+
+def json_curve(values: dict[int, float]) -> str:
+    """Intermediate values as ``step:value`` pairs, in step order."""
+    return " ".join(f"{step}:{values[step]:.6g}" for step in sorted(values))
