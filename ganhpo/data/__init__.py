@@ -9,10 +9,11 @@ from __future__ import annotations
 from ganhpo.data._batcher import Batcher
 from ganhpo.data._dataset import ImageDataset, from_unit_range, image_digest, to_unit_range
 from ganhpo.data._idx import read_idx, write_idx
-from ganhpo.data._load import dataset_names, load_dataset
+from ganhpo.data._load import DATASETS, dataset_names, load_dataset
 from ganhpo.data._paths import resolve_data_dir, shipped_mnist_subset_dir
 
 __all__ = [
+    "DATASETS",
     "Batcher",
     "ImageDataset",
     "dataset_names",

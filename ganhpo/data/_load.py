@@ -15,14 +15,14 @@ from ganhpo.data._transforms import check_channels, check_resolution, conform
 from ganhpo.errors import ConfigError
 from ganhpo.registry import Registry
 
-__all__ = ["SPLITS", "dataset_names", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "dataset_names", "load_dataset"]
 
 SPLITS = ("train", "test")
 
-_DATASETS: Registry[Loader] = Registry("dataset")
-_DATASETS.add("mnist", partial(load_idx_collection, MNIST))
-_DATASETS.add("fashion-mnist", partial(load_idx_collection, FASHION_MNIST))
-_DATASETS.add("image-folder", load_image_folder)
+DATASETS: Registry[Loader] = Registry("dataset")
+DATASETS.add("mnist", partial(load_idx_collection, MNIST))
+DATASETS.add("fashion-mnist", partial(load_idx_collection, FASHION_MNIST))
+DATASETS.add("image-folder", load_image_folder)
 
 
 def _load_mnist_subset(request: LoadRequest) -> RawImages:
@@ -33,13 +33,13 @@ def _load_mnist_subset(request: LoadRequest) -> RawImages:
     return load_idx_collection(MNIST, shipped)
 
 
-_DATASETS.add("mnist-subset", _load_mnist_subset)
-_DATASETS.add("npz", load_npz)
+DATASETS.add("mnist-subset", _load_mnist_subset)
+DATASETS.add("npz", load_npz)
 
 
 def dataset_names() -> list[str]:
     """The names :func:`load_dataset` accepts, sorted."""
-    return _DATASETS.names()
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -73,7 +73,7 @@ def load_dataset(
         ConfigError: an argument is out of range.
         DataError: the files are missing, unreadable, corrupt or of the wrong shape.
     """
-    loader = _DATASETS.get(name)
+    loader = DATASETS.get(name)
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if resolution is not None:

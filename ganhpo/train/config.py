@@ -40,6 +40,9 @@ class DatasetConfig:
     limit: int | None = None  # use only the first N images (quick runs, tests)
 
     def __post_init__(self) -> None:
+        from ganhpo.data import DATASETS
+
+        DATASETS.get(self.name)
         _require(self.split in ("train", "test"), "dataset.split", self.split, "use train or test")
         if self.resolution is not None:
             _require(

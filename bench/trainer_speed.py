@@ -1,0 +1,125 @@
+"""Trainer throughput vs a bare PyTorch loop of the same model, batch size and device.
+
+Both loops run interleaved in one process (blocks of steps, alternating), so machine noise
+hits both alike; the reported ratio is the median over blocks. Also times one evaluation at
+the default sample counts.
+
+    python bench/trainer_speed.py [--quick] [--data-dir ../shared/data/mnist]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ganhpo.data import load_dataset, shipped_mnist_subset_dir
+from ganhpo.train import DatasetConfig, EvalConfig, ModelConfig, TrainConfig, Trainer, TrainParams
+from ganhpo.train.models import build_models
+
+
+def bare_loop(data: torch.Tensor, config: TrainConfig, device: torch.device) -> Callable[[], None]:
+    """The textbook DCGAN step with nothing around it."""
+    torch.manual_seed(0)
+    _, c, h, _ = data.shape
+    m = config.model
+    g, d = build_models(m.arch, latent_dim=m.latent_dim, channels=c, resolution=h, width=m.width)
+    g, d = g.to(device), d.to(device)
+    tp = config.train
+    opt_g = torch.optim.Adam(g.parameters(), lr=tp.lr_g, betas=(tp.beta1, tp.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=tp.lr_d, betas=(tp.beta1, tp.beta2))
+    images = data.to(device)
+    b = tp.batch_size
+
+    def step() -> None:
+        real = images[torch.randint(len(images), (b,)).to(device)].float() / 127.5 - 1
+        with torch.no_grad():
+            fake = g(torch.randn(b, m.latent_dim, device=device))
+        d_loss = F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        d.requires_grad_(False)
+        g_loss = F.softplus(-d(g(torch.randn(b, m.latent_dim, device=device)))).mean()
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        d.requires_grad_(True)
+        float(d_loss), float(g_loss)  # a bare loop logs its losses too
+
+    return step
+
+
+def timed(step: Callable[[], None], n: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer blocks (about a minute)")
+    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data/mnist"))
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--width", type=int, default=32)
+    args = ap.parse_args()
+
+    data_dir = args.data_dir if args.data_dir.exists() else shipped_mnist_subset_dir()
+    data = load_dataset("mnist", data_dir=data_dir)
+    config = TrainConfig(
+        dataset=DatasetConfig(name="mnist"),
+        model=ModelConfig(width=args.width, latent_dim=64),
+        train=TrainParams(steps=10**9, batch_size=args.batch_size),
+        eval=EvalConfig(every=0),
+        device=args.device,
+    )
+    trainer = Trainer(config, data=data)
+    device = trainer.device
+    bare = bare_loop(data.images, config, device)
+    blocks, n = (6, 30) if args.quick else (20, 50)
+    timed(trainer.train_step, 10, device)  # warm-up both
+    timed(bare, 10, device)
+    ratios, t_tr, t_bare = [], [], []
+    for _ in range(blocks):
+        a = timed(trainer.train_step, n, device)
+        b = timed(bare, n, device)
+        t_tr.append(a)
+        t_bare.append(b)
+        ratios.append(b / a)  # images/s of the trainer over images/s of the bare loop
+    ips = args.batch_size * n
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+        f"width {args.width}, {blocks} blocks x {n} steps, interleaved"
+    )
+    print(f"trainer    {ips / statistics.median(t_tr):8.0f} img/s")
+    print(f"bare loop  {ips / statistics.median(t_bare):8.0f} img/s")
+    print(
+        f"ratio      {statistics.median(ratios):8.3f}  (median over blocks; min "
+        f"{min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.95)"
+    )
+
+    for samples in (2000, 10000):
+        trainer.evaluate(samples)  # first call computes or loads the real statistics
+        t0 = time.perf_counter()
+        rec = trainer.evaluate(samples)
+        seconds = time.perf_counter() - t0
+        steps = seconds / (statistics.median(t_tr) / n)
+        print(
+            f"one evaluation of {samples:5d} samples: {seconds:6.2f} s "
+            f"(= {steps:.0f} training steps; FID {rec.fid:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Study spec files: every shipped spec parses; bad input is named with its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganhpo.errors import ConfigError, UnknownNameError
+from ganhpo.spec import (
+    Choice,
+    FloatRange,
+    IntRange,
+    load_study_spec,
+    parse_study_spec,
+    study_spec_to_dict,
+)
+
+STUDIES = sorted((Path(__file__).parents[1] / "studies").glob("*.toml"))
+
+
+def test_the_shipped_specs_exist() -> None:
+    names = {p.name for p in STUDIES}
+    assert {"quick.toml", "mnist-dcgan.toml", "mnist-wgan-gp.toml"} <= names
+    assert any("inception" in p.read_text() for p in STUDIES)
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_shipped_spec_round_trips(path: Path) -> None:
+    spec = load_study_spec(path)
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    assert spec.search and spec.baselines
+
+
+def base(**extra: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "study": {"name": "t"},
+        "train": {"steps": 10},
+        "search": {"lr_g": {"low": 1e-4, "high": 1e-2, "log": True}},
+    }
+    data.update(extra)
+    return data
+
+
+def test_parsed_space_types() -> None:
+    spec = parse_study_spec(
+        base(
+            search={
+                "lr_g": {"low": 1e-4, "high": 1e-2, "log": True},
+                "n_disc": {"low": 1, "high": 5},
+                "batch_size": {"choices": [32, 64]},
+                "penalty": {"choices": ["none", "gp"]},
+                "gp_weight": {"low": 1, "high": 100, "log": True},
+            }
+        )
+    )
+    space = spec.space
+    assert space["lr_g"] == FloatRange(1e-4, 1e-2, log=True)
+    assert space["n_disc"] == IntRange(1, 5)
+    assert space["batch_size"] == Choice((32, 64))
+    assert space["gp_weight"] == FloatRange(1.0, 100.0, log=True)
+    # A conditional parameter comes after its parent.
+    names = [n for n, _ in spec.search]
+    assert names.index("gp_weight") > names.index("penalty")
+    assert spec.sampler.name == "tpe" and spec.pruner.name == "median"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            base(study={"name": "t", "nmae": 1}),
+            r"unknown key 'nmae' in \[study\]; did you mean 'name'",
+        ),
+        (base(serach={}), r"unknown key 'serach' in the top level; did you mean 'search'"),
+        (
+            base(search={"lr_gg": {"low": 1, "high": 2}}),
+            r"unknown search parameter 'lr_gg'; did you mean 'lr_g'",
+        ),
+        (
+            base(search={"lr_g": {"low": 1e-2, "high": 1e-4}}),
+            r"low = 0.01 is greater than high = 0.0001; swap them",
+        ),
+        (
+            base(search={"gp_weight": {"low": 0.0, "high": 10.0, "log": True}}),
+            r"a log range needs low > 0",
+        ),
+        (
+            base(search={"lr_g": {"low": 1e-4, "high": 2.0}}),
+            r"search.lr_g: train.lr_g = 2.0 is invalid",
+        ),
+        (base(search={"lr_g": {"low": 1e-4}}), r"search.lr_g needs high"),
+        (base(search={"lr_g": 1e-3}), r"must be a table .* put fixed values in \[train\]"),
+        (base(search={"steps": {"low": 1, "high": 9}}), r"search.steps cannot be searched"),
+        (base(search={"loss": {"choices": []}}), r"choices must be a non-empty list"),
+        (base(search={"loss": {"low": 0, "high": 1}}), r"search.loss is a str: give \{ choices"),
+        (
+            base(search={"gp_weight": {"low": 1, "high": 10}}),
+            r"search.gp_weight is never used: it needs penalty = 'gp'",
+        ),
+        (
+            base(study={"name": "t", "objective": "is"}),
+            r"study.objective = 'is' is invalid; use fid or kid",
+        ),
+        (base(study={"name": "t", "max_trials": 0}), r"max_trials = 0 must be at least 1"),
+        (
+            base(sampler={"name": "tpe", "n_startup": 3}),
+            r"sampler 'tpe' has no argument 'n_startup'; did you mean 'n_startup_trials'",
+        ),
+        (base(pruner={"name": "patient"}), r"pruner \"patient\" wraps another"),
+        (base(baselines=[{"lr_gg": 1e-3}]), r"unknown key 'baselines\[0\].lr_gg' in \[baselines\[0\]\]; did you mean 'lr_g'"),
+        ({"train": {}}, r"a \[study\] table is needed"),
+    ],
+)
+def test_bad_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_study_spec(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            base(sampler={"name": "tpee"}),
+            r"unknown sampler 'tpee' \(did you mean 'tpe'\?\); choose one of: cmaes, gp, qmc, random, tpe",
+        ),
+        (base(pruner={"name": "medain"}), r"unknown pruner 'medain' \(did you mean 'median'\?\)"),
+        (base(dataset={"name": "cifar"}), r"unknown dataset 'cifar'"),
+    ],
+)
+def test_unknown_names_list_the_valid_ones(data: dict, message: str) -> None:
+    with pytest.raises(UnknownNameError, match=message):
+        parse_study_spec(data)
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[study\nname = 'x'")
+    with pytest.raises(ConfigError, match=r"s.toml is not valid TOML"):
+        load_study_spec(path)
