@@ -1,0 +1,125 @@
+"""Real ``ganhpo worker`` processes sharing one study: PostgreSQL and the SQLite default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "studies" / "quick.toml"
+
+
+@pytest.fixture
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Worker environment: one torch thread each (3 workers share 2 cores), a shared cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
+    env["GANHPO_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "ganhpo-cache")
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def ganhpo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ganhpo", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def run_workers(n: int, args: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[int, str]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ganhpo", "worker", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        results.append((p.returncode, out))
+    return results
+
+
+def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == budget, [t.state for t in trials]
+    assert sorted(t.number for t in trials) == list(range(budget))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [
+        (t.number, t.state, t.user_attrs.get("status")) for t in trials
+    ]
+    for t in trials:
+        assert t.intermediate_values, t.number  # FID stored at every evaluation
+        assert set(t.intermediate_values) <= {80, 160, 240}
+        assert all(v > 0 for v in t.intermediate_values.values())
+        status = t.user_attrs["status"]
+        if t.state == TrialState.COMPLETE:
+            assert status == "completed"
+            assert t.value == t.intermediate_values[240] and t.user_attrs["steps"] == 240
+            assert t.user_attrs["fid"] == t.value and t.user_attrs["kid"] > -1
+        else:
+            step = max(t.intermediate_values)
+            assert status == f"pruned at step {step}"
+            assert t.user_attrs["steps"] == step
+        for key in ("seed", "device", "host", "wall_time", "images_per_sec"):
+            assert key in t.user_attrs, (t.number, key)
+    # No trial ran twice: every trial has its own seed and its own parameters.
+    assert len({t.user_attrs["seed"] for t in trials}) == budget
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == budget
+    assert any(t.state == TrialState.PRUNED for t in trials)
+    assert trials[0].params == {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "loss": "ns"}
+    return trials
+
+
+def test_three_workers_on_postgresql(postgres_url: str, tmp_path: Path, env: dict) -> None:
+    created = ganhpo(
+        "study", "create", str(QUICK), "--storage", postgres_url, cwd=tmp_path, env=env
+    )
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip() == "quick"
+    budget = 7
+    results = run_workers(
+        3,
+        ["--study", "quick", "--storage", postgres_url, "--max-total-trials", str(budget)],
+        cwd=tmp_path,
+        env=env,
+    )
+    for code, out in results:
+        assert code == 0, out
+        assert f"the study's budget of {budget} trials is spent" in out
+    check_finished_study(postgres_url, "quick", budget)
+    # Every worker took part.
+    assert all("started" in out for _, out in results)
+
+
+def test_two_workers_on_the_sqlite_default(tmp_path: Path, env: dict) -> None:
+    created = ganhpo("study", "create", str(QUICK), cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "ganhpo.db").is_file()
+    results = run_workers(2, ["--study", "quick"], cwd=tmp_path, env=env)
+    for code, out in results:
+        assert code == 0, out
+    check_finished_study(f"sqlite:///{tmp_path / 'ganhpo.db'}", "quick", 6)  # spec's max_trials
+
+    shown = ganhpo("study", "show", "quick", "--json", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    info = json.loads(shown.stdout)
+    assert info["n_trials"] == 6 and info["best"]["value"] > 0
+    rows = ganhpo("study", "trials", "quick", "--csv", cwd=tmp_path, env=env)
+    assert rows.returncode == 0 and len(rows.stdout.strip().splitlines()) == 7
+    # A second worker finds the budget spent and exits at once, successfully.
+    again = ganhpo("worker", "--study", "quick", cwd=tmp_path, env=env)
+    assert again.returncode == 0 and "budget of 6 trials is spent" in again.stderr
