@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from ganhpo.errors import ConfigError, StorageError
 
@@ -45,7 +46,7 @@ def resolve_storage_url(url: str | None = None, *, storage_file: str | Path | No
     url = url or os.environ.get("GANHPO_STORAGE") or DEFAULT_STORAGE
     try:
         make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"storage URL {redact(url)!r} is not a database URL; use e.g. "
             "postgresql://user@host:5432/db or sqlite:///ganhpo.db"
@@ -57,34 +58,72 @@ def redact(url: str) -> str:
     """The URL with any password replaced by ``***``."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        # Not parseable: hide anything between ':' and '@' that could be a password.
+    except (ArgumentError, ValueError):
+        # Not parseable: hide everything between the user name and the last '@', whatever
+        # the scheme looks like (it may be mistyped, e.g. 'postgresql//u:pw@h/db').
         head, sep, tail = url.rpartition("@")
         if not sep:
             return url
-        scheme, _, userinfo = head.partition("://")
+        scheme, sep, userinfo = head.partition("://")
+        prefix = scheme + sep if sep else ""
+        userinfo = userinfo if sep else head
         user = userinfo.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{tail}" if ":" in userinfo else url
+        return f"{prefix}{user}:***@{tail}" if ":" in userinfo else url
     return parsed.render_as_string(hide_password=True)
 
 
-def _explain(e: Exception, url: str) -> str:
-    text = str(getattr(e, "orig", e) or e).strip().splitlines()
+def _explain(e: BaseException, url: str) -> tuple[str, bool]:
+    """A one-line message for a failed connection, and whether retrying can help."""
+    text = str(getattr(e, "orig", None) or e).strip().splitlines()
     first = text[0] if text else type(e).__name__
     for secret in filter(None, [make_url(url).password]):
         first = first.replace(secret, "***")
     low = first.lower()
+    retryable = False
     if "password authentication failed" in low or "authentication" in low:
         fix = "check the user name and password in the storage URL"
     elif "does not exist" in low and "database" in low:
         fix = "create the database first (createdb NAME) or fix its name in the URL"
-    elif "connection refused" in low or "could not connect" in low or "timeout" in low:
-        fix = "is the database server running and reachable at that host and port?"
     elif "unable to open database file" in low:
         fix = "check that the directory of the SQLite file exists and is writable"
+    elif isinstance(e, OperationalError):
+        # Refused, timed out, server shutting down: the server may come (back) up.
+        fix = "is the database server running and reachable at that host and port?"
+        retryable = True
     else:
         fix = "check the storage URL and that the server is up"
-    return f"cannot use storage {redact(url)}: {first}; {fix}"
+    return f"cannot use storage {redact(url)}: {first}; {fix}", retryable
+
+
+def _with_driver(url: str) -> str:
+    """Pin bare ``postgresql://`` to psycopg2, the driver ganhpo depends on.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which is not a dependency.
+    """
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
+
+
+def _missing_table(e: BaseException) -> bool:
+    """Whether ``e`` says a table does not exist (PostgreSQL, SQLite, MySQL wordings)."""
+    low = str(getattr(e, "orig", None) or e).lower()
+    return isinstance(e, ProgrammingError | OperationalError) and (
+        ("relation" in low and "does not exist" in low)
+        or "no such table" in low
+        or ("table" in low and "doesn't exist" in low)
+    )
+
+
+def _sqlalchemy_cause(e: BaseException) -> BaseException | None:
+    """The SQLAlchemy error behind an Optuna ``StorageInternalError``, if any."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, SQLAlchemyError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def open_storage(
@@ -114,21 +153,35 @@ def open_storage(
     else:
         engine_kwargs["pool_pre_ping"] = True  # survive server restarts and dropped sockets
         if backend == "postgresql":
-            engine_kwargs["connect_args"] = {"connect_timeout": 10}
+            # One attempt must not outlast the whole timeout (libpq's minimum is 2 s).
+            seconds = max(2, min(10, math.ceil(connect_timeout)))
+            engine_kwargs["connect_args"] = {"connect_timeout": seconds}
     deadline = time.monotonic() + connect_timeout
     delay = 0.5
     while True:
         try:
             return optuna.storages.RDBStorage(
-                url,
+                _with_driver(url),
                 engine_kwargs=engine_kwargs,
                 skip_table_creation=not create_schema,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
             )
-        except (OperationalError, SQLAlchemyError) as e:
-            message = _explain(e, url)
-            retryable = "authentication" not in message and "does not exist" not in message
+        except ImportError as e:
+            raise StorageError(
+                f"storage {redact(url)} needs a database driver that is not installed "
+                f"({e.__cause__ or e}); install it (psycopg2-binary for PostgreSQL)"
+            ) from None
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
+            # Optuna 5 wraps what SQLAlchemy raised in StorageInternalError.
+            cause = _sqlalchemy_cause(e) or e
+            if _missing_table(cause):  # reachable, but no Optuna schema there
+                raise StorageError(
+                    f"storage {redact(url)} holds no study database; create a study there "
+                    "with 'ganhpo study create SPEC --storage URL'"
+                ) from None
+            message, retryable = _explain(cause, url)
+            retryable = retryable and backend != "sqlite"  # a local file does not come up later
             if not retryable or time.monotonic() + delay > deadline:
                 raise StorageError(message) from None
             logger.warning("%s; retrying in %.0fs", message, delay)
@@ -142,17 +195,23 @@ def open_storage(
 
 
 @contextlib.contextmanager
-def budget_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterator[None]:
+def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """A lock shared by every worker of a study, held while one counts trials and starts one.
 
     PostgreSQL: a session advisory lock; SQLite: an exclusive lock on a file beside the
     database. That makes a total trial budget exact however many workers race for it.
+    ``storage`` may also be a study's own storage (Optuna's cache around the RDB storage).
     """
-    url = make_url(str(storage.engine.url))
+    # optuna.load_study wraps an RDBStorage in a _CachedStorage that keeps it as _backend.
+    rdb = getattr(storage, "_backend", storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        yield  # in-memory: one process, nothing to share
+        return
+    url = make_url(str(rdb.engine.url))
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     backend = url.get_backend_name()
     if backend == "postgresql":
-        with storage.engine.connect() as conn:
+        with rdb.engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
                 yield
@@ -168,7 +227,7 @@ def budget_lock(storage: optuna.storages.RDBStorage, study_name: str) -> Iterato
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
     elif backend == "mysql":
-        with storage.engine.connect() as conn:
+        with rdb.engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT GET_LOCK(:k, -1)"), {"k": str(key)})
             try:
                 yield

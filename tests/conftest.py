@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from pg import PrivateServer
+from sqlalchemy.engine import make_url
 
 # The full real MNIST next to the repository (see its README.md): ../shared/data/mnist.
 FULL_MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -19,3 +25,71 @@ def mnist_dir() -> Path:
     if not (FULL_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"the full MNIST is expected in {FULL_MNIST_DIR} (see ../shared/data/mnist)")
     return FULL_MNIST_DIR
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+# Tests run against a real server: $GANHPO_TEST_POSTGRES_URL when set (CI points it at its
+# service container), else a throwaway server the session starts itself (tests/pg.py).
+
+PRIVATE_PASSWORD = "p@ss:w/rd-42"  # special characters on purpose: they must be URL-encoded
+
+
+def _admin_engine(url: str) -> sqlalchemy.Engine:
+    from ganhpo.storage import _with_driver
+
+    return sqlalchemy.create_engine(
+        _with_driver(url),
+        isolation_level="AUTOCOMMIT",  # CREATE/DROP DATABASE cannot run in a transaction
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """URL of a PostgreSQL server on which the tests may create and drop databases."""
+    url = os.environ.get("GANHPO_TEST_POSTGRES_URL")
+    if url:
+        from ganhpo.storage import redact
+
+        engine = _admin_engine(url)
+        reason = None
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        finally:
+            engine.dispose()
+        if reason is not None:
+            pytest.fail(
+                f"GANHPO_TEST_POSTGRES_URL={redact(url)} does not connect ({reason}); "
+                "start that server or unset the variable to let the tests start their own",
+                pytrace=False,
+            )
+        yield url
+        return
+    with PrivateServer() as server:
+        yield server.url()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """URL of a fresh, empty database, dropped after the test."""
+    name = f"ganhpo_test_{secrets.token_hex(6)}"
+    engine = _admin_engine(postgres_admin_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivateServer]:
+    """A server of the tests' own with password ``PRIVATE_PASSWORD``; tests may restart it."""
+    with PrivateServer(password=PRIVATE_PASSWORD) as server:
+        yield server
