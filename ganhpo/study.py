@@ -218,7 +218,7 @@ def _summaries(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudyS
 
     try:
         return optuna.get_all_study_summaries(storage, include_best_trial=True)
-    except SQLAlchemyError as e:
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise StorageError(
             f"the storage holds no study database ({type(e).__name__}); create a study there "
             "with 'ganhpo study create SPEC --storage URL'"

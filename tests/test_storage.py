@@ -304,12 +304,6 @@ def test_load_study_without_studies_says_to_create_one(postgres_url: str) -> Non
         load_study("dcgan-mnist", storage)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=optuna.exceptions.StorageInternalError,
-    reason="ganhpo.study._summaries catches SQLAlchemyError, but Optuna 5 wraps it in "
-    "StorageInternalError",
-)
 def test_load_study_after_the_schema_was_dropped_says_to_create_one(postgres_url: str) -> None:
     from ganhpo.study import load_study  # imports torch: keep it out of spawned children
 

@@ -1,0 +1,345 @@
+"""The feature layer of FID: extractors that map images to feature vectors, by name.
+
+An extractor takes float images [N, C, H, W] in [-1, 1] (the generators' range) and returns
+features [N, dim]. Its ``digest`` identifies architecture and weights, so statistics cached
+with one extractor are never compared with features of another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ganhpo.data import ImageDataset, to_unit_range
+from ganhpo.errors import ExtractorError
+from ganhpo.metrics._classifier import (
+    FEATURE_DIM,
+    ClassifierNet,
+    load_classifier,
+    prepare_input,
+    serialize_classifier,
+    train_classifier,
+)
+from ganhpo.metrics._files import atomic_write, resolve_cache_dir, safe_name
+from ganhpo.registry import Registry
+
+__all__ = [
+    "EXTRACTORS",
+    "INCEPTION_WEIGHTS_ENV",
+    "SHIPPED_WEIGHTS_DIR",
+    "ClassifierExtractor",
+    "FeatureExtractor",
+    "InceptionExtractor",
+    "extract_features",
+    "get_extractor",
+    "iter_features",
+]
+
+logger = logging.getLogger(__name__)
+
+# Weights shipped inside the package; see weights/mnist_classifier.json for their provenance.
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+# Environment variable with the path of pytorch-fid's Inception weights (for offline machines).
+INCEPTION_WEIGHTS_ENV = "GANHPO_INCEPTION_WEIGHTS"
+_INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
+_INCEPTION_SHA256_PREFIX = "6726825d"  # torch.hub names files after their hash's first digits
+_POOL3_BLOCK = 3  # pytorch-fid's block index of the 2048-d final average pool features
+# Share of a labelled dataset held out to report the accuracy of a classifier trained on demand.
+_HOLDOUT_FRACTION = 0.1
+_HOLDOUT_MAX = 5000
+
+
+@runtime_checkable
+class FeatureExtractor(Protocol):
+    """What FID and KID need from a feature network."""
+
+    name: str  # the registry name, e.g. "classifier"
+    dim: int  # feature dimension
+    digest: str  # hex string identifying architecture and weights (cache keys)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [N, dim] (float32, on the extractor's device) of images in [-1, 1]."""
+        ...
+
+    def to(self, device: str | torch.device) -> FeatureExtractor:
+        """Move the network to ``device``; returns self."""
+        ...
+
+
+ExtractorFactory = Callable[..., FeatureExtractor]
+"""Builds an extractor from keyword arguments ``dataset``, ``device`` and ``cache_dir``."""
+
+EXTRACTORS: Registry[ExtractorFactory] = Registry("feature extractor")
+
+
+def get_extractor(
+    name: str,
+    *,
+    dataset: ImageDataset | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> FeatureExtractor:
+    """The feature extractor registered as ``name`` (see ``EXTRACTORS.names()``), on ``device``.
+
+    ``dataset`` is the real data the features are for: the "classifier" extractor uses the
+    shipped weights for MNIST and trains (once, cached under ``cache_dir``) on other labelled
+    datasets. Raises UnknownNameError for an unknown name and ExtractorError when the extractor
+    cannot be built.
+    """
+    factory = EXTRACTORS.get(name)
+    return factory(dataset=dataset, device=device, cache_dir=cache_dir)
+
+
+class _ModuleExtractor:
+    """Shared plumbing: eval mode, no autograd, inputs moved to the network's device."""
+
+    name: str
+    dim: int
+    digest: str
+
+    def __init__(self, network: nn.Module, device: str | torch.device) -> None:
+        self.network = network.eval().requires_grad_(False)
+        self.device = torch.device(device)
+        self.network.to(self.device)
+
+    def to(self, device: str | torch.device) -> _ModuleExtractor:
+        """Move the network to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.network.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Features [N, dim] (float32, on the extractor's device) of images in [-1, 1]."""
+        if images.dim() != 4:
+            raise ExtractorError(
+                f"{self.name} extractor takes images [N, C, H, W]; got {tuple(images.shape)}"
+            )
+        features = self._features(images.to(self.device, torch.float32))
+        return features.to(torch.float32)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"{kind}(dim={self.dim}, digest={self.digest[:12]}, device={self.device})"
+
+
+class ClassifierExtractor(_ModuleExtractor):
+    """Penultimate features (128-d) of a small CNN trained to classify the real data.
+
+    Any image size and 1 or 3 channels: inputs are made 28×28 gray inside (see
+    :func:`ganhpo.metrics.prepare_input`). ``digest`` is the sha256 of the weight file.
+    """
+
+    name = "classifier"
+    dim = FEATURE_DIM
+
+    def __init__(self, model: ClassifierNet, digest: str, device: str | torch.device = "cpu"):
+        super().__init__(model, device)
+        self.model = model
+        self.digest = digest
+
+    @classmethod
+    def from_file(cls, path: str | Path, device: str | torch.device = "cpu") -> ClassifierExtractor:
+        """The extractor for the classifier weights saved at ``path``."""
+        model, digest = load_classifier(path)
+        return cls(model, digest, device)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.features(prepare_input(images))
+
+
+class InceptionExtractor(_ModuleExtractor):
+    """pytorch-fid's Inception-v3 pool features (2048-d): the standard FID feature space.
+
+    Needs the optional extra ``ganhpo[inception]``. Gray images are repeated to RGB; inputs
+    are resized to 299×299 by pytorch-fid.
+    """
+
+    name = "inception"
+    dim = 2048
+
+    def __init__(self, network: nn.Module, digest: str, device: str | torch.device = "cpu"):
+        super().__init__(network, device)
+        self.digest = digest
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] != 3:
+            raise ExtractorError(
+                f"the inception extractor takes 1 or 3 channels; got {images.shape[1]}"
+            )
+        # pytorch-fid takes [0, 1] and (normalize_input=True) maps it back to [-1, 1] itself.
+        unit = ((images + 1.0) * 0.5).clamp(0.0, 1.0)
+        (pool,) = self.network(unit)
+        return pool.flatten(start_dim=1)
+
+
+def iter_features(
+    extractor: FeatureExtractor, images: torch.Tensor, *, batch_size: int = 500
+) -> Iterator[torch.Tensor]:
+    """Features of ``images`` batch by batch, on the extractor's device.
+
+    ``images`` are uint8 (0..255, as stored in an ImageDataset) or float in [-1, 1], [N, C, H, W].
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        if batch.dtype == torch.uint8:
+            batch = to_unit_range(batch)
+        yield extractor(batch)
+
+
+def extract_features(
+    extractor: FeatureExtractor, images: torch.Tensor, *, batch_size: int = 500
+) -> torch.Tensor:
+    """Features [N, dim] of ``images`` (uint8 or float in [-1, 1]) as a float32 CPU tensor."""
+    batches = iter_features(extractor, images, batch_size=batch_size)
+    chunks = [features.to("cpu", torch.float32) for features in batches]
+    if not chunks:
+        return torch.empty((0, extractor.dim), dtype=torch.float32)
+    return torch.cat(chunks)
+
+
+# --- factories -------------------------------------------------------------------------------
+
+
+# Datasets whose images are MNIST digits: they share the shipped classifier's feature space.
+MNIST_NAMES = frozenset({"mnist", "mnist-subset"})
+
+
+@EXTRACTORS.register("classifier")
+def _classifier_extractor(
+    *,
+    dataset: ImageDataset | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> ClassifierExtractor:
+    if dataset is None or dataset.name in MNIST_NAMES:
+        # One feature space for every MNIST variant (full, shipped subset, resized, RGB):
+        # the resize and gray conversion happen inside the extractor.
+        return ClassifierExtractor.from_file(SHIPPED_WEIGHTS_DIR / "mnist_classifier.pt", device)
+    return ClassifierExtractor.from_file(_trained_classifier(dataset, device, cache_dir), device)
+
+
+def _trained_classifier(
+    dataset: ImageDataset, device: str | torch.device, cache_dir: str | Path | None
+) -> Path:
+    """The path of a classifier trained on ``dataset``, training and caching it if needed."""
+    if dataset.labels is None:
+        raise ExtractorError(
+            f"the classifier extractor needs labels to train on, and dataset {dataset.name!r} "
+            "has none; use extractor 'inception' (pip install 'ganhpo[inception]')"
+        )
+    root = resolve_cache_dir(cache_dir) / "classifiers"
+    path = root / f"{safe_name(dataset.name)}-{dataset.digest[:20]}.pt"
+    if path.exists():
+        return path
+    logger.info(
+        "training a classifier on %d %s images for FID features (once; cached in %s)",
+        len(dataset),
+        dataset.name,
+        path,
+    )
+    train, holdout = _split_holdout(dataset)
+    model, accuracy = train_classifier(train, holdout, device=device)
+    # First writer wins: workers that trained concurrently all end up with the same weights.
+    with atomic_write(path, replace=False) as f:
+        f.write(serialize_classifier(model))
+    info = {"dataset": dataset.name, "dataset_digest": dataset.digest, "holdout_accuracy": accuracy}
+    with atomic_write(path.with_suffix(".json")) as f:
+        f.write(json.dumps(info, indent=2).encode())
+    return path
+
+
+def _split_holdout(dataset: ImageDataset) -> tuple[ImageDataset, ImageDataset]:
+    """The dataset minus its last images, and those images (to report accuracy on)."""
+    assert dataset.labels is not None
+    n_holdout = min(_HOLDOUT_MAX, max(1, int(len(dataset) * _HOLDOUT_FRACTION)))
+    if len(dataset) - n_holdout < 2:
+        raise ExtractorError(
+            f"dataset {dataset.name!r} has only {len(dataset)} images, too few to train a "
+            "classifier; use extractor 'inception'"
+        )
+    cut = len(dataset) - n_holdout
+    parts = []
+    for split, sl in (("train", slice(None, cut)), ("holdout", slice(cut, None))):
+        parts.append(
+            ImageDataset(
+                dataset.name,
+                split,
+                dataset.images[sl].contiguous(),
+                dataset.labels[sl].contiguous(),
+                dataset.digest,
+            )
+        )
+    return parts[0], parts[1]
+
+
+@EXTRACTORS.register("inception")
+def _inception_extractor(
+    *,
+    dataset: ImageDataset | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+) -> InceptionExtractor:
+    del dataset, cache_dir  # the same network for every dataset; pytorch-fid caches its weights
+    try:
+        # Imported here: pytorch-fid pulls in torchvision, heavy and optional.
+        from pytorch_fid import inception as fid_inception
+    except ImportError as e:
+        raise ExtractorError(
+            "the 'inception' feature extractor needs pytorch-fid, which is not installed "
+            f"({e}); run: pip install 'ganhpo[inception]', or use extractor 'classifier'"
+        ) from e
+    weights = os.environ.get(INCEPTION_WEIGHTS_ENV)
+    if weights:
+        network = _inception_from_file(fid_inception, Path(weights).expanduser())
+    else:
+        try:
+            network = fid_inception.InceptionV3([_POOL3_BLOCK])
+        except Exception as e:  # the download has many ways to fail; all mean the same to a user
+            raise ExtractorError(
+                f"cannot get pytorch-fid's Inception weights ({e}); without internet, download "
+                f"{fid_inception.FID_WEIGHTS_URL} elsewhere and set {INCEPTION_WEIGHTS_ENV} to "
+                "its path"
+            ) from e
+    digest = hashlib.sha256(f"pytorch-fid:{_INCEPTION_FILE}:pool3-2048".encode()).hexdigest()
+    return InceptionExtractor(network, digest, device)
+
+
+def _inception_from_file(fid_inception: Any, path: Path) -> nn.Module:
+    """pytorch-fid's InceptionV3 with weights read from a local file instead of downloaded."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ExtractorError(
+            f"cannot read the Inception weights {path} named by ${INCEPTION_WEIGHTS_ENV} ({e})"
+        ) from e
+    if not hashlib.sha256(data).hexdigest().startswith(_INCEPTION_SHA256_PREFIX):
+        raise ExtractorError(
+            f"{path} (from ${INCEPTION_WEIGHTS_ENV}) is not {_INCEPTION_FILE}: its sha256 does "
+            f"not start with {_INCEPTION_SHA256_PREFIX}; download {fid_inception.FID_WEIGHTS_URL}"
+        )
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    # pytorch-fid fetches its weights through the module-level load_state_dict_from_url and
+    # offers no other way in; hand it the local state_dict for the duration of the build.
+    original = fid_inception.load_state_dict_from_url
+    fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
+    try:
+        return fid_inception.InceptionV3([_POOL3_BLOCK])
+    finally:
+        fid_inception.load_state_dict_from_url = original
