@@ -11,6 +11,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from ganhpo.storage import open_storage
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "studies" / "quick.toml"
 
@@ -52,7 +54,7 @@ def run_workers(n: int, args: list[str], cwd: Path, env: dict[str, str]) -> list
 
 
 def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == budget, [t.state for t in trials]
     assert sorted(t.number for t in trials) == list(range(budget))

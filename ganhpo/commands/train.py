@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one configuration and print its FID",
         description="Train one fixed configuration (a TOML file) and print its final FID.",
     )
-    p.add_argument("config", type=Path, help="TOML file with [dataset], [model], [train], [eval]")
+    p.add_argument(
+        "config",
+        type=Path,
+        nargs="?",
+        help="TOML file with [dataset], [model], [train], [eval] (default: the built-in "
+        "small MNIST preset)",
+    )
     p.add_argument("--data-dir", type=Path, help="where the dataset files are (GANHPO_DATA_DIR)")
     p.add_argument("--cache-dir", type=Path, help="real-data statistics cache (GANHPO_CACHE_DIR)")
     p.add_argument("--out", type=Path, help="write sample grids and the checkpoint here")
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo train``."""
     from ganhpo.spec import load_train_config
 
-    config = load_train_config(args.config)
+    config = load_train_config(args.config) if args.config else TrainConfig()
     if args.device:
         config = replace(config, device=args.device)
     if args.steps is not None:
