@@ -145,7 +145,9 @@ class ClassifierExtractor(_ModuleExtractor):
     name = "classifier"
     dim = FEATURE_DIM
 
-    def __init__(self, model: ClassifierNet, digest: str, device: str | torch.device = "cpu"):
+    def __init__(
+        self, model: ClassifierNet, digest: str, device: str | torch.device = "cpu"
+    ) -> None:
         super().__init__(model, device)
         self.model = model
         self.digest = digest
@@ -170,7 +172,7 @@ class InceptionExtractor(_ModuleExtractor):
     name = "inception"
     dim = 2048
 
-    def __init__(self, network: nn.Module, digest: str, device: str | torch.device = "cpu"):
+    def __init__(self, network: nn.Module, digest: str, device: str | torch.device = "cpu") -> None:
         super().__init__(network, device)
         self.digest = digest
 
@@ -299,7 +301,7 @@ def _inception_extractor(
     del dataset, cache_dir  # the same network for every dataset; pytorch-fid caches its weights
     try:
         # Imported here: pytorch-fid pulls in torchvision, heavy and optional.
-        from pytorch_fid import inception as fid_inception
+        from pytorch_fid import inception as fid_inception  # type: ignore[import-not-found,unused-ignore]
     except ImportError as e:
         raise ExtractorError(
             "the 'inception' feature extractor needs pytorch-fid, which is not installed "

@@ -1,0 +1,170 @@
+"""Scoring a generator: fixed latents → images → features → FID and KID against real data."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ganhpo.data import ImageDataset
+from ganhpo.metrics._cache import RealStats, real_statistics
+from ganhpo.metrics._features import FeatureExtractor, get_extractor, iter_features
+from ganhpo.metrics._fid import frechet_distance
+from ganhpo.metrics._kid import kid
+from ganhpo.metrics._stats import RunningStats
+
+__all__ = ["EvalResult", "Evaluator", "fixed_latents"]
+
+logger = logging.getLogger(__name__)
+
+KID_SUBSET_SIZE = 1000  # the usual KID subset size (Bińkowski et al.), capped at num_samples
+KID_SUBSETS = 100  # subsets KID averages over; each costs three [1000, 1000] kernel matrices
+
+
+def fixed_latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
+    """``n`` standard normal latents [n, latent_dim], float32 on the CPU, determined by ``seed``.
+
+    Drawn from a CPU ``torch.Generator``, so they are the same on every machine and device:
+    every trial of a study is scored on the same z. A prefix of n latents is the same for any
+    larger n.
+    """
+    if n < 0 or latent_dim < 1:
+        raise ValueError(f"need n >= 0 and latent_dim >= 1, got n={n}, latent_dim={latent_dim}")
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(n, latent_dim, generator=generator, dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """FID and KID (mean and std over subsets) of ``num_samples`` fake images.
+
+    Both are ``inf`` when the generator produced NaN or infinite pixels. ``seconds`` is the
+    wall time of the evaluation (generation, features and distances).
+    """
+
+    fid: float
+    kid: float
+    kid_std: float
+    num_samples: int
+    seconds: float
+
+
+class Evaluator:
+    """Scores generators against one real dataset, on fixed latents, with one feature extractor.
+
+    Real statistics come from :func:`real_statistics` (cached on disk, shared by workers) for
+    the same number of images as the fake sample, since FID depends on the sample size. The
+    extractor is built by name with :func:`get_extractor` (for "classifier" on a non-MNIST
+    dataset that may train one first). KID averages over ``kid_subsets`` random subsets of
+    min(1000, n) samples, drawn from ``seed`` as the latents are.
+    """
+
+    def __init__(
+        self,
+        real: ImageDataset,
+        *,
+        extractor: str = "classifier",
+        device: str | torch.device = "cpu",
+        cache_dir: str | Path | None = None,
+        seed: int = 0,
+        latent_dim: int,
+        kid_subsets: int = KID_SUBSETS,
+    ) -> None:
+        self.real = real
+        self.device = torch.device(device)
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.latent_dim = latent_dim
+        self.kid_subsets = kid_subsets
+        self.extractor: FeatureExtractor = get_extractor(
+            extractor, dataset=real, device=self.device, cache_dir=cache_dir
+        )
+        self._real_stats: dict[int, RealStats] = {}
+
+    def real_stats(self, num_samples: int) -> RealStats:
+        """Statistics of the first ``num_samples`` real images (or all, if fewer)."""
+        if num_samples not in self._real_stats:
+            self._real_stats[num_samples] = real_statistics(
+                self.real, self.extractor, num_samples=num_samples, cache_dir=self.cache_dir
+            )
+        return self._real_stats[num_samples]
+
+    def evaluate(
+        self, generator: nn.Module, num_samples: int, *, batch_size: int = 500
+    ) -> EvalResult:
+        """FID and KID of ``num_samples`` images from ``generator`` on the study's fixed latents.
+
+        The generator maps z [B, latent_dim] to images [B, C, H, W] in [-1, 1]; it runs in eval
+        mode without autograd, on the device of its parameters, and its mode is restored.
+        """
+        started = time.perf_counter()
+        latents = fixed_latents(self.seed, num_samples, self.latent_dim)
+        device = _module_device(generator, self.device)
+        was_training = generator.training
+        generator.eval()
+        try:
+            with torch.no_grad():
+                batches = (
+                    generator(latents[start : start + batch_size].to(device))
+                    for start in range(0, num_samples, batch_size)
+                )
+                return self._score(batches, num_samples, started)
+        finally:
+            generator.train(was_training)
+
+    def evaluate_images(self, images: torch.Tensor, *, batch_size: int = 500) -> EvalResult:
+        """FID and KID of given fake images [N, C, H, W] (float in [-1, 1], or uint8)."""
+        started = time.perf_counter()
+        batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+        return self._score(batches, len(images), started)
+
+    def _score(
+        self, batches: Iterable[torch.Tensor], num_samples: int, started: float
+    ) -> EvalResult:
+        if num_samples < 2:
+            raise ValueError(f"FID needs at least 2 samples, got {num_samples}")
+        real = self.real_stats(num_samples)
+        stats = RunningStats(self.extractor.dim)
+        chunks: list[torch.Tensor] = []
+        for images in batches:
+            if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+                logger.warning("generated images contain NaN or infinite values; FID is inf")
+                return EvalResult(math.inf, math.inf, math.inf, num_samples, _since(started))
+            for features in iter_features(self.extractor, images, batch_size=len(images)):
+                stats.update(features)
+                chunks.append(features.to("cpu", torch.float32))
+        if stats.count != num_samples:
+            raise ValueError(
+                f"expected {num_samples} images, got {stats.count}: the generator must return "
+                "one image [C, H, W] per latent"
+            )
+        fake = torch.cat(chunks).numpy()
+        fid = frechet_distance(stats.mean, stats.cov, real.mu, real.sigma)
+        subset = min(KID_SUBSET_SIZE, fake.shape[0], real.num_samples)
+        kid_mean, kid_std = kid(
+            fake, real.features, num_subsets=self.kid_subsets, subset_size=subset, seed=self.seed
+        )
+        if real.num_samples < num_samples:
+            logger.warning(
+                "only %d real images to compare %d fake ones with; FID is biased by the mismatch",
+                real.num_samples,
+                num_samples,
+            )
+        return EvalResult(fid, kid_mean, kid_std, num_samples, _since(started))
+
+
+def _module_device(module: nn.Module, default: torch.device) -> torch.device:
+    """The device of the module's first parameter or buffer, else ``default``."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return default if first is None else first.device
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

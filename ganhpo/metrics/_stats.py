@@ -1,0 +1,107 @@
+"""The statistics layer of FID: mean and covariance streamed through float64 running sums.
+
+Features are never all held at once for the statistics: each batch adds its sum and its sum of
+outer products. The sums are taken around a fixed shift (the first batch's mean), so the
+covariance does not lose precision to cancellation when the mean is large next to the spread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = ["RunningStats"]
+
+
+class RunningStats:
+    """Running mean and covariance of ``dim``-dimensional samples, fed batch by batch.
+
+    ``update`` takes torch tensors (on any device; summed there in float64) or numpy arrays of
+    shape [n, dim]. ``mean`` and ``cov`` match ``np.mean(x, 0)`` and ``np.cov(x, rowvar=False)``
+    of all rows seen so far (unbiased covariance, divided by n - 1).
+    """
+
+    def __init__(self, dim: int) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be positive, got {dim}")
+        self.dim = dim
+        self.count = 0
+        self._shift: NDArray[np.float64] | None = None
+        self._sum = np.zeros(dim, dtype=np.float64)  # Σ (x - shift)
+        self._outer = np.zeros((dim, dim), dtype=np.float64)  # Σ (x - shift)(x - shift)ᵀ
+
+    def update(self, x: torch.Tensor | NDArray[Any]) -> RunningStats:
+        """Add the rows of a [n, dim] batch; returns self. Raises ValueError on bad shapes/NaN."""
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected a batch of shape [n, {self.dim}], got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return self
+        finite = (
+            bool(torch.isfinite(x).all()) if isinstance(x, torch.Tensor) else np.isfinite(x).all()
+        )
+        if not finite:
+            raise ValueError("the batch contains NaN or infinite values")
+        if isinstance(x, torch.Tensor):
+            batch_sum, batch_outer = self._torch_sums(x)
+        else:
+            batch_sum, batch_outer = self._numpy_sums(np.asarray(x))
+        self.count += x.shape[0]
+        self._sum += batch_sum
+        self._outer += batch_outer
+        return self
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Add everything ``other`` has seen (e.g. another worker's shard); returns self."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge statistics of dim {other.dim} into dim {self.dim}")
+        if other.count == 0:
+            return self
+        assert other._shift is not None
+        if self._shift is None:
+            self._shift = other._shift.copy()
+        # Re-centre other's sums from its shift onto ours: x - s = (x - s_o) + (s_o - s).
+        delta = other._shift - self._shift
+        s = other._sum + other.count * delta
+        outer = (
+            other._outer
+            + np.outer(other._sum, delta)
+            + np.outer(delta, other._sum)
+            + other.count * np.outer(delta, delta)
+        )
+        self.count += other.count
+        self._sum += s
+        self._outer += outer
+        return self
+
+    @property
+    def mean(self) -> NDArray[np.float64]:
+        """The mean of all rows seen, float64 [dim]."""
+        if self.count < 1 or self._shift is None:
+            raise ValueError("no samples seen yet")
+        return self._shift + self._sum / self.count
+
+    @property
+    def cov(self) -> NDArray[np.float64]:
+        """The unbiased covariance of all rows seen, float64 [dim, dim] (needs 2 samples)."""
+        if self.count < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, got {self.count}")
+        centred_mean = self._sum / self.count
+        cov = (self._outer - self.count * np.outer(centred_mean, centred_mean)) / (self.count - 1)
+        return (cov + cov.T) * 0.5
+
+    def _torch_sums(self, x: torch.Tensor) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        x64 = x.detach().to(torch.float64)
+        if self._shift is None:
+            self._shift = x64.mean(dim=0).cpu().numpy()
+        centred = x64 - torch.from_numpy(self._shift).to(x64.device)
+        return centred.sum(dim=0).cpu().numpy(), (centred.T @ centred).cpu().numpy()
+
+    def _numpy_sums(self, x: NDArray[Any]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        x64 = x.astype(np.float64)
+        if self._shift is None:
+            self._shift = x64.mean(axis=0)
+        centred = x64 - self._shift
+        return centred.sum(axis=0), centred.T @ centred

@@ -1,0 +1,128 @@
+"""Feature extractors: the shipped MNIST classifier, training on demand, the inception error."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from ganhpo.data import ImageDataset, load_dataset, to_unit_range
+from ganhpo.errors import ExtractorError, UnknownNameError
+from ganhpo.metrics import (
+    EXTRACTORS,
+    SHIPPED_WEIGHTS_DIR,
+    ClassifierExtractor,
+    FeatureExtractor,
+    classifier_accuracy,
+    extract_features,
+    get_extractor,
+    load_classifier,
+)
+
+WEIGHTS = SHIPPED_WEIGHTS_DIR / "mnist_classifier.pt"
+RECORD = SHIPPED_WEIGHTS_DIR / "mnist_classifier.json"
+
+
+def test_shipped_classifier_matches_its_record():
+    record = json.loads(RECORD.read_text())
+    data = WEIGHTS.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == record["sha256"]
+    assert record["test_accuracy"] >= 0.985
+    assert record["test_images"] == 10000
+    assert record["command"].startswith("python scripts/train_classifier.py --dataset mnist")
+    for key in ("seed", "epochs", "torch_version"):
+        assert key in record
+    assert len(data) < 600_000  # small enough to ship in the package
+    extractor = get_extractor("classifier")
+    assert isinstance(extractor, FeatureExtractor)
+    assert extractor.digest == record["sha256"]
+    assert (extractor.name, extractor.dim) == ("classifier", 128)
+
+
+def test_shipped_classifier_accuracy_on_real_test_images(mnist_test):
+    model, _ = load_classifier(WEIGHTS)
+    assert classifier_accuracy(model, mnist_test) >= 0.98
+
+
+def test_features_are_deterministic_float32_without_grad(mnist_test):
+    extractor = get_extractor("classifier", dataset=mnist_test)
+    images = to_unit_range(mnist_test.images[:64]).requires_grad_(True)
+    features = extractor(images)
+    assert features.shape == (64, 128) and features.dtype == torch.float32
+    assert not features.requires_grad
+    assert torch.equal(features, extractor(images))
+    assert not extractor.network.training
+    # Features of an image do not depend on the rest of its batch (eval-mode batch norm).
+    torch.testing.assert_close(extractor(images[:5]), features[:5], rtol=1e-5, atol=1e-5)
+
+
+def test_same_feature_space_for_every_mnist_variant(mnist_test):
+    """RGB copies and resized MNIST use the shipped weights; RGB gray equals gray."""
+    gray = mnist_test.images[:100]
+    rgb = ImageDataset.from_images("mnist", gray.expand(-1, 3, -1, -1).contiguous())
+    extractor = get_extractor("classifier", dataset=rgb)
+    assert extractor.digest == get_extractor("classifier", dataset=mnist_test).digest
+    torch.testing.assert_close(
+        extract_features(extractor, rgb.images),
+        extract_features(extractor, gray),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    larger = torch.nn.functional.interpolate(
+        to_unit_range(gray), size=(32, 32), mode="bilinear", align_corners=False
+    )
+    features = extract_features(extractor, larger)
+    assert features.shape == (100, 128) and torch.isfinite(features).all()
+
+
+def test_shipped_mnist_subset_uses_the_shipped_classifier(tmp_path):
+    subset = load_dataset("mnist-subset", split="test", limit=10)
+    extractor = get_extractor("classifier", dataset=subset, cache_dir=tmp_path)
+    assert extractor.digest == json.loads(RECORD.read_text())["sha256"]
+    assert not (tmp_path / "classifiers").exists()
+
+
+def test_classifier_trains_once_on_other_labelled_data_and_is_cached(mnist_train, tmp_path):
+    digits = ImageDataset.from_images(
+        "my-digits", mnist_train.images[:600], labels=mnist_train.labels[:600]
+    )
+    extractor = get_extractor("classifier", dataset=digits, cache_dir=tmp_path)
+    cached = list((tmp_path / "classifiers").glob("*.pt"))
+    assert len(cached) == 1 and digits.digest[:20] in cached[0].name
+    assert extractor.digest == hashlib.sha256(cached[0].read_bytes()).hexdigest()
+    info = json.loads(cached[0].with_suffix(".json").read_text())
+    assert info["holdout_accuracy"] > 0.3  # 540 images, 15 steps: weak, but above chance
+    mtime = cached[0].stat().st_mtime_ns
+    again = get_extractor("classifier", dataset=digits, cache_dir=tmp_path)
+    assert again.digest == extractor.digest and cached[0].stat().st_mtime_ns == mtime
+    assert extractor(to_unit_range(digits.images[:4])).shape == (4, 128)
+
+
+def test_classifier_needs_labels_for_other_datasets(mnist_train, tmp_path):
+    unlabelled = ImageDataset.from_images("faces", mnist_train.images[:50])
+    with pytest.raises(ExtractorError, match=r"needs labels.*'inception'"):
+        get_extractor("classifier", dataset=unlabelled, cache_dir=tmp_path)
+
+
+def test_unknown_extractor_lists_the_valid_names():
+    assert EXTRACTORS.names() == ["classifier", "inception"]
+    with pytest.raises(UnknownNameError, match=r"did you mean 'classifier'.*classifier, inception"):
+        get_extractor("clasifier")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytorch_fid") is not None, reason="pytorch-fid is installed"
+)
+def test_inception_without_pytorch_fid_says_how_to_install_it():
+    with pytest.raises(ExtractorError, match=r"pip install 'ganhpo\[inception\]'"):
+        get_extractor("inception")
+
+
+def test_broken_weight_file_is_an_extractor_error(tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+    with pytest.raises(ExtractorError, match="delete the file"):
+        ClassifierExtractor.from_file(broken)

@@ -1,0 +1,79 @@
+"""RunningStats against numpy's mean and covariance of all rows at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ganhpo.metrics import RunningStats
+
+
+def batches(rng, shift=0.0):
+    """Float64 numpy and float32 torch batches of uneven sizes, with a large common offset."""
+    mix = rng.standard_normal((12, 12))
+    return [
+        rng.standard_normal((n, 12)) @ mix + shift + rng.standard_normal(12)
+        for n in (1, 7, 100, 33, 250)
+    ]
+
+
+def as_torch_float32(batch):
+    return torch.from_numpy(batch).to(torch.float32)
+
+
+@pytest.mark.parametrize("shift", [0.0, 1000.0])
+def test_equals_numpy_mean_and_cov(shift):
+    rng = np.random.default_rng(0)
+    parts = batches(rng, shift)
+    # Half of the batches go in as float32 torch tensors: compare with what was fed in.
+    parts = [
+        p if i % 2 else as_torch_float32(p).numpy().astype(np.float64) for i, p in enumerate(parts)
+    ]
+    stats = RunningStats(12)
+    for i, p in enumerate(parts):
+        stats.update(p if i % 2 else as_torch_float32(p))
+    everything = np.concatenate(parts)
+    assert stats.count == len(everything)
+    np.testing.assert_allclose(stats.mean, everything.mean(axis=0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(stats.cov, np.cov(everything, rowvar=False), rtol=1e-10, atol=1e-10)
+    assert stats.mean.dtype == np.float64 and stats.cov.dtype == np.float64
+
+
+def test_merge_equals_one_stream():
+    rng = np.random.default_rng(1)
+    parts = batches(rng, shift=50.0)
+    left, right, empty = RunningStats(12), RunningStats(12), RunningStats(12)
+    for p in parts[:2]:
+        left.update(p)
+    for p in parts[2:]:
+        right.update(p)
+    merged = empty.merge(left).merge(right).merge(RunningStats(12))
+    everything = np.concatenate(parts)
+    assert merged.count == len(everything)
+    np.testing.assert_allclose(merged.mean, everything.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(merged.cov, np.cov(everything, rowvar=False), rtol=1e-10, atol=1e-10)
+
+
+def test_empty_batches_change_nothing():
+    stats = RunningStats(3).update(np.zeros((0, 3)))
+    assert stats.count == 0
+    stats.update(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))
+    np.testing.assert_allclose(stats.mean, [2.0, 2.0, 2.0])
+    np.testing.assert_allclose(stats.cov, [[2.0, 0.0, -2.0], [0.0, 0.0, 0.0], [-2.0, 0.0, 2.0]])
+
+
+def test_rejects_bad_batches_without_changing_state():
+    stats = RunningStats(3)
+    with pytest.raises(ValueError, match=r"shape \[n, 3\]"):
+        stats.update(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        stats.update(torch.tensor([[1.0, float("nan"), 0.0]]))
+    assert stats.count == 0
+    with pytest.raises(ValueError, match="no samples"):
+        _ = stats.mean
+    stats.update(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        _ = stats.cov
+    with pytest.raises(ValueError, match="dim 4"):
+        stats.merge(RunningStats(4))
