@@ -108,7 +108,10 @@ def test_parsed_space_types() -> None:
             r"sampler 'tpe' has no argument 'n_startup'; did you mean 'n_startup_trials'",
         ),
         (base(pruner={"name": "patient"}), r"pruner \"patient\" wraps another"),
-        (base(baselines=[{"lr_gg": 1e-3}]), r"unknown key 'baselines\[0\].lr_gg' in \[baselines\[0\]\]; did you mean 'lr_g'"),
+        (
+            base(baselines=[{"lr_gg": 1e-3}]),
+            r"unknown key 'baselines\[0\].lr_gg' in \[baselines\[0\]\]; did you mean 'lr_g'",
+        ),
         ({"train": {}}, r"a \[study\] table is needed"),
     ],
 )
@@ -122,7 +125,8 @@ def test_bad_specs_name_the_problem_and_the_fix(data: dict, message: str) -> Non
     [
         (
             base(sampler={"name": "tpee"}),
-            r"unknown sampler 'tpee' \(did you mean 'tpe'\?\); choose one of: cmaes, gp, qmc, random, tpe",
+            r"unknown sampler 'tpee' \(did you mean 'tpe'\?\); "
+            r"choose one of: cmaes, gp, qmc, random, tpe",
         ),
         (base(pruner={"name": "medain"}), r"unknown pruner 'medain' \(did you mean 'median'\?\)"),
         (base(dataset={"name": "cifar"}), r"unknown dataset 'cifar'"),

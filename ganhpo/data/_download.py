@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ganhpo.data._files import atomic_write_bytes
+from ganhpo._files import atomic_write_bytes
 
 __all__ = ["DOWNLOAD_TIMEOUT_S", "DownloadFailed", "RemoteFile", "fetch"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ganhpo.data._files import atomic_write_bytes
+from ganhpo._files import atomic_write_bytes
 from ganhpo.errors import DataError
 
 __all__ = ["decode_idx", "encode_idx", "read_idx", "write_idx"]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from ganhpo._files import CACHE_DIR_ENV, resolve_cache_dir
 from ganhpo.metrics._cache import RealStats, real_statistics
 from ganhpo.metrics._classifier import (
     ClassifierNet,
@@ -34,7 +35,6 @@ from ganhpo.metrics._features import (
     iter_features,
 )
 from ganhpo.metrics._fid import frechet_distance, trace_sqrt_product
-from ganhpo.metrics._files import CACHE_DIR_ENV, resolve_cache_dir
 from ganhpo.metrics._kid import kid, polynomial_mmd2
 from ganhpo.metrics._stats import RunningStats
 

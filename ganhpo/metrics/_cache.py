@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ganhpo._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.data import ImageDataset
 from ganhpo.metrics._features import FeatureExtractor, iter_features
-from ganhpo.metrics._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.metrics._stats import RunningStats
 
 __all__ = ["RealStats", "real_statistics"]

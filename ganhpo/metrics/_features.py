@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ganhpo._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.data import ImageDataset, to_unit_range
 from ganhpo.errors import ExtractorError
 from ganhpo.metrics._classifier import (
@@ -29,7 +30,6 @@ from ganhpo.metrics._classifier import (
     serialize_classifier,
     train_classifier,
 )
-from ganhpo.metrics._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.registry import Registry
 
 __all__ = [

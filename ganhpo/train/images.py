@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from ganhpo._files import atomic_write
 
 __all__ = ["make_grid", "save_grid"]
 
@@ -33,15 +33,8 @@ def make_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2
 def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
     """Write a sample grid PNG atomically (a reader never sees half a file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images, nrow=nrow)
     img = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        img.save(f, format="PNG")
     return path

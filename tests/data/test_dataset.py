@@ -21,7 +21,7 @@ from ganhpo.errors import UnknownNameError
 
 
 def test_dataset_names():
-    assert dataset_names() == ["fashion-mnist", "image-folder", "mnist", "npz"]
+    assert dataset_names() == ["fashion-mnist", "image-folder", "mnist", "mnist-subset", "npz"]
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -29,7 +29,7 @@ def test_unknown_name_lists_the_valid_ones():
         load_dataset("mnsit")
     message = str(info.value)
     assert "did you mean 'mnist'?" in message
-    assert "choose one of: fashion-mnist, image-folder, mnist, npz" in message
+    assert "choose one of: fashion-mnist, image-folder, mnist, mnist-subset, npz" in message
 
 
 def test_unit_range_conversion_is_exact_at_the_ends_and_inverts():
@@ -87,3 +87,12 @@ def test_shipped_subset_loads_without_the_full_set():
     assert train.images.shape == (2000, 1, 28, 28) and test.images.shape == (1000, 1, 28, 28)
     assert test.labels is not None
     assert torch.bincount(test.labels).tolist() == [85, 126, 116, 107, 110, 87, 87, 99, 89, 94]
+
+
+def test_mnist_subset_is_the_shipped_real_subset() -> None:
+    from ganhpo.data import load_dataset, shipped_mnist_subset_dir
+
+    subset = load_dataset("mnist-subset")
+    same = load_dataset("mnist", data_dir=shipped_mnist_subset_dir())
+    assert subset.digest == same.digest and len(subset) == 2000
+    assert len(load_dataset("mnist-subset", split="test")) == 1000

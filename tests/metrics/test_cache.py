@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ganhpo._files import atomic_write
 from ganhpo.data import ImageDataset
 from ganhpo.metrics import (
     CACHE_DIR_ENV,
@@ -16,7 +17,6 @@ from ganhpo.metrics import (
     get_extractor,
     real_statistics,
 )
-from ganhpo.metrics._files import atomic_write
 
 WORKERS = 4
 

@@ -11,7 +11,13 @@ from typing import IO
 
 import platformdirs
 
-__all__ = ["CACHE_DIR_ENV", "atomic_write", "resolve_cache_dir", "safe_name"]
+__all__ = [
+    "CACHE_DIR_ENV",
+    "atomic_write",
+    "atomic_write_bytes",
+    "resolve_cache_dir",
+    "safe_name",
+]
 
 # Environment variable naming the cache directory when no cache_dir is passed.
 CACHE_DIR_ENV = "GANHPO_CACHE_DIR"
@@ -50,6 +56,12 @@ def atomic_write(path: Path, *, replace: bool = True) -> Iterator[IO[bytes]]:
             _link_if_absent(Path(tmp), path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _link_if_absent(tmp: Path, path: Path) -> None:
