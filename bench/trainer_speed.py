@@ -50,7 +50,7 @@ def bare_loop(data: torch.Tensor, config: TrainConfig, device: torch.device) -> 
         g_loss.backward()
         opt_g.step()
         d.requires_grad_(True)
-        float(d_loss), float(g_loss)  # a bare loop logs its losses too
+        float(d_loss.detach()), float(g_loss.detach())  # a bare loop logs its losses too
 
     return step
 
