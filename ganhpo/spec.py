@@ -181,6 +181,9 @@ class StudySpec:
     max_trials: int | None = None  # the total budget shared by all workers
     baselines: tuple[tuple[tuple[str, Any], ...], ...] = ()  # configurations enqueued first
     description: str = ""
+    heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
+    grace_period: int = 120  # a trial silent this long is failed and handed to another worker
+    max_retry: int = 3  # times one trial is handed over before it stays failed
 
     @property
     def space(self) -> dict[str, ParamSpace]:
@@ -195,7 +198,10 @@ CONDITIONS: dict[str, tuple[str, Any]] = {
     "ema_decay": ("ema", True),
 }
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
-_STUDY_KEYS = ("name", "objective", "direction", "seed", "max_trials", "description")
+_STUDY_KEYS = (
+    "name", "objective", "direction", "seed", "max_trials", "description",
+    "heartbeat_interval", "grace_period", "max_retry",
+)  # fmt: skip
 
 
 def _reject_unknown(table: dict[str, Any], valid: list[str], where: str) -> None:
@@ -309,6 +315,19 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
         max_trials = study.get("max_trials")
         if max_trials is not None and (_convert(max_trials, int, "study.max_trials") < 1):
             raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+        fault = {}
+        for key, low in (("heartbeat_interval", 1), ("grace_period", 2), ("max_retry", 0)):
+            if key in study:
+                fault[key] = _convert(study[key], int, f"study.{key}")
+                if fault[key] < low:
+                    raise ConfigError(f"study.{key} = {fault[key]} must be at least {low}")
+        interval = fault.get("heartbeat_interval", 30)
+        fault.setdefault("grace_period", max(120, 4 * interval))
+        if fault["grace_period"] <= interval:
+            raise ConfigError(
+                "study.grace_period must be longer than study.heartbeat_interval, or live "
+                "trials are taken for dead; make it at least twice as long"
+            )
         sections = ("dataset", "model", "train", "eval", "device")
         train_part = {k: data[k] for k in sections if k in data}
         base = from_dict(TrainConfig, {**train_part, "seed": seed})
@@ -358,6 +377,7 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
             max_trials=max_trials,
             baselines=tuple(baselines),
             description=str(study.get("description", "")),
+            **fault,
         )
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from e
@@ -396,6 +416,11 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         study["max_trials"] = spec.max_trials
     if spec.description:
         study["description"] = spec.description
+    study |= {
+        "heartbeat_interval": spec.heartbeat_interval,
+        "grace_period": spec.grace_period,
+        "max_retry": spec.max_retry,
+    }
     return {
         "study": study,
         **base,

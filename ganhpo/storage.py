@@ -9,11 +9,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import sqlalchemy
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
@@ -133,6 +134,7 @@ def open_storage(
     connect_timeout: float = 30.0,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
+    stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage with health-checked connections.
 
@@ -166,6 +168,7 @@ def open_storage(
                 skip_table_creation=not create_schema,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
             )
         except ImportError as e:
             raise StorageError(

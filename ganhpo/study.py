@@ -28,6 +28,7 @@ from ganhpo.spec import (
 )
 
 __all__ = [
+    "ARTIFACTS_ATTR",
     "PRUNERS",
     "SAMPLERS",
     "SPEC_ATTR",
@@ -46,6 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPEC_ATTR = "ganhpo:spec"
+ARTIFACTS_ATTR = "ganhpo:artifacts"
 VERSION_ATTR = "ganhpo:version"
 
 SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
@@ -143,9 +145,13 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
 
 
 def create_study(
-    spec: StudySpec, storage: optuna.storages.BaseStorage, *, load_if_exists: bool = False
+    spec: StudySpec,
+    storage: optuna.storages.BaseStorage,
+    *,
+    load_if_exists: bool = False,
+    artifacts: str | None = None,
 ) -> optuna.Study:
-    """Create the study, store its resolved spec, enqueue the baselines."""
+    """Create the study, store its resolved spec (and artifact store), enqueue the baselines."""
     names = {s.study_name for s in _summaries(storage)}
     if spec.name in names:
         if not load_if_exists:
@@ -169,6 +175,8 @@ def create_study(
     try:
         study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
         study.set_user_attr(VERSION_ATTR, __version__)
+        if artifacts is not None:
+            study.set_user_attr(ARTIFACTS_ATTR, artifacts)
         for baseline in spec.baselines:
             values = dict(baseline)
             searched = {k: v for k, v in values.items() if k in spec.space}

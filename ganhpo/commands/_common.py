@@ -33,10 +33,12 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(
-    args: argparse.Namespace, *, create_schema: bool = False
+    args: argparse.Namespace, *, create_schema: bool = False, **heartbeat: object
 ) -> optuna.storages.RDBStorage:
-    """Open the storage the arguments name."""
+    """Open the storage the arguments name (``heartbeat``: interval, grace period, callback)."""
     from ganhpo.storage import open_storage, resolve_storage_url
 
     url = resolve_storage_url(args.storage, storage_file=args.storage_file)
-    return open_storage(url, create_schema=create_schema, connect_timeout=args.connect_timeout)
+    return open_storage(
+        url, create_schema=create_schema, connect_timeout=args.connect_timeout, **heartbeat
+    )

@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="succeed if a study of that name and the same spec exists",
     )
+    c.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="artifact store the workers share (default: $GANHPO_ARTIFACTS, else "
+        "./ganhpo-artifacts); stored in the study",
+    )
     add_storage_args(c)
     c.set_defaults(func=create)
 
@@ -70,8 +76,11 @@ def create(args: argparse.Namespace) -> int:
         if not args.name.strip():
             raise ConfigError("--name is empty; give a study name")
         spec = dataclasses.replace(spec, name=args.name)
+    from ganhpo.artifacts import resolve_artifacts
+
+    artifacts = resolve_artifacts(args.artifacts)
     storage = storage_from_args(args, create_schema=True)
-    study = create_study(spec, storage, load_if_exists=args.load_if_exists)
+    study = create_study(spec, storage, load_if_exists=args.load_if_exists, artifacts=artifacts)
     print(study.study_name)
     return 0
 

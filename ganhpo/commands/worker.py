@@ -39,7 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
     p.add_argument("--data-dir", type=Path, help="dataset files (GANHPO_DATA_DIR)")
     p.add_argument("--cache-dir", type=Path, help="real-data statistics cache (GANHPO_CACHE_DIR)")
-    p.add_argument("--out", type=Path, help="write each trial's sample grids under this folder")
+    p.add_argument(
+        "--artifacts",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="shared artifact store for checkpoints and generators (default: the one the "
+        "study was created with, else $GANHPO_ARTIFACTS, else ./ganhpo-artifacts)",
+    )
+    p.add_argument(
+        "--db-retry-timeout",
+        type=_positive(float),
+        default=300.0,
+        metavar="S",
+        help="retry database errors for S seconds before giving up (default 300)",
+    )
     p.set_defaults(func=run)
 
 
@@ -53,7 +65,22 @@ def run(args: argparse.Namespace) -> int:
         resolve_device(args.device)  # a bad or unavailable device fails before any trial
         if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
             raise ConfigError(f"--device {args.device!r} is invalid; use auto, cpu, cuda or cuda:N")
-    study = load_study(args.study, storage_from_args(args))
+    from ganhpo.artifacts import resolve_artifacts
+    from ganhpo.study import ARTIFACTS_ATTR
+    from ganhpo.worker import retry_callback
+
+    first = storage_from_args(args)
+    spec = study_spec(load_study(args.study, first))
+    first.engine.dispose()
+    # Reopened with the study's heartbeat settings: dead workers' trials get handed over.
+    storage = storage_from_args(
+        args,
+        heartbeat_interval=spec.heartbeat_interval,
+        grace_period=spec.grace_period,
+        stale_trial_callback=retry_callback(spec),
+    )
+    study = load_study(args.study, storage)
+    artifacts = args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR)
     options = WorkerOptions(
         n_trials=args.n_trials,
         timeout=args.timeout,
@@ -61,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
-        out_dir=args.out,
+        artifacts=resolve_artifacts(artifacts),
+        db_retry_timeout=args.db_retry_timeout,
     )
-    Worker(study, study_spec(study), options).run()
+    worker = Worker(study, spec, options, storage=storage)
+    worker.install_signal_handlers()
+    worker.run()
     return 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from ganhpo.train.checkpoint import load_checkpoint, save_checkpoint
+from ganhpo.train.checkpoint import (
+    dump_checkpoint,
+    load_checkpoint,
+    parse_checkpoint,
+    save_checkpoint,
+)
 from ganhpo.train.config import (
     DatasetConfig,
     EvalConfig,
@@ -33,8 +38,10 @@ __all__ = [
     "build_models",
     "config_to_dict",
     "count_params",
+    "dump_checkpoint",
     "load_checkpoint",
     "make_grid",
+    "parse_checkpoint",
     "resolve_device",
     "save_checkpoint",
     "save_grid",

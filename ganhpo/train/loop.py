@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ganhpo.errors import CheckpointError, ConfigError, DivergenceError
-from ganhpo.train.checkpoint import load_checkpoint, save_checkpoint
+from ganhpo.train.checkpoint import dump_checkpoint, load_checkpoint, save_checkpoint
 from ganhpo.train.config import TrainConfig, config_to_dict
 from ganhpo.train.images import save_grid
 from ganhpo.train.losses import LOSSES
@@ -425,6 +425,10 @@ class Trainer:
         self._loss_sums = state["loss_sums"].to(self.device)
         self._loss_count = int(state["loss_count"])
         self._pending = []
+
+    def checkpoint_bytes(self) -> bytes:
+        """The full training state, serialized (for an artifact store)."""
+        return dump_checkpoint(self.state_dict())
 
     def save(self, path: str | Path) -> Path:
         """Write a checkpoint of the full training state atomically."""
