@@ -274,6 +274,12 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
     return space
 
 
+def _contains(space: ParamSpace, value: Any) -> bool:
+    if isinstance(space, Choice):
+        return value in space.choices
+    return bool(space.low <= value <= space.high)
+
+
 def _parse_component(raw: Any, key: str, kind: str) -> ComponentSpec:
     if isinstance(raw, str):
         raw = {"name": raw}
@@ -364,6 +370,13 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
                 raise ConfigError(f"baselines[{i}] must be a table of [train] values")
             merged = {**dataclasses.asdict(base.train), **raw}
             params = from_dict(type(base.train), merged, prefix=f"baselines[{i}].")
+            for key in raw:
+                space = parsed.get(key)
+                if space is not None and not _contains(space, getattr(params, key)):
+                    raise ConfigError(
+                        f"baselines[{i}].{key} = {raw[key]!r} is outside search.{key}; "
+                        f"widen search.{key} or change the baseline"
+                    )
             baselines.append(tuple(sorted((k, getattr(params, k)) for k in raw)))
         return StudySpec(
             name=name,

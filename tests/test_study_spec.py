@@ -113,6 +113,7 @@ def test_parsed_space_types() -> None:
             r"unknown key 'baselines\[0\].lr_gg' in \[baselines\[0\]\]; did you mean 'lr_g'",
         ),
         ({"train": {}}, r"a \[study\] table is needed"),
+        (base(baselines=[{"lr_g": 0.5}]), r"baselines\[0\].lr_g = 0.5 is outside search.lr_g"),
     ],
 )
 def test_bad_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:

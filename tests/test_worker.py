@@ -2,55 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from procs import QUICK, finish, ganhpo, start, worker_env
 
 from ganhpo.storage import open_storage
-
-ROOT = Path(__file__).resolve().parents[1]
-QUICK = ROOT / "studies" / "quick.toml"
 
 
 @pytest.fixture
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Worker environment: one torch thread each (3 workers share 2 cores), a shared cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
-    env["GANHPO_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "ganhpo-cache")
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def ganhpo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ganhpo", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    return worker_env(tmp_path_factory.getbasetemp() / "ganhpo-cache")
 
 
 def run_workers(n: int, args: list[str], cwd: Path, env: dict[str, str]) -> list[tuple[int, str]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ganhpo", "worker", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(n)
-    ]
-    results = []
-    for p in procs:
-        out, _ = p.communicate(timeout=900)
-        results.append((p.returncode, out))
-    return results
+    procs = [start("worker", *args, cwd=cwd, env=env, log=cwd / f"w{i}.log") for i in range(n)]
+    return [(finish(p), (cwd / f"w{i}.log").read_text()) for i, p in enumerate(procs)]
 
 
 def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:

@@ -1,0 +1,280 @@
+"""Dead workers, signals, a restarting database, diverging GANs, secrets: nothing is lost.
+
+Real worker processes against a real PostgreSQL; the restart test uses the suite's private
+server (never the machine's shared one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+from procs import finish, ganhpo, spec_variant, start, wait_for, worker_env
+
+from ganhpo.storage import open_storage
+from ganhpo.worker import counted_trials
+
+# quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning, so that every
+# trial runs to its end and a dead worker's trial is handed over within seconds.
+FAST = {
+    "max_trials = 6 ": "max_trials = 3 ",
+    "steps = 240": "steps = 240\ncheckpoint_every = 40",
+    'name = "percentile"': 'name = "none"',
+    "percentile = 33.0\n": "",
+    "n_startup_trials = 2    # completed trials before anything is pruned\n": "",
+    "n_warmup_steps = 0\n": "",
+    'description = "': 'heartbeat_interval = 1\ngrace_period = 4\ndescription = "',
+}
+
+
+@pytest.fixture
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return worker_env(tmp_path_factory.getbasetemp() / "ganhpo-cache")
+
+
+def load(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="quick", storage=open_storage(url))
+
+
+def checkpoint_of(url: str, number: int) -> dict | None:
+    trials = load(url).get_trials(deepcopy=False)
+    if len(trials) <= number:
+        return None
+    ckpt = trials[number].user_attrs.get("checkpoint")
+    return ckpt if ckpt and ckpt["step"] >= 40 else None
+
+
+def check_all_finished(url: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+    study = load(url)
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == budget == counted_trials(study)
+    # None run twice: each completed trial is its own configuration (a retry replaces its
+    # failed predecessor, which is not complete).
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == budget
+    for t in complete:
+        assert t.user_attrs["steps"] == 240 and sorted(t.intermediate_values) == [80, 160, 240]
+        assert t.user_attrs.get("checkpoint") is None  # nothing heavy left but the generator
+        assert t.user_attrs["generator"]
+    return trials
+
+
+def test_killed_worker_trial_is_resumed_from_its_checkpoint(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    spec = spec_variant(tmp_path, FAST)
+    assert (
+        ganhpo(
+            "study", "create", str(spec), "--storage", postgres_url, cwd=tmp_path, env=env
+        ).returncode
+        == 0
+    )
+    a = start(
+        "worker",
+        "--study",
+        "quick",
+        "--storage",
+        postgres_url,
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "a.log",
+    )
+    ckpt = wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
+    os.kill(a.pid, signal.SIGKILL)
+    assert finish(a) == -signal.SIGKILL
+    artifacts = tmp_path / "ganhpo-artifacts"
+    assert (artifacts / ckpt["id"]).is_file()
+
+    b = start(
+        "worker",
+        "--study",
+        "quick",
+        "--storage",
+        postgres_url,
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "b.log",
+    )
+    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+
+    trials = check_all_finished(postgres_url, 3)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.number for t in failed] == [0]  # failed by the heartbeat check, then retried
+    retry = next(t for t in trials if t.user_attrs.get("resumed_from_trial") == 0)
+    resumed_at = retry.user_attrs["resumed_at_step"]
+    assert resumed_at >= ckpt["step"] >= 40  # from its checkpoint, not from step 0
+    assert (
+        retry.params == failed[0].params
+        and retry.user_attrs["seed"] == failed[0].user_attrs["seed"]
+    )
+    assert f"resumes trial 0 at step {resumed_at}" in (tmp_path / "b.log").read_text()
+    # The replaced checkpoints were removed: only final generators remain in the store.
+    assert len(list(artifacts.iterdir())) == 3
+
+
+def test_sigterm_hands_the_trial_back_and_exits_promptly(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    spec = spec_variant(tmp_path, FAST)
+    assert (
+        ganhpo(
+            "study", "create", str(spec), "--storage", postgres_url, cwd=tmp_path, env=env
+        ).returncode
+        == 0
+    )
+    a = start(
+        "worker",
+        "--study",
+        "quick",
+        "--storage",
+        postgres_url,
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "a.log",
+    )
+    wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
+    sent = time.monotonic()
+    a.send_signal(signal.SIGTERM)
+    code = finish(a, timeout=30)
+    took = time.monotonic() - sent
+    log = (tmp_path / "a.log").read_text()
+    assert code == 0, log
+    assert took < 10, took
+    assert "stopped by SIGTERM" in log
+
+    first = load(postgres_url).get_trials(deepcopy=False)[0]
+    assert first.state == TrialState.FAIL
+    status = first.user_attrs["status"]
+    assert status.startswith("interrupted by SIGTERM at step ") and status.endswith("handed back")
+    stopped_at = int(status.split("at step ")[1].split(":")[0])
+
+    b = start(
+        "worker",
+        "--study",
+        "quick",
+        "--storage",
+        postgres_url,
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "b.log",
+    )
+    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+    trials = check_all_finished(postgres_url, 3)
+    retry = next(t for t in trials if t.user_attrs.get("resumed_from_trial") == 0)
+    assert retry.user_attrs["resumed_at_step"] == stopped_at > 0
+    print(f"SIGTERM: exited after {took:.1f} s; trial 0 resumed at step {stopped_at}")
+
+
+def test_postgres_restart_mid_study(private_postgres, tmp_path: Path, env: dict[str, str]) -> None:
+    url = private_postgres.create_database(f"restart_{os.getpid()}")
+    spec = spec_variant(tmp_path, {**FAST, "max_trials = 6 ": "max_trials = 4 "})
+    assert (
+        ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env).returncode
+        == 0
+    )
+    workers = [
+        start(
+            "worker",
+            "--study",
+            "quick",
+            "--storage",
+            url,
+            cwd=tmp_path,
+            env=env,
+            log=tmp_path / f"w{i}.log",
+        )
+        for i in range(2)
+    ]
+    wait_for(lambda: checkpoint_of(url, 0) or checkpoint_of(url, 1), 300, "a checkpoint")
+    private_postgres.stop()
+    time.sleep(3)  # both workers hit the dead server (reports, heartbeats, checkpoints)
+    private_postgres.start()
+    for i, w in enumerate(workers):
+        assert finish(w) == 0, (tmp_path / f"w{i}.log").read_text()
+    logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
+    assert "database unavailable; retrying" in logs
+    check_all_finished(url, 4)
+
+
+def test_diverging_trial_is_pruned_and_the_worker_goes_on(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # The first (baseline) trial: huge learning rates and no second-moment damping.
+    diverging = 'lr_g = 0.5\nlr_d = 0.5\nbeta1 = 0.5\nbeta2 = 0.0\nloss = "wasserstein"'
+    replacements = {
+        **FAST,
+        "max_trials = 6 ": "max_trials = 2 ",
+        "lr_g = { low = 5e-5, high = 5e-3": "lr_g = { low = 5e-5, high = 0.5",
+        "lr_d = { low = 5e-5, high = 5e-3": "lr_d = { low = 5e-5, high = 0.5",
+        'lr_g = 2e-4\nlr_d = 2e-4\nbeta1 = 0.5\nloss = "ns"': diverging,
+        '"ns", "hinge"': '"ns", "wasserstein"',
+    }
+    spec = spec_variant(tmp_path, replacements)
+    assert ganhpo("study", "create", str(spec), cwd=tmp_path, env=env).returncode == 0
+    result = ganhpo("worker", "--study", "quick", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    trials = load(f"sqlite:///{tmp_path / 'ganhpo.db'}").get_trials(deepcopy=False)
+    assert len(trials) == 2
+    first = trials[0]
+    assert first.state == TrialState.PRUNED
+    assert first.user_attrs["status"].startswith("diverged at step ")
+    assert "loss is nan" in first.user_attrs["status"] or "inf" in first.user_attrs["status"]
+    assert trials[1].state == TrialState.COMPLETE
+
+
+def test_password_never_appears_anywhere(
+    private_postgres, tmp_path: Path, env: dict[str, str]
+) -> None:
+    password = private_postgres.password
+    url = private_postgres.create_database(f"secret_{os.getpid()}")
+    assert password in url or "%" in url
+    storage_file = tmp_path / "storage-url"
+    storage_file.write_text(url + "\n")
+    spec = spec_variant(tmp_path, {**FAST, "max_trials = 6 ": "max_trials = 1 "})
+    outputs = []
+    for args in (
+        ["study", "create", str(spec), "--storage-file", str(storage_file)],
+        ["worker", "--study", "quick", "--storage-file", str(storage_file), "-v"],
+        ["study", "show", "quick", "--storage-file", str(storage_file), "--json"],
+        ["study", "trials", "quick", "--storage-file", str(storage_file), "--json"],
+        ["study", "list", "--storage-file", str(storage_file)],
+        # Errors too: a wrong database name in the same URL, from the environment.
+        ["study", "show", "quick", "--connect-timeout", "1"],
+    ):
+        run_env = dict(env)
+        if args[-1] == "1":
+            run_env["GANHPO_STORAGE"] = url.rsplit("/", 1)[0] + "/no_such_db"
+        result = ganhpo(*args, cwd=tmp_path, env=run_env)
+        outputs.append(result.stdout + result.stderr)
+        assert result.returncode == (1 if args[-1] == "1" else 0), result.stderr
+    assert "does not exist" in outputs[-1]
+    for text in outputs:
+        assert password not in text
+    # The database: every text value of every table.
+    engine = sqlalchemy.create_engine(open_storage(url).engine.url)
+    with engine.connect() as conn:
+        tables = conn.execute(
+            sqlalchemy.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        ).scalars()
+        dump = json.dumps(
+            [
+                list(map(str, row))
+                for t in list(tables)
+                for row in conn.execute(sqlalchemy.text(f'SELECT * FROM "{t}"'))
+            ]
+        )
+    engine.dispose()
+    assert "quick" in dump and password not in dump
+    # The artifact store (checkpoints, generators).
+    for f in (tmp_path / "ganhpo-artifacts").iterdir():
+        assert password.encode() not in f.read_bytes()
