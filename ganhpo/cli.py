@@ -27,14 +27,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ganhpo", description="Hyperparameter optimization for GANs."
     )
     parser.add_argument("--version", action="version", version=f"ganhpo {__version__}")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="print results only, no progress"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="print debug diagnostics")
+    _add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(sub)
+    _add_verbosity_everywhere(parser)
     return parser
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="results only, no progress"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="debug diagnostics"
+    )
+
+
+def _add_verbosity_everywhere(parser: argparse.ArgumentParser) -> None:
+    # -q/-v also after the command ("ganhpo worker ... -v"); SUPPRESS keeps the top-level value
+    # when a subcommand does not see the flag.
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any("--quiet" in a.option_strings for a in child._actions):
+                    _add_verbosity(child, default=argparse.SUPPRESS)
+                _add_verbosity_everywhere(child)
 
 
 def _setup_logging(quiet: bool, verbose: bool) -> None:
