@@ -17,6 +17,7 @@ import dataclasses
 import io
 import logging
 import math
+import shutil
 import signal
 import socket
 import tempfile
@@ -356,13 +357,16 @@ class Worker:
         best = self._best_value()
         heartbeat = _Heartbeat(self.storage, trial._trial_id, self.spec.heartbeat_interval)
         heartbeat.start()
+        grids = Path(tempfile.mkdtemp(prefix="ganhpo-grids-"))  # uploaded, then deleted
         try:
             config = self._config_for(trial)
             attrs = {"host": self.host, "seed": config.seed, "device": str(config.device)}
             attrs["device"] = str(Trainer.device_for(config))
             for key, value in attrs.items():
                 self._db(trial.set_user_attr, key, value)
-            trainer = Trainer(config, data=self.data, evaluator=self.evaluator(config))
+            trainer = Trainer(
+                config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
+            )
 
             def on_eval(record: EvalRecord) -> None:
                 value = record.fid if objective == "fid" else record.kid
@@ -373,6 +377,11 @@ class Worker:
                     record.describe(config.train.steps),
                     f"  (best so far {best:.3f})" if best is not None else "",
                 )
+                if record.grid is not None:
+                    name = "grid_final.png" if record.final else f"grid_step_{record.step:07d}.png"
+                    grid_id = self._upload(trial, Path(record.grid).read_bytes(), name)
+                    if grid_id:
+                        self._db(trial.set_user_attr, "grid", grid_id)
                 if not record.final and self._db(trial.should_prune):
                     pruned_at.append(record.step)
 
@@ -403,6 +412,7 @@ class Worker:
             return self._finish(trial, TrialState.FAIL, reason, started, None)
         finally:
             heartbeat.stop()
+            shutil.rmtree(grids, ignore_errors=True)
         if pruned_at:
             self._drop_checkpoint(trial)
             reason = f"pruned at step {pruned_at[0]}"

@@ -116,8 +116,11 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint(
         and retry.user_attrs["seed"] == failed[0].user_attrs["seed"]
     )
     assert f"resumes trial 0 at step {resumed_at}" in (tmp_path / "b.log").read_text()
-    # The replaced checkpoints were removed: only final generators remain in the store.
-    assert len(list(artifacts.iterdir())) == 3
+    # The replaced checkpoints were removed: generators and sample grids remain.
+    assert not [p for p in artifacts.iterdir() if p.name.startswith("checkpoint-")]
+    assert not (artifacts / ckpt["id"]).exists()
+    generators = {t.user_attrs["generator"] for t in trials if t.state == TrialState.COMPLETE}
+    assert all((artifacts / g).is_file() for g in generators) and len(generators) == 3
 
 
 def test_sigterm_hands_the_trial_back_and_exits_promptly(

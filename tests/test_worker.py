@@ -43,6 +43,7 @@ def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.tr
             step = max(t.intermediate_values)
             assert status == f"pruned at step {step}"
             assert t.user_attrs["steps"] == step
+        assert t.user_attrs["grid"]  # the latest sample grid, an artifact of the trial
         for key in ("seed", "device", "host", "wall_time", "images_per_sec"):
             assert key in t.user_attrs, (t.number, key)
     # No trial ran twice: every trial has its own seed and its own parameters.
@@ -81,7 +82,15 @@ def test_two_workers_on_the_sqlite_default(tmp_path: Path, env: dict) -> None:
     results = run_workers(2, ["--study", "quick"], cwd=tmp_path, env=env)
     for code, out in results:
         assert code == 0, out
-    check_finished_study(f"sqlite:///{tmp_path / 'ganhpo.db'}", "quick", 6)  # spec's max_trials
+    trials = check_finished_study(f"sqlite:///{tmp_path / 'ganhpo.db'}", "quick", 6)  # max_trials
+    # Every evaluation's sample grid is a PNG artifact of its trial (optuna-dashboard shows it).
+    storage = open_storage(f"sqlite:///{tmp_path / 'ganhpo.db'}")
+    for t in trials:
+        metas = optuna.artifacts.get_all_artifact_meta(t, storage=storage)
+        pngs = [m for m in metas if m.mimetype == "image/png"]
+        assert len(pngs) == len(t.intermediate_values)
+        png = (tmp_path / "ganhpo-artifacts" / t.user_attrs["grid"]).read_bytes()
+        assert png.startswith(b"\x89PNG")
 
     shown = ganhpo("study", "show", "quick", "--json", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
