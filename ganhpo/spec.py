@@ -69,7 +69,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return _convert(value, args[0], key)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table ([{key}]), not {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
@@ -248,22 +248,23 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
         for bound in ("low", "high"):
             if bound not in raw:
                 raise ConfigError(f"{key} needs {bound} (or use choices = [...])")
-        cls = FloatRange if tp is float else IntRange
-        space = from_dict(cls, raw, prefix=f"{key}.")  # type: ignore[type-var]
-        if space.low > space.high:
+        cls: type[FloatRange | IntRange] = FloatRange if tp is float else IntRange
+        rng = from_dict(cls, raw, prefix=f"{key}.")
+        space = rng
+        if rng.low > rng.high:
             raise ConfigError(
-                f"{key}: low = {space.low} is greater than high = {space.high}; swap them"
+                f"{key}: low = {rng.low} is greater than high = {rng.high}; swap them"
             )
-        if space.log and space.low <= 0:
+        if rng.log and rng.low <= 0:
             raise ConfigError(
-                f"{key}: a log range needs low > 0, got low = {space.low}; "
+                f"{key}: a log range needs low > 0, got low = {rng.low}; "
                 "use a positive low or log = false"
             )
-        if space.log and space.step not in (None, 1):
+        if rng.log and rng.step is not None and rng.step != 1:
             raise ConfigError(f"{key}: step cannot be used with log = true; drop one of them")
-        if space.step is not None and space.step <= 0:
-            raise ConfigError(f"{key}.step = {space.step} must be positive")
-        probes = [space.low, space.high]
+        if rng.step is not None and rng.step <= 0:
+            raise ConfigError(f"{key}.step = {rng.step} must be positive")
+        probes = [rng.low, rng.high]
     else:
         raise ConfigError(f"{key} is a {tp.__name__}: give {{ choices = [...] }}")
     for value in probes:  # every end of the range must make a valid configuration

@@ -168,7 +168,7 @@ def create_study(
     study = optuna.create_study(
         storage=storage,
         study_name=spec.name,
-        direction=spec.direction,
+        direction="minimize",  # FID and KID; the spec parser accepts nothing else
         sampler=build_sampler(spec.sampler, seed=spec.seed),
         pruner=build_pruner(spec.pruner),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import study, train, worker
+from ganhpo.commands import dashboard, plot, study, train, worker
 
 __all__ = ["COMMANDS"]
 
@@ -13,4 +13,6 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     train.register,
     study.register,
     worker.register,
+    plot.register,
+    dashboard.register,
 ]

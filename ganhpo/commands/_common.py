@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -33,7 +34,7 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
 
 
 def storage_from_args(
-    args: argparse.Namespace, *, create_schema: bool = False, **heartbeat: object
+    args: argparse.Namespace, *, create_schema: bool = False, **heartbeat: Any
 ) -> optuna.storages.RDBStorage:
     """Open the storage the arguments name (``heartbeat``: interval, grace period, callback)."""
     from ganhpo.storage import open_storage, resolve_storage_url

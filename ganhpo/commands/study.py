@@ -141,7 +141,7 @@ def trials(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    shown = [c for c in ("number", "state", "value", "status", "steps") if c in columns]
+    shown: list[str] = [c for c in ("number", "state", "value", "status", "steps") if c in columns]
     shown += [c for c in columns if c.startswith("params_")]
     print("\t".join(shown))
     for r in rows:

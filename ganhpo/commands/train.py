@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         out = args.out / f"seed{seed}" if args.out and len(seeds) > 1 else args.out
         runs.append(_train_one(replace(config, seed=seed), args, out))
 
-    fids = [r["fid"] for r in runs]
+    fids = [float(r["fid"]) for r in runs]  # type: ignore[arg-type]
     summary = {
         "fid_mean": statistics.fmean(fids),
         "fid_std": statistics.stdev(fids) if len(fids) > 1 else 0.0,

@@ -220,8 +220,9 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         assert self.G_ema is not None
-        ema_p = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_p, list(self.G.parameters()), 1.0 - self.config.train.ema_decay)
+        ema_p: list[torch.Tensor] = list(self.G_ema.parameters())
+        params: list[torch.Tensor] = list(self.G.parameters())
+        torch._foreach_lerp_(ema_p, params, 1.0 - self.config.train.ema_decay)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             b_ema.copy_(b)
 
