@@ -26,12 +26,15 @@ from ganhpo.spec import (
     parse_study_spec,
     study_spec_to_dict,
 )
+from ganhpo.train.config import TrainConfig
 
 __all__ = [
     "ARTIFACTS_ATTR",
     "PRUNERS",
     "SAMPLERS",
     "SPEC_ATTR",
+    "apply_params",
+    "best_config",
     "build_pruner",
     "build_sampler",
     "create_study",
@@ -40,6 +43,7 @@ __all__ = [
     "study_spec",
     "suggest_params",
     "summarize",
+    "trial_config",
     "trial_rows",
     "validate_components",
 ]
@@ -285,6 +289,36 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row["intermediate"] = json_curve(t.intermediate_values)
         rows.append(row)
     return rows
+
+
+def apply_params(
+    spec: StudySpec, params: dict[str, Any], user_attrs: dict[str, Any], *, default_seed: int
+) -> TrainConfig:
+    """The configuration of a trial: the spec's base, a baseline's values, the sampled ones."""
+    import dataclasses
+
+    # A baseline is a known-good configuration: its unsearched values apply too.
+    params = {**user_attrs.get("baseline", {}), **params}
+    seed = user_attrs.get("seed", default_seed)  # a handed-over trial keeps its seed
+    return dataclasses.replace(spec.base.replace_params(**params), seed=int(seed))
+
+
+def trial_config(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> TrainConfig:
+    """The full training configuration a trial ran (what ``ganhpo train`` reproduces)."""
+    return apply_params(spec, trial.params, trial.user_attrs, default_seed=spec.seed)
+
+
+def best_config(study: optuna.Study) -> tuple[int, float, TrainConfig]:
+    """(number, value, configuration) of the best completed trial."""
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        raise StorageError(
+            f"study {study.study_name!r} has no completed trial yet; run 'ganhpo worker "
+            f"--study {study.study_name}' first"
+        )
+    b = study.best_trial
+    assert b.value is not None
+    return b.number, b.value, trial_config(study_spec(study), b)
 
 
 def json_curve(values: dict[int, float]) -> str:

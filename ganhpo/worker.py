@@ -45,8 +45,8 @@ from ganhpo.artifacts import (
 from ganhpo.errors import CheckpointError, DivergenceError, GanhpoError, StorageError
 from ganhpo.spec import StudySpec
 from ganhpo.storage import budget_lock
-from ganhpo.study import suggest_params
-from ganhpo.train import EvalRecord, TrainConfig, Trainer, parse_checkpoint
+from ganhpo.study import apply_params, suggest_params
+from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, parse_checkpoint
 
 __all__ = [
     "STARTED_STATES",
@@ -277,13 +277,13 @@ class Worker:
 
     # ------------------------------------------------------------------ trial
     def _config_for(self, trial: optuna.Trial) -> TrainConfig:
-        params = suggest_params(trial, self.spec)
-        baseline = trial.user_attrs.get("baseline")
-        if baseline:  # a known-good configuration: its unsearched values apply too
-            params = {**baseline, **params}
-        # A handed-over trial keeps its seed, so its checkpoint matches.
-        seed = trial.user_attrs.get("seed", trial_seed(self.spec, trial.number))
-        return dataclasses.replace(self.base.replace_params(**params), seed=int(seed))
+        config = apply_params(
+            self.spec,
+            suggest_params(trial, self.spec),
+            trial.user_attrs,
+            default_seed=trial_seed(self.spec, trial.number),
+        )
+        return dataclasses.replace(config, device=self.base.device)
 
     def evaluator(self, config: TrainConfig) -> Any:
         """One evaluator per worker: the real statistics are computed (or loaded) once."""
@@ -374,7 +374,7 @@ class Worker:
                 logger.info(
                     "trial %d  %s%s",
                     trial.number,
-                    record.describe(config.train.steps),
+                    progress.line(record),
                     f"  (best so far {best:.3f})" if best is not None else "",
                 )
                 if record.grid is not None:
@@ -386,6 +386,7 @@ class Worker:
                     pruned_at.append(record.step)
 
             self._resume(trial, trainer)
+            progress = Progress(config.train.steps, trainer.step)
             logger.info("trial %d started: %s", trial.number, _short(trial.params))
             result = trainer.run(
                 on_eval=on_eval,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -94,12 +95,26 @@ def test_two_workers_on_the_sqlite_default(tmp_path: Path, env: dict) -> None:
 
     shown = ganhpo("study", "show", "quick", "--json", cwd=tmp_path, env=env)
     assert shown.returncode == 0, shown.stderr
-    import json
 
     info = json.loads(shown.stdout)
+    assert "ETA" in (tmp_path / "w0.log").read_text()
     assert info["n_trials"] == 6 and info["best"]["value"] > 0
     rows = ganhpo("study", "trials", "quick", "--csv", cwd=tmp_path, env=env)
     assert rows.returncode == 0 and len(rows.stdout.strip().splitlines()) == 7
+    # The best trial, exported as a config that `ganhpo train` accepts and reproduces.
+    best = ganhpo("study", "best", "quick", "--as-config", cwd=tmp_path, env=env)
+    assert best.returncode == 0, best.stderr
+    (tmp_path / "best.toml").write_text(best.stdout)
+    from ganhpo.spec import load_train_config
+    from ganhpo.study import load_study, study_spec, trial_config
+
+    study = load_study("quick", storage)
+    assert load_train_config(tmp_path / "best.toml") == trial_config(
+        study_spec(study), study.best_trial
+    )
+    retrain = ganhpo("train", "best.toml", "--steps", "20", "--json", cwd=tmp_path, env=env)
+    assert retrain.returncode == 0, retrain.stderr
+    assert json.loads(retrain.stdout)["runs"][0]["step"] == 20
     # A second worker finds the budget spent and exits at once, successfully.
     again = ganhpo("worker", "--study", "quick", cwd=tmp_path, env=env)
     assert again.returncode == 0 and "budget of 6 trials is spent" in again.stderr

@@ -57,6 +57,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_storage_args(t)
     t.set_defaults(func=trials)
 
+    b = group.add_parser("best", help="the best trial; --as-config prints it for ganhpo train")
+    b.add_argument("name")
+    b.add_argument(
+        "--as-config",
+        action="store_true",
+        help="print the best trial's full configuration as a TOML file for 'ganhpo train'",
+    )
+    b.add_argument("--json", action="store_true")
+    add_storage_args(b)
+    b.set_defaults(func=best)
+
     d = group.add_parser("delete", help="delete a study and all its trials")
     d.add_argument("name")
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -151,6 +162,27 @@ def trials(args: argparse.Namespace) -> int:
                 for c in shown
             )
         )
+    return 0
+
+
+def best(args: argparse.Namespace) -> int:
+    """Print the best trial, or its configuration as TOML."""
+    import tomli_w
+
+    from ganhpo.study import best_config, load_study
+    from ganhpo.train import config_to_dict
+
+    study = load_study(args.name, storage_from_args(args))
+    number, value, config = best_config(study)
+    if args.as_config:
+        header = (
+            f"# ganhpo train config of trial {number} of study {args.name!r} (FID {value:.4f})\n"
+        )
+        sys.stdout.write(header + tomli_w.dumps(config_to_dict(config)))
+    elif args.json:
+        print(json.dumps({"number": number, "value": value, "config": config_to_dict(config)}))
+    else:
+        print(f"trial {number}  {value:.4f}")
     return 0
 
 

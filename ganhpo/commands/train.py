@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path | None) -> dict[str, object]:
-    from ganhpo.train import Trainer, config_to_dict
+    from ganhpo.train import Progress, Trainer, config_to_dict
 
     trainer = Trainer(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, out_dir=out)
     if args.resume:
@@ -116,8 +116,9 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path | None) -> 
         if checkpoint is not None:
             trainer.save(checkpoint)
 
+    progress = Progress(cfg.train.steps, trainer.step)
     result = trainer.run(
-        on_eval=lambda record: logger.info("%s", record.describe(cfg.train.steps)),
+        on_eval=lambda record: logger.info("%s", progress.line(record)),
         on_checkpoint=save,
     )
     if out is not None and checkpoint is not None:

@@ -17,7 +17,14 @@ from ganhpo.train.config import (
     config_to_dict,
 )
 from ganhpo.train.images import make_grid, save_grid
-from ganhpo.train.loop import EvalRecord, Trainer, TrainResult, resolve_device, train
+from ganhpo.train.loop import (
+    EvalRecord,
+    Progress,
+    Trainer,
+    TrainResult,
+    resolve_device,
+    train,
+)
 from ganhpo.train.losses import LOSSES, Loss
 from ganhpo.train.models import ARCHITECTURES, build_models, count_params
 from ganhpo.train.penalties import PENALTIES
@@ -31,6 +38,7 @@ __all__ = [
     "EvalRecord",
     "Loss",
     "ModelConfig",
+    "Progress",
     "TrainConfig",
     "TrainParams",
     "TrainResult",

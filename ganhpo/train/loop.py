@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ganhpo.data import ImageDataset
     from ganhpo.metrics import Evaluator
 
-__all__ = ["EvalRecord", "TrainResult", "Trainer", "resolve_device", "train"]
+__all__ = ["EvalRecord", "Progress", "TrainResult", "Trainer", "resolve_device", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +63,42 @@ class EvalRecord:
     final: bool = False
     grid: str | None = None  # path of the sample-grid PNG, when one was written
 
-    def describe(self, total_steps: int) -> str:
+    def describe(self, total_steps: int, eta_seconds: float | None = None) -> str:
         """One progress line."""
+        eta = (
+            f"  ETA {_duration(eta_seconds)}" if eta_seconds is not None and not self.final else ""
+        )
         return (
             f"step {self.step}/{total_steps}  FID {self.fid:.3f}  KID {self.kid:.4f}  "
             f"D {self.d_loss:.3f}  G {self.g_loss:.3f}  {self.images_per_sec:.0f} img/s  "
-            f"(eval {self.eval_seconds:.1f}s){'  final' if self.final else ''}"
+            f"(eval {self.eval_seconds:.1f}s){eta}{'  final' if self.final else ''}"
         )
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else (f"{seconds // 60}m{seconds % 60:02d}s")
+    )
+
+
+class Progress:
+    """Progress lines with an ETA from the wall time per step so far (evaluations included)."""
+
+    def __init__(self, total_steps: int, start_step: int = 0) -> None:
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.started = time.monotonic()
+
+    def line(self, record: EvalRecord) -> str:
+        """The progress line of an evaluation."""
+        done = record.step - self.start_step
+        eta = None
+        if done > 0:
+            eta = (time.monotonic() - self.started) / done * (self.total_steps - record.step)
+        return record.describe(self.total_steps, eta)
 
 
 @dataclass
