@@ -141,6 +141,9 @@ class EvalConfig:
     grid: bool = True  # write a sample-grid PNG at each evaluation (when an out dir is given)
 
     def __post_init__(self) -> None:
+        from ganhpo.metrics import EXTRACTORS
+
+        EXTRACTORS.get(self.extractor)
         _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
         _require(self.samples >= 2, "eval.samples", self.samples, "use at least 2")
         _require(self.final_samples >= 2, "eval.final_samples", self.final_samples, "use >= 2")
