@@ -73,7 +73,11 @@ def test_train_with_several_seeds_prints_mean_and_std(
             "unknown loss 'lsgan'; choose one of: hinge, ns, wasserstein",
         ),
         ("[dataset]\nresolution = 30\n", 2, "dataset.resolution = 30 is invalid"),
-        ('[eval]\nextractor = "vgg"\n', 2, "unknown extractor 'vgg'"),
+        (
+            '[eval]\nextractor = "vgg"\n',
+            2,
+            "unknown feature extractor 'vgg'; choose one of: classifier, inception",
+        ),
         ("[train\n", 2, "is not valid TOML"),
         ('[dataset]\nname = "mnist"\n', 1, "GANHPO_DATA_DIR"),
     ],
