@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ganhpo import __version__
@@ -65,6 +66,12 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.propagate = False
     # Optuna's own INFO lines duplicate ours.
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    # ganhpo uses Optuna's heartbeat and retry machinery on purpose, with its own loop (so the
+    # exact budget lock can wrap ask()): the "experimental" and "use Study.optimize" notes are
+    # noise to a user.
+    warnings.filterwarnings("ignore", message=r".*is experimental")
+    warnings.filterwarnings("ignore", message=r".*is an experimental feature")
+    warnings.filterwarnings("ignore", message=r"Heartbeat of storage is supposed to be used")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

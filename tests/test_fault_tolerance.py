@@ -217,7 +217,7 @@ def test_diverging_trial_is_pruned_and_the_worker_goes_on(
         "max_trials = 6 ": "max_trials = 2 ",
         "lr_g = { low = 5e-5, high = 5e-3": "lr_g = { low = 5e-5, high = 0.5",
         "lr_d = { low = 5e-5, high = 5e-3": "lr_d = { low = 5e-5, high = 0.5",
-        'lr_g = 2e-4\nlr_d = 2e-4\nbeta1 = 0.5\nloss = "ns"': diverging,
+        'lr_g = 5e-4\nlr_d = 5e-4\nbeta1 = 0.5\nloss = "ns"': diverging,
         '"ns", "hinge"': '"ns", "wasserstein"',
     }
     spec = spec_variant(tmp_path, replacements)

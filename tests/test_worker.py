@@ -51,7 +51,7 @@ def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.tr
     assert len({t.user_attrs["seed"] for t in trials}) == budget
     assert len({tuple(sorted(t.params.items())) for t in trials}) == budget
     assert any(t.state == TrialState.PRUNED for t in trials)
-    assert trials[0].params == {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "loss": "ns"}
+    assert trials[0].params == {"lr_g": 5e-4, "lr_d": 5e-4, "beta1": 0.5, "loss": "ns"}
     return trials
 
 
