@@ -93,3 +93,43 @@ def private_postgres() -> Iterator[PrivateServer]:
     """A server of the tests' own with password ``PRIVATE_PASSWORD``; tests may restart it."""
     with PrivateServer(password=PRIVATE_PASSWORD) as server:
         yield server
+
+
+# -- A real finished study ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The quickstart, run once per session: ``studies/quick.toml`` by a real worker process.
+
+    SQLite and artifacts in a temporary working directory (about a minute on 2 cores).
+    Returns ``dir``, ``name``, ``storage`` (URL) and ``artifacts`` (the store's directory).
+    """
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    work = tmp_path_factory.mktemp("quick-study")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
+    env |= {"GANHPO_CACHE_DIR": str(work / "cache"), "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    for argv in (
+        ["study", "create", str(root / "studies" / "quick.toml")],
+        ["worker", "--study", "quick"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "ganhpo", *argv],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"ganhpo {' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
+    return {
+        "dir": str(work),
+        "name": "quick",
+        "storage": f"sqlite:///{work / 'ganhpo.db'}",
+        "artifacts": str(work / "ganhpo-artifacts"),
+    }

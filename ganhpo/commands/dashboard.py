@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ganhpo.study import list_studies
 
     storage = storage_from_args(args)
-    list_studies(storage)  # a database without studies fails here with the usual one line
+    list_studies(storage)  # a database without ganhpo's tables fails here, in one line
     location = args.artifacts
     if location is None:
         stores = _studies_artifacts(storage)
@@ -107,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
     artifacts = resolve_artifacts(location)
     store = open_artifact_store(artifacts)
     url = resolve_storage_url(args.storage, storage_file=args.storage_file)
-    logger.info("optuna-dashboard on %s, artifacts in %s", redact(url), artifacts)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:
         server = make_server(args.host, args.port, app, _Server, handler_class=_QuietHandler)
@@ -115,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port} ({e.strerror or e}); pick another --port"
         ) from e
+    logger.info("optuna-dashboard on %s, artifacts in %s", redact(url), artifacts)
     shown = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
     print(f"http://{shown}:{server.server_port}/dashboard/", flush=True)
     with server:

@@ -1,0 +1,156 @@
+"""``ganhpo dashboard``: optuna-dashboard serving a real study, read back through its HTTP API."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from ganhpo.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.status == 200, url
+        return response.read()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def dashboard(quick_study: dict[str, str]) -> Iterator[str]:
+    """``python -m ganhpo dashboard`` in the study's directory; yields its base URL.
+
+    No --artifacts: the store comes from the study, as for a user who just types the command.
+    """
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ganhpo", "dashboard", "--port", str(port)],
+        cwd=quick_study["dir"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""  # printed once it listens
+        if not line:
+            proc.wait(10)
+            pytest.fail(f"ganhpo dashboard exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
+        assert line.strip() == f"http://localhost:{port}/dashboard/"
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get(f"{base}/api/meta")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def study_detail(base: str) -> tuple[int, dict[str, Any]]:
+    studies = json.loads(get(f"{base}/api/studies"))["study_summaries"]
+    (quick,) = [s for s in studies if s["study_name"] == "quick"]
+    return quick["study_id"], json.loads(get(f"{base}/api/studies/{quick['study_id']}"))
+
+
+def test_dashboard_serves_trials_and_their_curves(
+    dashboard: str, quick_study: dict[str, str]
+) -> None:
+    _, detail = study_detail(dashboard)
+    study = optuna.load_study(study_name="quick", storage=quick_study["storage"])
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    served = {t["number"]: t for t in detail["trials"]}
+    assert sorted(served) == sorted(trials)
+    for number, t in served.items():
+        expected = trials[number]
+        assert t["state"] == expected.state.name.capitalize()
+        curve = {v["step"]: v["value"] for v in t["intermediate_values"]}
+        assert curve == pytest.approx(expected.intermediate_values)
+    assert detail["has_intermediate_values"]
+    assert detail["best_trials"][0]["number"] == study.best_trial.number
+
+
+def test_dashboard_serves_the_trials_artifacts(dashboard: str, quick_study: dict[str, str]) -> None:
+    study_id, detail = study_detail(dashboard)
+    artifacts = [(t, a) for t in detail["trials"] for a in t["artifacts"]]
+    assert artifacts, "the completed trials carry at least their generator"
+    images = [(t, a) for t, a in artifacts if a["mimetype"] == "image/png"]
+    trial, artifact = (images or [(t, a) for t, a in artifacts if a["filename"] == "generator.pt"])[
+        0
+    ]
+    data = get(f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{artifact['artifact_id']}")
+    on_disk = (Path(quick_study["artifacts"]) / artifact["artifact_id"]).read_bytes()
+    assert data == on_disk
+    if images:  # a sample grid the worker uploaded
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        assert "G" in saved
+
+
+def test_dashboard_without_the_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # import fails as if absent
+    assert main(["dashboard", "--storage", "sqlite:///nowhere.db"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "ganhpo: error: ganhpo dashboard needs optuna-dashboard: pip install 'ganhpo[dashboard]'"
+    ]
+
+
+def test_dashboard_on_a_taken_port_is_one_line(
+    quick_study: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["dashboard", "--storage", quick_study["storage"], "--port", str(port)]
+        assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "pick another --port" in lines[0], err
+
+
+def test_dashboard_without_a_database_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    assert main(["dashboard", "--port", str(free_port())]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0]
+    assert not (tmp_path / "ganhpo-artifacts").exists()

@@ -1,0 +1,333 @@
+"""``ganhpo.plots``: the data behind every figure (no plotly, no browser), and ``ganhpo plot``."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from PIL import Image
+
+from ganhpo import plots
+from ganhpo.cli import main
+from ganhpo.storage import open_storage
+
+LR = FloatDistribution(5e-5, 5e-3, log=True)
+SPACE = {
+    "lr_g": LR,
+    "lr_d": LR,
+    "beta1": CategoricalDistribution((0.0, 0.5)),
+    "loss": CategoricalDistribution(("ns", "hinge")),
+}
+R1 = FloatDistribution(0.01, 10.0, log=True)  # conditional, as r1_gamma is in the real specs
+
+
+def make_study(tmp_path: Path, trials: list[dict[str, Any]], objective: str = "fid") -> Any:
+    """A real SQLite study with the given trials: state, params, curve {step: value}, attrs,
+    and files {name: bytes} uploaded to the artifact store ``tmp_path/artifacts`` as the
+    worker does, while the trial runs."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'plots.db'}", create_schema=True)
+    study = optuna.create_study(storage=storage, study_name="synthetic")
+    study.set_user_attr("ganhpo:spec", {"study": {"objective": objective}})
+    for spec in trials:
+        space = dict(SPACE)
+        if "r1_gamma" in spec["params"]:
+            space["r1_gamma"] = R1
+        study.enqueue_trial(spec["params"])
+        trial = study.ask(space)
+        for step, value in spec.get("curve", {}).items():
+            trial.report(value, step)
+        for key, value in spec.get("attrs", {}).items():
+            trial.set_user_attr(key, value)
+        for name, data in spec.get("files", {}).items():
+            store = tmp_path / "artifacts"
+            store.mkdir(exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=optuna.artifacts.FileSystemArtifactStore(store),
+                file_path=str(tmp_path / name),
+                study_or_trial=trial,
+            )
+            if name == spec.get("grid_attr"):  # the worker names its latest grid
+                trial.set_user_attr("grid", artifact_id)
+        state = spec.get("state", TrialState.COMPLETE)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, spec["value"])
+        elif state != TrialState.RUNNING:
+            study.tell(trial, state=state)
+    return study, storage
+
+
+def png(color: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def p(lr_g: float, lr_d: float, beta1: float = 0.5, loss: str = "ns", **more: Any) -> dict:
+    return {"lr_g": lr_g, "lr_d": lr_d, "beta1": beta1, "loss": loss, **more}
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """Completed, pruned, failed and running trials, one with a conditional parameter.
+
+    Shared by the tests of this module, which only read it.
+    """
+    return make_study(
+        tmp_path_factory.mktemp("mixed"),
+        [
+            {"params": p(2e-4, 2e-4), "curve": {80: 900.0, 160: 700.0}, "value": 600.0,
+             "attrs": {"fid": 600.0, "kid": 0.5, "status": "completed"}},
+            {"params": p(1e-3, 1e-4, 0.0, "hinge"), "curve": {80: 1200.0},
+             "state": TrialState.PRUNED, "attrs": {"status": "pruned at step 80"}},
+            {"params": p(3e-3, 1e-3), "curve": {80: 500.0, 160: 300.0}, "value": 250.0,
+             "attrs": {"fid": 250.0, "kid": 0.2, "status": "completed"},
+             "files": {"grid_step_0000080.png": png(10), "grid_final.png": png(200),
+                       "grid_step_0000160.png": png(50), "generator.pt": b"not a picture"}},
+            {"params": p(1e-4, 3e-3, r1_gamma=1.0), "curve": {80: 800.0}, "value": 700.0,
+             "files": {"grid_step_0000080.png": png(30), "grid_step_0000160.png": png(60)},
+             "grid_attr": "grid_step_0000080.png"},
+            {"params": p(5e-4, 5e-4), "state": TrialState.FAIL,
+             "attrs": {"status": "failed: out of memory on the device"}},
+            {"params": p(4e-4, 4e-4), "curve": {80: 1000.0}, "state": TrialState.RUNNING},
+        ],
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- data functions
+def test_history_has_completed_values_best_so_far_and_pruned_last_values(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._history_info(study)
+    assert (info.objective, info.direction) == ("fid", "minimize")
+    assert info.numbers == [0, 2, 3]
+    assert info.values == [600.0, 250.0, 700.0]
+    assert info.best_so_far == [600.0, 250.0, 250.0]
+    assert (info.pruned_numbers, info.pruned_values) == ([1], [1200.0])
+
+
+def test_history_of_a_maximized_study_keeps_the_largest(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'max.db'}", create_schema=True)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    for v in (1.0, 3.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    info = plots._history_info(study)
+    assert (info.objective, info.best_so_far) == ("value", [1.0, 3.0, 3.0])
+
+
+def test_curves_mark_pruned_trials_and_leave_failed_ones_out(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._curves_info(study)
+    by_number = {c.number: c for c in info.curves}
+    assert sorted(by_number) == [0, 1, 2, 3, 5]  # the failed trial 4 is not drawn
+    assert info.failed == [4]
+    assert any("#4 (failed: out of memory on the device)" in n for n in info.notes)
+    assert by_number[1].state == "PRUNED" and by_number[1].pruned_at == 80
+    assert by_number[0].steps == [80, 160] and by_number[0].values == [900.0, 700.0]
+    assert by_number[0].pruned_at is None
+    assert by_number[5].state == "RUNNING"
+
+
+def test_importances_need_two_completed_trials(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, [{"params": p(2e-4, 2e-4), "value": 600.0}])
+    info = plots._importance_info(study)
+    assert info.params == [] and info.importances == []
+    assert info.notes == ["Importances need at least 2 completed trials; this study has 1."]
+    assert not plots.PAGES[2].drawable(info)
+
+
+def test_importances_rank_parameters(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._importance_info(study)
+    assert set(info.params) >= {"lr_g", "lr_d", "beta1", "loss"}
+    assert info.importances == sorted(info.importances, reverse=True)
+    assert math.isclose(sum(info.importances), 1.0, abs_tol=1e-6)
+
+
+def test_parallel_axes_log10_choices_as_indices_conditional_left_out(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._parallel_info(study)
+    axes = {a.name: a for a in info.axes}
+    assert list(axes) == ["lr_g", "lr_d", "beta1", "loss"]
+    assert info.numbers == [0, 2, 3] and info.values == [600.0, 250.0, 700.0]
+    assert axes["lr_g"].log
+    assert axes["lr_g"].values == pytest.approx([math.log10(2e-4), math.log10(3e-3), -4.0])
+    assert axes["lr_g"].ticktext == ["1e-5", "1e-4", "1e-3", "1e-2"]
+    assert axes["loss"].values == [0.0, 0.0, 0.0] and axes["loss"].ticktext == ["ns", "hinge"]
+    assert any("r1_gamma" in n for n in info.notes)
+
+
+def test_slices_show_conditional_parameters_where_set(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._slice_info(study)
+    by_name = {s.name: s for s in info.params}
+    assert by_name["r1_gamma"].numbers == [3] and by_name["r1_gamma"].y == [700.0]
+    assert by_name["lr_d"].log and by_name["lr_d"].x == pytest.approx([2e-4, 1e-3, 3e-3])
+    assert by_name["beta1"].categories == ["0.0", "0.5"]
+
+
+def test_contour_only_when_both_learning_rates_are_searched(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'c.db'}", create_schema=True)
+    study = optuna.create_study(storage=storage)
+    study.add_trial(
+        optuna.trial.create_trial(value=1.0, params={"lr_g": 1e-3}, distributions={"lr_g": LR})
+    )
+    assert plots._contour_info(study) is None
+
+
+def test_contour_surface_spans_the_ranges_and_stays_between_the_values(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._contour_info(study)
+    assert info is not None
+    assert (info.x_name, info.y_name, info.x_log, info.y_log) == ("lr_g", "lr_d", True, True)
+    assert info.numbers == [0, 2, 3]
+    assert len(info.x_grid) == len(info.y_grid) == plots.GRID_POINTS
+    assert info.x_grid[0] == pytest.approx(5e-5) and info.x_grid[-1] == pytest.approx(5e-3)
+    z = np.array(info.z)
+    assert z.shape == (plots.GRID_POINTS, plots.GRID_POINTS)
+    assert z.min() >= 250.0 - 1e-9 and z.max() <= 700.0 + 1e-9  # a weighted mean of the values
+
+
+def test_interpolation_is_exact_at_the_points_and_between_them_elsewhere() -> None:
+    px, py, pz = np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([10.0, 20.0])
+    z = plots._interpolate(px, py, pz, np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
+    assert z[0, 0] == pytest.approx(10.0) and z[2, 2] == pytest.approx(20.0)
+    assert z[1, 1] == pytest.approx(15.0)  # equidistant
+    assert 10.0 < z[0, 2] < 20.0
+
+
+def test_contour_with_one_point_has_a_note_and_no_surface(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, [{"params": p(2e-4, 2e-4), "value": 600.0}])
+    info = plots._contour_info(study)
+    assert info is not None and info.z == [] and info.x == [2e-4]
+    assert "2 or more" in info.notes[0]
+
+
+def test_index_ranks_the_best_completed_trials(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._index_info(study, top=2)
+    assert [r.number for r in info.best] == [2, 0]
+    assert (info.best[0].fid, info.best[0].kid, info.best[0].status) == (250.0, 0.2, "completed")
+    assert info.states == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
+    assert plots._index_info(study).best[-1].number == 3  # no fid attribute: the value
+
+
+# ----------------------------------------------------------------------------- written report
+def test_report_shows_each_best_trials_latest_grid(mixed: Any, tmp_path: Path) -> None:
+    study, storage = mixed
+    store = Path(storage.engine.url.database).parent / "artifacts"
+    index = plots.write_report(study, tmp_path / "report", storage=storage, artifacts=str(store))
+    text = index.read_text()
+    grids = tmp_path / "report" / "grids"
+    assert "src='grids/trial-00002.png'" in text
+    assert (grids / "trial-00002.png").read_bytes() == png(200)  # the final one
+    assert (grids / "trial-00003.png").read_bytes() == png(30)  # the one its attribute names
+    assert text.count("no sample grid") == 1  # trial 0
+    for page in plots.PAGES:
+        assert (tmp_path / "report" / page.filename).is_file()
+        assert f"href='{page.filename}'" in text
+
+
+def test_report_without_an_artifact_store_has_no_grids(
+    mixed: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    study, storage = mixed
+    index = plots.write_report(
+        study, tmp_path / "r", storage=storage, artifacts=str(tmp_path / "gone")
+    )
+    assert "<img" not in index.read_text()
+    assert "not found" in caplog.text
+    assert not (tmp_path / "gone").exists()  # a report never creates a store
+
+
+def test_report_of_an_empty_study_writes_notes_not_plots(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, [])
+    index = plots.write_report(study, tmp_path / "r")
+    assert "No trial has completed yet" in index.read_text()
+    history = (tmp_path / "r" / "history.html").read_text()
+    assert "No trial has completed yet" in history and 'id="plot"' not in history
+    assert not (tmp_path / "r" / "contour.html").exists()  # nothing searched
+
+
+# ------------------------------------------------------------------------------- ganhpo plot
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plot_a_real_study(
+    quick_study: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "report"
+    code, out, err = run(capsys, "plot", "quick", "--out", str(out_dir), "--storage",
+                         quick_study["storage"])  # fmt: skip
+    assert code == 0, err
+    assert out == f"{out_dir / 'index.html'}\n"  # the result on stdout, progress on stderr
+    assert "wrote" in err
+    names = {f.name for f in out_dir.iterdir()}
+    assert names >= {"index.html", "plotly.min.js", *(pg.filename for pg in plots.PAGES)}
+    for page in out_dir.glob("*.html"):
+        text = page.read_text()
+        # Offline: no script or stylesheet from the network, plotly.js from the folder.
+        assert not re.search(r"""(src|href)=["']https?://""", text), page.name
+        if page.name != "index.html":
+            assert '<script src="plotly.min.js"' in text
+            assert 'id="plot"' in text, page.name  # every figure of a real study is drawn
+
+    study = optuna.load_study(study_name="quick", storage=quick_study["storage"])
+    trials = study.get_trials(deepcopy=False)
+    curves = plots._curves_info(study)
+    pruned = [c for c in curves.curves if c.state == "PRUNED"]
+    for c in pruned:  # the prune step is the one the worker recorded
+        assert trials[c.number].user_attrs["status"] == f"pruned at step {c.pruned_at}"
+    info = plots._importance_info(study)
+    assert set(info.params) == {"lr_g", "lr_d", "beta1", "loss"}
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    assert info.notes[-1].startswith(f"Only {n_complete} completed trials")
+    index = plots._index_info(study)
+    assert index.best[0].value == study.best_value and index.best[0].kid is not None
+
+
+def test_plot_missing_study_is_one_line(
+    quick_study: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "plot", "quik", "--out", str(tmp_path / "r"), "--storage",
+                       quick_study["storage"])  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "ganhpo: error: study 'quik' does not exist (did you mean 'quick'?); studies here: "
+        "quick; create it with 'ganhpo study create SPEC'"
+    ]
+
+
+def test_plot_missing_database_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "plot", "quick", "--out", "r")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "does not exist" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_plot_unwritable_out_is_one_line(
+    quick_study: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = blocker if where == "file" else blocker / "report"
+    code, _, err = run(capsys, "plot", "quick", "--out", str(out), "--storage",
+                       quick_study["storage"])  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ganhpo: error: ")
+    assert str(out) in lines[0] or str(blocker) in lines[0]
