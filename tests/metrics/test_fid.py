@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import scipy.linalg
@@ -43,20 +41,13 @@ def test_matches_sqrtm_formula(dim):
     assert ours == pytest.approx(reference_fid(mu1, s1, mu2, s2), rel=1e-6)
 
 
-def test_matches_sqrtm_formula_at_2048_dims_and_is_faster():
+def test_matches_sqrtm_formula_at_2048_dims():
+    # The speed-up over this formula is measured in bench/fid_speed.py, not in a timed test.
     rng = np.random.default_rng(2048)
     mu1, s1 = random_gaussian(rng, 2048)
     mu2, s2 = random_gaussian(rng, 2048, scale=1.1, shift=0.02)
-    started = time.perf_counter()
     expected = reference_fid(mu1, s1, mu2, s2)
-    scipy_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    ours = frechet_distance(mu1, s1, mu2, s2)
-    our_seconds = time.perf_counter() - started
-    assert ours == pytest.approx(expected, rel=1e-6)
-    # bench/fid_speed.py measures the speed-up properly (≈10×); a shared CI machine only gets
-    # a loose bound, so that a busy neighbour does not fail the test.
-    assert our_seconds * 3 < scipy_seconds, (our_seconds, scipy_seconds)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(expected, rel=1e-6)
 
 
 def test_close_distributions_agree_with_sqrtm_despite_cancellation():
