@@ -105,26 +105,12 @@ def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     SQLite and artifacts in a temporary working directory (about a minute on 2 cores).
     Returns ``dir``, ``name``, ``storage`` (URL) and ``artifacts`` (the store's directory).
     """
-    import subprocess
-    import sys
+    from procs import QUICK, ganhpo, worker_env
 
-    root = Path(__file__).resolve().parents[1]
     work = tmp_path_factory.mktemp("quick-study")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
-    env |= {"GANHPO_CACHE_DIR": str(work / "cache"), "OMP_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    for argv in (
-        ["study", "create", str(root / "studies" / "quick.toml")],
-        ["worker", "--study", "quick"],
-    ):
-        done = subprocess.run(
-            [sys.executable, "-m", "ganhpo", *argv],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+    env = worker_env(work / "cache")
+    for argv in (["study", "create", str(QUICK)], ["worker", "--study", "quick"]):
+        done = ganhpo(*argv, cwd=work, env=env)
         if done.returncode != 0:
             pytest.fail(f"ganhpo {' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
     return {

@@ -5,20 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganhpo.commands._common import add_storage_args, storage_from_args
+from ganhpo.commands._common import add_storage_args, positive, storage_from_args
 from ganhpo.errors import ConfigError
 
 __all__ = ["register", "run"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--top",
-        type=_positive_int,
+        type=positive(int),
         default=10,
         metavar="N",
         help="best trials in the index table (default 10)",

@@ -5,23 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ganhpo.commands._common import add_storage_args, storage_from_args
+from ganhpo.commands._common import add_storage_args, positive, storage_from_args
 from ganhpo.errors import ConfigError
 
 __all__ = ["register"]
-
-
-def _positive(kind: type) -> object:
-    def parse(text: str) -> object:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
-        return value
-
-    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,11 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run trials of a study", description=__doc__)
     p.add_argument("--study", required=True, help="the study name (ganhpo study list)")
     add_storage_args(p)
-    p.add_argument("--n-trials", type=_positive(int), help="stop after N trials of this worker")
-    p.add_argument("--timeout", type=_positive(float), help="start no trial after S seconds")
+    p.add_argument("--n-trials", type=positive(int), help="stop after N trials of this worker")
+    p.add_argument("--timeout", type=positive(float), help="start no trial after S seconds")
     p.add_argument(
         "--max-total-trials",
-        type=_positive(int),
+        type=positive(int),
         help="the study's total budget, shared by all workers (default: the spec's max_trials)",
     )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
@@ -47,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--db-retry-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=300.0,
         metavar="S",
         help="retry database errors for S seconds before giving up (default 300)",
