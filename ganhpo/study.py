@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.study._frozen import FrozenStudy
 
 from ganhpo import __version__
 from ganhpo.errors import ConfigError, StorageError
@@ -156,7 +157,7 @@ def create_study(
     artifacts: str | None = None,
 ) -> optuna.Study:
     """Create the study, store its resolved spec (and artifact store), enqueue the baselines."""
-    names = {s.study_name for s in _summaries(storage)}
+    names = {s.study_name for s in _studies(storage)}
     if spec.name in names:
         if not load_if_exists:
             raise StorageError(
@@ -194,18 +195,23 @@ def create_study(
 
 def study_spec(study: optuna.Study) -> StudySpec:
     """The spec stored in a study by :func:`create_study`."""
-    raw = study.user_attrs.get(SPEC_ATTR)
+    return _spec_from_attrs(study.study_name, study.user_attrs)
+
+
+def _spec_from_attrs(name: str, user_attrs: dict[str, Any]) -> StudySpec:
+    raw = user_attrs.get(SPEC_ATTR)
     if raw is None:
         raise StorageError(
-            f"study {study.study_name!r} was not created by 'ganhpo study create' (it has no "
-            "stored spec); create one with 'ganhpo study create SPEC'"
+            f"study {name!r} was not created by 'ganhpo study create' (it has no stored spec); "
+            "create one with 'ganhpo study create SPEC'"
         )
-    return parse_study_spec(raw, source=f"the spec stored in study {study.study_name!r}")
+    return parse_study_spec(raw, source=f"the spec stored in study {name!r}")
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     """Load a ganhpo study with the sampler and pruner of its stored spec."""
-    names = sorted(s.study_name for s in _summaries(storage))
+    studies = {s.study_name: s for s in _studies(storage)}
+    names = sorted(studies)
     if name not in names:
         hint = closest(name, names)
         listing = f"; studies here: {', '.join(names)}" if names else "; there are no studies here"
@@ -215,8 +221,7 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
             + listing
             + "; create it with 'ganhpo study create SPEC'"
         )
-    study = optuna.load_study(study_name=name, storage=storage)
-    spec = study_spec(study)
+    spec = _spec_from_attrs(name, studies[name].user_attrs)
     return optuna.load_study(
         study_name=name,
         storage=storage,
@@ -225,11 +230,11 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
     )
 
 
-def _summaries(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudySummary]:
+def _studies(storage: optuna.storages.BaseStorage) -> list[FrozenStudy]:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        return optuna.get_all_study_summaries(storage, include_best_trial=True)
+        return storage.get_all_studies()
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         raise StorageError(
             f"the storage holds no study database ({type(e).__name__}); create a study there "
@@ -240,9 +245,16 @@ def _summaries(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudyS
 def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     """Name, trial count and best value of every study."""
     rows = []
-    for s in sorted(_summaries(storage), key=lambda s: s.study_name):
-        best = s.best_trial.value if s.best_trial is not None else None
-        rows.append({"name": s.study_name, "n_trials": s.n_trials, "best_value": best})
+    for frozen in sorted(_studies(storage), key=lambda s: s.study_name):
+        study = optuna.load_study(study_name=frozen.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        done = [
+            t.value
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+        ]
+        best = min(done) if done else None  # ganhpo's objectives are minimized
+        rows.append({"name": frozen.study_name, "n_trials": len(trials), "best_value": best})
     return rows
 
 
@@ -286,7 +298,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         }
         row |= {f"params_{k}": v for k, v in t.params.items()}
         row |= {k: v for k, v in t.user_attrs.items() if not isinstance(v, dict | list)}
-        row["intermediate"] = json_curve(t.intermediate_values)
+        row["intermediate"] = curve_text(t.intermediate_values)
         rows.append(row)
     return rows
 
@@ -321,6 +333,6 @@ def best_config(study: optuna.Study) -> tuple[int, float, TrainConfig]:
     return b.number, b.value, trial_config(study_spec(study), b)
 
 
-def json_curve(values: dict[int, float]) -> str:
+def curve_text(values: dict[int, float]) -> str:
     """Intermediate values as ``step:value`` pairs, in step order."""
     return " ".join(f"{step}:{values[step]:.6g}" for step in sorted(values))
