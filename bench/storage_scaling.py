@@ -1,0 +1,435 @@
+"""Storage scaling: many worker processes on one study database, with dummy trials.
+
+    python bench/storage_scaling.py [--quick] [--storage postgresql://postgres@127.0.0.1:5432/test]
+        [--workers 1,4,8,16] [--prefill 100,5000] [--backends postgresql,sqlite,grpc]
+        [--trials 320] [--json]
+
+Each worker process (multiprocessing, spawn) loops like ``ganhpo worker`` does, without the
+training: under :func:`ganhpo.storage.budget_lock` it counts the study's trials with
+:func:`ganhpo.worker.counted_trials` and starts one with ``study.ask`` unless the budget is
+spent; then it suggests two floats, reports 20 intermediate values with ``should_prune`` after
+each (the default study's median pruner, warm-up scaled to 20 steps), and tells the study the
+result (complete or pruned). The sampler is random, so its cost does not mask the storage's.
+
+For each backend, each number of workers and each pre-fill (completed trials with 20
+intermediate values already in the study, bulk-inserted), the study gets a budget of
+``pre-fill + --trials`` and the workers run until it is spent. Reported: finished trials per
+second (from the moment all workers are ready to the last one's end), median and p95 latency
+of ask (lock + count + ask, as a worker sees it), suggest, report, should_prune and tell, and
+the trials lost (left unfinished), duplicated (finished by two workers) or over the budget
+(target 0 for each).
+
+Backends: ``postgresql`` (a fresh database on --storage's server, dropped afterwards),
+``sqlite`` (a fresh file; the SQLite default of ganhpo) and ``grpc``: Optuna's gRPC storage proxy
+(``run_grpc_proxy_server`` in its own process, over the same PostgreSQL) with the workers'
+trial calls through ``GrpcStorageProxy`` and the budget lock still taken on PostgreSQL (the
+proxy has no lock: :func:`ganhpo.storage.budget_lock` does nothing on a non-RDB storage).
+Results go to stdout (a table, or JSON with --json), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
+STEPS = 20  # intermediate values per trial
+OPS = ("ask", "suggest", "report", "should_prune", "tell")
+
+
+def _distributions() -> dict[str, Any]:
+    from optuna.distributions import FloatDistribution
+
+    return {"x": FloatDistribution(0.0, 1.0), "lr": FloatDistribution(1e-5, 1e-2, log=True)}
+
+
+def _curve(level: float) -> list[float]:
+    """A falling FID-like curve ending at ``level``."""
+    return [level * (1.0 + 2.0 / (step + 1)) for step in range(STEPS)]
+
+
+def _pruner() -> Any:
+    import optuna
+
+    # The default study's median pruner: 5 startup trials, warm-up 1/5 of the trial.
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=STEPS // 5)
+
+
+# ------------------------------------------------------------------------------ databases
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database on the server of ``admin_url``, dropped afterwards."""
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(admin_url).set(drivername="postgresql+psycopg2")
+    name = f"bench_storage_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def prefill(url: str, study_name: str, n: int, seed: int) -> float:
+    """Create the study with ``n`` completed trials (bulk-inserted); returns the seconds taken.
+
+    ``Study.add_trials`` writes one transaction per trial (about 0.1 s each here); 5000 of
+    them would take longer than the benchmark, so the rows go in with one executemany per
+    table, in Optuna's own schema (its SQLAlchemy models).
+    """
+    import optuna
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    from ganhpo.storage import open_storage
+
+    started = time.perf_counter()
+    storage = open_storage(url, create_schema=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize")
+    study_id = study._study_id
+    rng = random.Random(seed)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    dists = {k: distribution_to_json(d) for k, d in _distributions().items()}
+    with storage.engine.begin() as conn:
+        if n:
+            conn.execute(
+                models.TrialModel.__table__.insert(),
+                [
+                    {"number": i, "study_id": study_id, "state": TrialState.COMPLETE,
+                     "datetime_start": now, "datetime_complete": now}
+                    for i in range(n)
+                ],
+            )  # fmt: skip
+        ids = dict(
+            conn.execute(
+                models.TrialModel.__table__.select()
+                .with_only_columns(models.TrialModel.number, models.TrialModel.trial_id)
+                .where(models.TrialModel.study_id == study_id)
+            ).all()
+        )
+        params, values, intermediate = [], [], []
+        finite_v = models.TrialValueModel.TrialValueType.FINITE
+        finite_i = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+        for trial_id in ids.values():
+            level = rng.uniform(50.0, 500.0)
+            x, lr = rng.random(), 10 ** rng.uniform(-5, -2)
+            params += [
+                {"trial_id": trial_id, "param_name": "x", "param_value": x,
+                 "distribution_json": dists["x"]},
+                {"trial_id": trial_id, "param_name": "lr", "param_value": lr,
+                 "distribution_json": dists["lr"]},
+            ]  # fmt: skip
+            curve = _curve(level)
+            values.append(
+                {"trial_id": trial_id, "objective": 0, "value": curve[-1], "value_type": finite_v}
+            )
+            intermediate += [
+                {"trial_id": trial_id, "step": s, "intermediate_value": v,
+                 "intermediate_value_type": finite_i}
+                for s, v in enumerate(curve)
+            ]  # fmt: skip
+        if n:
+            conn.execute(models.TrialParamModel.__table__.insert(), params)
+            conn.execute(models.TrialValueModel.__table__.insert(), values)
+            conn.execute(models.TrialIntermediateValueModel.__table__.insert(), intermediate)
+    loaded = len(optuna.load_study(study_name=study_name, storage=storage).get_trials())
+    assert loaded == n, (loaded, n)
+    storage.engine.dispose()
+    return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- the workers
+def worker_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
+    """One worker process: dummy trials until the study's budget is spent."""
+    import optuna
+
+    from ganhpo.storage import budget_lock, open_storage
+    from ganhpo.worker import counted_trials
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore")  # "experimental" warnings of the gRPC proxy
+    lock_storage = open_storage(cfg["url"])
+    if cfg["grpc"] is not None:
+        host, port = cfg["grpc"]
+        storage: Any = optuna.storages.GrpcStorageProxy(host=host, port=port)
+        storage.wait_server_ready(timeout=60)
+    else:
+        storage = lock_storage
+    study = optuna.load_study(
+        study_name=cfg["study"],
+        storage=storage,
+        sampler=optuna.samplers.RandomSampler(seed=cfg["index"]),
+        pruner=_pruner(),
+    )
+    t0 = time.perf_counter()
+    study.get_trials(deepcopy=False)  # a worker that has been running has its cache filled
+    cold = time.perf_counter() - t0
+    rng = random.Random(cfg["index"])
+    lat: dict[str, list[float]] = {op: [] for op in OPS}
+    done: list[int] = []
+    ready.wait()
+    start.wait()
+    began = time.monotonic()
+    while True:
+        t = time.perf_counter()
+        with budget_lock(lock_storage, cfg["study"]):
+            if counted_trials(study) >= cfg["budget"]:
+                break
+            trial = study.ask()
+        lat["ask"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_float("lr", 1e-5, 1e-2, log=True)
+        lat["suggest"].append(time.perf_counter() - t)
+        pruned = False
+        curve = _curve(rng.uniform(50.0, 500.0))
+        for step, value in enumerate(curve):
+            t = time.perf_counter()
+            trial.report(value, step)
+            lat["report"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            pruned = trial.should_prune()
+            lat["should_prune"].append(time.perf_counter() - t)
+            if pruned:
+                break
+        t = time.perf_counter()
+        if pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, curve[-1])
+        lat["tell"].append(time.perf_counter() - t)
+        done.append(trial.number)
+    out.put(
+        {"index": cfg["index"], "began": began, "ended": time.monotonic(), "cold_s": cold,
+         "lat": lat, "done": done}
+    )  # fmt: skip
+    lock_storage.engine.dispose()
+
+
+def grpc_server_main(url: str, host: str, port: int) -> None:
+    """Optuna's gRPC proxy in front of ``url`` (with the per-process trial cache it recommends)."""
+    import optuna
+
+    from ganhpo.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore")  # "experimental" warnings
+    optuna.storages.run_grpc_proxy_server(
+        optuna.storages.get_storage(open_storage(url)), host=host, port=port
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_config(
+    backend: str, url: str, n_workers: int, n_prefill: int, n_new: int
+) -> dict[str, Any]:
+    """One measurement: a fresh pre-filled study, ``n_workers`` processes, ``n_new`` trials."""
+    import optuna
+
+    from ganhpo.storage import open_storage
+
+    ctx = multiprocessing.get_context("spawn")
+    name = f"scaling-{backend}-{n_workers}w-{n_prefill}"
+    fill_s = prefill(url, name, n_prefill, seed=n_prefill)
+    server = None
+    grpc = None
+    if backend == "grpc":
+        port = _free_port()
+        grpc = ("127.0.0.1", port)
+        server = ctx.Process(target=grpc_server_main, args=(url, *grpc), daemon=True)
+        server.start()
+    ready = ctx.Barrier(n_workers + 1)
+    start = ctx.Event()
+    out = ctx.Queue()
+    procs = []
+    for i in range(n_workers):
+        cfg = {"url": url, "grpc": grpc, "study": name, "index": i, "budget": n_prefill + n_new}
+        p = ctx.Process(target=worker_main, args=(cfg, ready, start, out))
+        p.start()
+        procs.append(p)
+    ready.wait(timeout=600)  # every worker has loaded the study and filled its cache
+    began = time.monotonic()
+    start.set()
+    results: list[dict[str, Any]] = []
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=5))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a worker process died (exit codes {dead})") from None
+    for p in procs:
+        p.join()
+    if server is not None:
+        server.terminate()
+        server.join()
+    ended = max(r["ended"] for r in results)
+
+    storage = open_storage(url)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    storage.engine.dispose()
+    new = [t for t in trials if t.number >= n_prefill]
+    finished = [t for t in new if t.state.is_finished()]
+    told = Counter(n for r in results for n in r["done"])
+    state = {t.number: t.state for t in trials}
+    told_unfinished = sum(1 for n in told if n not in state or not state[n].is_finished())
+    lat = {op: [x for r in results for x in r["lat"][op]] for op in OPS}
+    return {
+        "backend": backend,
+        "workers": n_workers,
+        "prefill": n_prefill,
+        "new_trials": n_new,
+        "prefill_s": fill_s,
+        "wall_s": ended - began,
+        "trials_per_s": len(finished) / (ended - began),
+        "cold_load_s": statistics.median(r["cold_s"] for r in results),
+        "latency_ms": {
+            op: {"median": 1000 * statistics.median(v), "p95": 1000 * _p95(v), "n": len(v)}
+            for op, v in lat.items()
+            if v
+        },
+        "lost": len(new) - len(finished) + told_unfinished,
+        "duplicated": sum(c - 1 for c in told.values() if c > 1),
+        "over_budget": max(len(new) - n_new, 0),
+        "under_budget": max(n_new - len(finished), 0),
+        "pruned": sum(1 for t in new if t.state == optuna.trial.TrialState.PRUNED),
+    }
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def backend_url(backend: str, admin_url: str, tmp: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp / f'scaling-{uuid.uuid4().hex[:6]}.db'}"
+    else:
+        with postgres_database(admin_url) as url:
+            yield url
+
+
+def print_table(rows: list[dict[str, Any]], meta: str) -> None:
+    print(meta)
+    head = "".join(f"{op + ' ms':>20}" for op in OPS)
+    print(
+        f"\n{'backend':10} {'pre-fill':>8} {'workers':>7} {'trials/s':>9}{head}"
+        f"   {'lost':>4} {'dup':>4} {'over':>4}"
+    )
+    print(f"{'':37}" + "".join(f"{'median / p95':>20}" for _ in OPS))
+    for r in rows:
+        cells = "".join(
+            f"{r['latency_ms'][op]['median']:>11.1f} /{r['latency_ms'][op]['p95']:>7.1f}"
+            for op in OPS
+        )
+        print(
+            f"{r['backend']:10} {r['prefill']:>8} {r['workers']:>7} {r['trials_per_s']:>9.1f}"
+            f"{cells}   {r['lost']:>4} {r['duplicated']:>4} {r['over_budget']:>4}"
+        )
+    bad = [r for r in rows if r["lost"] or r["duplicated"] or r["over_budget"] or r["under_budget"]]
+    print(
+        "\nlost / duplicated / over-budget trials: "
+        + ("none in any configuration (target 0: met)" if not bad else f"{len(bad)} BAD rows")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 and 4 workers, smaller studies")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="PostgreSQL server URL")
+    parser.add_argument("--workers", help="worker counts (default 1,4,8,16; quick 1,4)")
+    parser.add_argument("--prefill", help="trials already in the study (default 100,5000)")
+    parser.add_argument("--backends", default="postgresql,sqlite,grpc")
+    parser.add_argument("--trials", type=int, help="new trials per measurement (default 320)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    workers = [int(w) for w in (args.workers or ("1,4" if args.quick else "1,4,8,16")).split(",")]
+    fills = [
+        int(n) for n in (args.prefill or ("100,1000" if args.quick else "100,5000")).split(",")
+    ]
+    n_new = args.trials or (40 if args.quick else 320)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in backends:
+        if b not in ("postgresql", "sqlite", "grpc"):
+            parser.error(f"unknown backend {b!r}; valid: postgresql, sqlite, grpc")
+    rows = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            with backend_url(backend, args.storage, Path(tmp)) as url:
+                for n_prefill in fills:
+                    for n in workers:
+                        print(
+                            f"{backend}: {n} worker(s), {n_prefill} trials pre-filled ...",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        row = run_config(backend, url, n, n_prefill, n_new)
+                        print(
+                            f"  {row['trials_per_s']:.1f} trials/s (pre-fill {row['prefill_s']:.1f}"
+                            f" s, cache fill {row['cold_load_s']:.2f} s)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        rows.append(row)
+    meta = (
+        f"{_cpu_model()}, {os.cpu_count()} cores, PostgreSQL at {args.storage}; "
+        f"{n_new} new dummy trials per row ({STEPS} reports each unless pruned), random "
+        f"sampler, median pruner; total wall {time.perf_counter() - started:.0f} s"
+    )
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}))
+    else:
+        print_table(rows, meta)
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
