@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -67,27 +68,31 @@ def check_all_finished(url: str, budget: int) -> list[optuna.trial.FrozenTrial]:
     return trials
 
 
-def test_killed_worker_trial_is_resumed_from_its_checkpoint(
-    postgres_url: str, tmp_path: Path, env: dict[str, str]
-) -> None:
+def first_worker_at_checkpoint(
+    url: str, tmp_path: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], dict]:
+    """Create the FAST study, start worker a, wait for trial 0's first checkpoint."""
     spec = spec_variant(tmp_path, FAST)
-    assert (
-        ganhpo(
-            "study", "create", str(spec), "--storage", postgres_url, cwd=tmp_path, env=env
-        ).returncode
-        == 0
-    )
+    created = ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
     a = start(
         "worker",
         "--study",
         "quick",
         "--storage",
-        postgres_url,
+        url,
         cwd=tmp_path,
         env=env,
         log=tmp_path / "a.log",
     )
-    ckpt = wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
+    ckpt = wait_for(lambda: checkpoint_of(url, 0), 300, "trial 0's first checkpoint")
+    return a, ckpt  # type: ignore[return-value]
+
+
+def test_killed_worker_trial_is_resumed_from_its_checkpoint(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    a, ckpt = first_worker_at_checkpoint(postgres_url, tmp_path, env)
     os.kill(a.pid, signal.SIGKILL)
     assert finish(a) == -signal.SIGKILL
     artifacts = tmp_path / "ganhpo-artifacts"
@@ -126,24 +131,7 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint(
 def test_sigterm_hands_the_trial_back_and_exits_promptly(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    spec = spec_variant(tmp_path, FAST)
-    assert (
-        ganhpo(
-            "study", "create", str(spec), "--storage", postgres_url, cwd=tmp_path, env=env
-        ).returncode
-        == 0
-    )
-    a = start(
-        "worker",
-        "--study",
-        "quick",
-        "--storage",
-        postgres_url,
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / "a.log",
-    )
-    wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
+    a, _ = first_worker_at_checkpoint(postgres_url, tmp_path, env)
     sent = time.monotonic()
     a.send_signal(signal.SIGTERM)
     code = finish(a, timeout=30)
