@@ -98,6 +98,8 @@ class TimedWorker(Worker):
             return super()._db(fn, *args, **kwargs)
         finally:
             name = getattr(fn, "__name__", type(fn).__name__)
+            if name == "<lambda>":  # name it after the method it was written in
+                name = fn.__qualname__.split(".<locals>")[0].rsplit(".", 1)[-1]
             self.db_calls[name].append(time.perf_counter() - started)
 
 
