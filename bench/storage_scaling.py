@@ -23,7 +23,7 @@ Backends: ``postgresql`` (a fresh database on --storage's server, dropped afterw
 ``sqlite`` (a fresh file; the SQLite default of ganhpo) and ``grpc``: Optuna's gRPC storage proxy
 (``run_grpc_proxy_server`` in its own process, over the same PostgreSQL) with the workers'
 trial calls through ``GrpcStorageProxy`` and the budget lock still taken on PostgreSQL (the
-proxy has no lock: :func:`ganhpo.storage.budget_lock` does nothing on a non-RDB storage).
+proxy has no lock: :func:`ganhpo.storage.budget_lock` refuses a non-RDB storage).
 Results go to stdout (a table, or JSON with --json), progress to stderr.
 """
 

@@ -25,12 +25,14 @@ else:  # pragma: no cover
 
 __all__ = [
     "CONDITIONS",
+    "DEFAULT_PRUNER",
     "Choice",
     "ComponentSpec",
     "FloatRange",
     "IntRange",
     "ParamSpace",
     "StudySpec",
+    "default_sampler",
     "from_dict",
     "load_study_spec",
     "load_toml",
@@ -293,6 +295,22 @@ def _parse_component(raw: Any, key: str, kind: str) -> ComponentSpec:
     return ComponentSpec(name=name, args=tuple(sorted(raw.items())), wrapped=inner)
 
 
+def default_sampler(max_trials: int | None) -> ComponentSpec:
+    """ganhpo's sampler when a spec has no ``[sampler]``: multivariate TPE whose random start-up
+    is a tenth of the budget, 5 to 10 trials (10 without a budget).
+
+    Optuna's fixed 10 start-up trials are half of a 20-trial budget: ``bench/search_efficiency.py``
+    measured the start-up that follows the budget finding a better FID sooner (BENCHMARKS.md).
+    """
+    startup = 10 if max_trials is None else min(10, max(5, max_trials // 10))
+    return ComponentSpec("tpe", (("multivariate", True), ("n_startup_trials", startup)))
+
+
+# ganhpo's pruner when a spec has no [pruner]: the median rule from the first evaluation on,
+# once 3 trials have finished (see default_sampler for the measurement).
+DEFAULT_PRUNER = ComponentSpec("median", (("n_startup_trials", 3), ("n_warmup_steps", 0)))
+
+
 def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec:
     """A :class:`StudySpec` from parsed TOML; every error names the key and the fix."""
     from ganhpo.study import validate_components
@@ -320,8 +338,10 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
             )
         seed = _convert(study.get("seed", 0), int, "study.seed")
         max_trials = study.get("max_trials")
-        if max_trials is not None and (_convert(max_trials, int, "study.max_trials") < 1):
-            raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+        if max_trials is not None:
+            max_trials = _convert(max_trials, int, "study.max_trials")
+            if max_trials < 1:
+                raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
         fault = {}
         for key, low in (("heartbeat_interval", 1), ("grace_period", 2), ("max_retry", 0)):
             if key in study:
@@ -337,6 +357,16 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
             )
         sections = ("dataset", "model", "train", "eval", "device")
         train_part = {k: data[k] for k in sections if k in data}
+        if objective == "kid":  # the pruner sees KID at every evaluation
+            eval_part = train_part.get("eval", {})
+            if isinstance(eval_part, dict) and eval_part.get("kid", "every") != "every":
+                raise ConfigError(
+                    f"eval.kid = {eval_part['kid']!r} cannot score a study whose objective is "
+                    'kid; use eval.kid = "every" or drop it'
+                )
+            train_part["eval"] = (
+                {**eval_part, "kid": "every"} if isinstance(eval_part, dict) else eval_part
+            )
         base = from_dict(TrainConfig, {**train_part, "seed": seed})
 
         search_raw = data.get("search", {})
@@ -361,8 +391,16 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
         order = sorted(parsed, key=lambda n: n in CONDITIONS)
         search = tuple((n, parsed[n]) for n in order)
 
-        sampler = _parse_component(data.get("sampler", "tpe"), "sampler", "sampler")
-        pruner = _parse_component(data.get("pruner", "median"), "pruner", "pruner")
+        sampler = (
+            _parse_component(data["sampler"], "sampler", "sampler")
+            if "sampler" in data
+            else default_sampler(max_trials)
+        )
+        pruner = (
+            _parse_component(data["pruner"], "pruner", "pruner")
+            if "pruner" in data
+            else DEFAULT_PRUNER
+        )
         validate_components(sampler, pruner, seed=seed)
 
         baselines = []

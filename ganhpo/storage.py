@@ -204,12 +204,19 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
     PostgreSQL: a session advisory lock; SQLite: an exclusive lock on a file beside the
     database. That makes a total trial budget exact however many workers race for it.
     ``storage`` may also be a study's own storage (Optuna's cache around the RDB storage).
+    Storages that other processes share without a lock here (Optuna's gRPC proxy, a journal)
+    raise :class:`StorageError`: the budget would silently overshoot.
     """
     # optuna.load_study wraps an RDBStorage in a _CachedStorage that keeps it as _backend.
     rdb = getattr(storage, "_backend", storage)
-    if not isinstance(rdb, optuna.storages.RDBStorage):
-        yield  # in-memory: one process, nothing to share
+    if isinstance(rdb, optuna.storages.InMemoryStorage):
+        yield  # one process, nothing to share
         return
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        raise StorageError(
+            f"cannot share a trial budget through a {type(storage).__name__}: workers need a "
+            "direct database URL (postgresql://..., sqlite:///...) for the budget lock"
+        )
     url = make_url(str(rdb.engine.url))
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     backend = url.get_backend_name()
@@ -236,5 +243,9 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
                 yield
             finally:
                 conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:k)"), {"k": str(key)})
+    elif backend == "sqlite":
+        yield  # an in-memory SQLite database lives in one process
     else:
-        yield
+        raise StorageError(
+            f"no budget lock for {backend} databases; use PostgreSQL, MySQL or SQLite"
+        )

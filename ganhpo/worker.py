@@ -456,7 +456,9 @@ class Worker:
             }
             last = result.last
             if last is not None:
-                attrs |= {"fid": last.fid, "kid": last.kid, "kid_std": last.kid_std}
+                attrs["fid"] = last.fid
+                if not math.isnan(last.kid):  # KID is computed where [eval] kid asks for it
+                    attrs |= {"kid": last.kid, "kid_std": last.kid_std}
             if result.final is not None:
                 final = result.final
                 value = final.fid if self.spec.objective == "fid" else final.kid

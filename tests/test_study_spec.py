@@ -8,7 +8,9 @@ import pytest
 
 from ganhpo.errors import ConfigError, UnknownNameError
 from ganhpo.spec import (
+    DEFAULT_PRUNER,
     Choice,
+    ComponentSpec,
     FloatRange,
     IntRange,
     load_study_spec,
@@ -136,6 +138,34 @@ def test_bad_specs_name_the_problem_and_the_fix(data: dict, message: str) -> Non
 def test_unknown_names_list_the_valid_ones(data: dict, message: str) -> None:
     with pytest.raises(UnknownNameError, match=message):
         parse_study_spec(data)
+
+
+@pytest.mark.parametrize(
+    ("max_trials", "startup"), [(None, 10), (6, 5), (20, 5), (70, 7), (100, 10), (1000, 10)]
+)
+def test_default_sampler_start_up_follows_the_budget(max_trials: int | None, startup: int) -> None:
+    study = {"name": "t"} if max_trials is None else {"name": "t", "max_trials": max_trials}
+    spec = parse_study_spec(base(study=study))
+    assert spec.sampler == ComponentSpec(
+        "tpe", (("multivariate", True), ("n_startup_trials", startup))
+    )
+    assert spec.pruner == DEFAULT_PRUNER
+    assert spec.pruner.kwargs == {"n_startup_trials": 3, "n_warmup_steps": 0}
+
+
+def test_a_named_sampler_or_pruner_keeps_optunas_defaults() -> None:
+    spec = parse_study_spec(
+        base(study={"name": "t", "max_trials": 20}, sampler={"name": "tpe"}, pruner="median")
+    )
+    assert spec.sampler == ComponentSpec("tpe") and spec.pruner == ComponentSpec("median")
+
+
+def test_kid_objective_computes_kid_at_every_evaluation() -> None:
+    spec = parse_study_spec(base(study={"name": "t", "objective": "kid"}))
+    assert spec.base.eval.kid == "every"
+    assert parse_study_spec(base()).base.eval.kid == "final"
+    with pytest.raises(ConfigError, match=r"eval.kid = 'final' cannot score a study whose "):
+        parse_study_spec(base(study={"name": "t", "objective": "kid"}, eval={"kid": "final"}))
 
 
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:

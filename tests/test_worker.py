@@ -44,6 +44,7 @@ def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.tr
             step = max(t.intermediate_values)
             assert status == f"pruned at step {step}"
             assert t.user_attrs["steps"] == step
+            assert "kid" not in t.user_attrs  # [eval] kid = "final": only the final has KID
         assert t.user_attrs["grid"]  # the latest sample grid, an artifact of the trial
         for key in ("seed", "device", "host", "wall_time", "images_per_sec"):
             assert key in t.user_attrs, (t.number, key)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     elif len(runs) == 1:
         r = runs[0]
-        print(f"FID {r['fid']:.4f}  KID {r['kid']:.5f} ± {r['kid_std']:.5f}  (step {r['step']})")
+        kid = "" if r["kid"] is None else f"  KID {r['kid']:.5f} ± {r['kid_std']:.5f}"
+        print(f"FID {r['fid']:.4f}{kid}  (step {r['step']})")
     else:
         for r in runs:
             print(f"seed {r['seed']}: FID {r['fid']:.4f}")
@@ -126,4 +128,6 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path | None) -> 
         (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     final = result.final
     assert final is not None  # without should_stop a run always reaches its final evaluation
-    return {"seed": cfg.seed, **asdict(final), "images_per_sec": result.images_per_sec}
+    record = {k: None if isinstance(v, float) and math.isnan(v) else v  # KID off: null
+              for k, v in asdict(final).items()}  # fmt: skip
+    return {"seed": cfg.seed, **record, "images_per_sec": result.images_per_sec}

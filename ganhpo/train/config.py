@@ -128,6 +128,9 @@ class TrainParams:
         return {"gp": self.gp_weight, "r1": self.r1_gamma}.get(self.penalty, 0.0)
 
 
+KID_MODES = ("final", "every", "off")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How and when the generator is scored (``[eval]``)."""
@@ -139,11 +142,15 @@ class EvalConfig:
     batch_size: int = 500  # generation/extraction batch size
     seed: int = 0  # seed of the fixed evaluation latents: the same z for every trial of a study
     grid: bool = True  # write a sample-grid PNG at each evaluation (when an out dir is given)
+    # When to compute KID (100 subsets: most of an evaluation's time): "final" (the final
+    # evaluation only), "every" (every evaluation; needed when a study minimizes KID), "off".
+    kid: str = "final"
 
     def __post_init__(self) -> None:
         from ganhpo.metrics import EXTRACTORS
 
         EXTRACTORS.get(self.extractor)
+        _require(self.kid in KID_MODES, "eval.kid", self.kid, f"use {', '.join(KID_MODES)}")
         _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
         _require(self.samples >= 2, "eval.samples", self.samples, "use at least 2")
         _require(self.final_samples >= 2, "eval.final_samples", self.final_samples, "use >= 2")

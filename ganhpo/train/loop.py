@@ -68,8 +68,9 @@ class EvalRecord:
         eta = (
             f"  ETA {_duration(eta_seconds)}" if eta_seconds is not None and not self.final else ""
         )
+        kid = "" if math.isnan(self.kid) else f"  KID {self.kid:.4f}"
         return (
-            f"step {self.step}/{total_steps}  FID {self.fid:.3f}  KID {self.kid:.4f}  "
+            f"step {self.step}/{total_steps}  FID {self.fid:.3f}{kid}  "
             f"D {self.d_loss:.3f}  G {self.g_loss:.3f}  {self.images_per_sec:.0f} img/s  "
             f"(eval {self.eval_seconds:.1f}s){eta}{'  final' if self.final else ''}"
         )
@@ -296,14 +297,18 @@ class Trainer:
         start = time.perf_counter()
         gen = self.generator
         try:
+            mode = self.config.eval.kid
             result = self.evaluator.evaluate(
-                gen, num_samples, batch_size=self.config.eval.batch_size
+                gen,
+                num_samples,
+                batch_size=self.config.eval.batch_size,
+                kid=mode == "every" or (final and mode == "final"),
             )
         except ValueError as e:  # non-finite generated images or features
             raise DivergenceError("generated images", self.step, math.nan) from e
         for name in ("fid", "kid"):
             value = getattr(result, name)
-            if not math.isfinite(value):
+            if not math.isfinite(value) and not (name == "kid" and math.isnan(value)):
                 raise DivergenceError(name.upper(), self.step, value)
         grid_path: str | None = None
         if self.out_dir is not None and self.config.eval.grid:

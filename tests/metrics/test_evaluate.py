@@ -100,6 +100,15 @@ def test_evaluate_generator_on_fixed_latents(evaluator, mnist_test):
     assert again.kid == pytest.approx(first.kid, rel=1e-4, abs=1e-7)
 
 
+def test_kid_is_skipped_when_not_asked_for(evaluator, mnist_test):
+    generator = BankGenerator(mnist_test.images)
+    with_kid = evaluator.evaluate(generator, 1000)
+    fid_only = evaluator.evaluate(generator, 1000, kid=False)
+    assert fid_only.fid == pytest.approx(with_kid.fid, rel=1e-6)
+    assert math.isnan(fid_only.kid) and math.isnan(fid_only.kid_std)
+    assert math.isfinite(with_kid.kid)
+
+
 def test_non_finite_images_score_infinity(evaluator):
     result = evaluator.evaluate(NaNGenerator(), 100)
     assert math.isinf(result.fid) and math.isinf(result.kid)

@@ -155,6 +155,27 @@ def test_run_evaluates_on_schedule_and_writes_grids(
     assert (tmp_path / "samples" / "final.png").is_file()
 
 
+@pytest.mark.parametrize(
+    ("mode", "with_kid"),
+    [("final", [False, True]), ("every", [True, True]), ("off", [False, False])],
+)
+def test_kid_is_computed_where_eval_kid_says(
+    mnist_small: ImageDataset, mode: str, with_kid: list[bool]
+) -> None:
+    config = tiny_config()
+    config = replace(config, eval=replace(config.eval, kid=mode, grid=False))
+    seen = Trainer(config, data=mnist_small).run().history
+    assert [math.isfinite(r.kid) for r in seen] == with_kid
+    assert [math.isnan(r.kid) for r in seen] == [not k for k in with_kid]
+    assert all(math.isfinite(r.fid) for r in seen)
+    assert ("KID" in seen[0].describe(20)) == with_kid[0]
+
+
+def test_eval_kid_must_be_a_known_mode() -> None:
+    with pytest.raises(ConfigError, match=r"eval.kid = 'sometimes' is invalid; use final, every"):
+        EvalConfig(kid="sometimes")
+
+
 def test_should_stop_ends_the_run_early(mnist_small: ImageDataset) -> None:
     t = Trainer(tiny_config(steps=100), data=mnist_small)
     evals = []
