@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 import sqlalchemy  # noqa: E402
 import torch  # noqa: E402
+from _machine import cpu_model  # noqa: E402  (bench/, beside this script)
 
 from ganhpo.data import load_dataset  # noqa: E402
 from ganhpo.metrics import Evaluator  # noqa: E402
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": "cpu",
@@ -436,16 +437,6 @@ def main(argv: list[str] | None = None) -> int:
     hb = result["heartbeats"]
     print(f"heartbeat thread: {hb['calls']} beats, {hb['total_s']:.3f} s in all")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import multiprocessing
 import os
-import platform
 import queue
 import random
 import socket
@@ -53,6 +53,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
+
+from _machine import cpu_model  # noqa: E402  (bench/, beside this script)
 
 DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
 STEPS = 20  # intermediate values per trial
@@ -194,7 +196,7 @@ def worker_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
     rng = random.Random(cfg["index"])
     lat: dict[str, list[float]] = {op: [] for op in OPS}
     done: list[int] = []
-    ready.wait()
+    ready.put(cfg["index"])
     start.wait()
     began = time.monotonic()
     while True:
@@ -252,6 +254,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _collect(q: Any, procs: list[Any]) -> list[Any]:
+    """One message from each process; stops at once when one of them has died."""
+    got: list[Any] = []
+    while len(got) < len(procs):
+        try:
+            got.append(q.get(timeout=2))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.terminate()
+                raise RuntimeError(f"a worker process died (exit codes {dead})") from None
+    return got
+
+
 def run_config(
     backend: str, url: str, n_workers: int, n_prefill: int, n_new: int
 ) -> dict[str, Any]:
@@ -270,7 +294,7 @@ def run_config(
         grpc = ("127.0.0.1", port)
         server = ctx.Process(target=grpc_server_main, args=(url, *grpc), daemon=True)
         server.start()
-    ready = ctx.Barrier(n_workers + 1)
+    ready = ctx.Queue()
     start = ctx.Event()
     out = ctx.Queue()
     procs = []
@@ -279,17 +303,10 @@ def run_config(
         p = ctx.Process(target=worker_main, args=(cfg, ready, start, out))
         p.start()
         procs.append(p)
-    ready.wait(timeout=600)  # every worker has loaded the study and filled its cache
+    _collect(ready, procs)  # every worker has loaded the study and filled its cache
     began = time.monotonic()
     start.set()
-    results: list[dict[str, Any]] = []
-    while len(results) < len(procs):
-        try:
-            results.append(out.get(timeout=5))
-        except queue.Empty:
-            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise RuntimeError(f"a worker process died (exit codes {dead})") from None
+    results: list[dict[str, Any]] = _collect(out, procs)
     for p in procs:
         p.join()
     if server is not None:
@@ -389,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     for b in backends:
         if b not in ("postgresql", "sqlite", "grpc"):
             parser.error(f"unknown backend {b!r}; valid: postgresql, sqlite, grpc")
+    needs = ("grpc", "google.protobuf")
+    if "grpc" in backends and not all(_importable(m) for m in needs):
+        parser.error(
+            "the grpc backend needs grpcio and protobuf: pip install -e '.[bench]', or pass "
+            "--backends postgresql,sqlite"
+        )
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -410,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         rows.append(row)
     meta = (
-        f"{_cpu_model()}, {os.cpu_count()} cores, PostgreSQL at {args.storage}; "
+        f"{cpu_model()}, {os.cpu_count()} cores, PostgreSQL at {args.storage}; "
         f"{n_new} new dummy trials per row ({STEPS} reports each unless pruned), random "
         f"sampler, median pruner; total wall {time.perf_counter() - started:.0f} s"
     )
@@ -419,16 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_table(rows, meta)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Trainer throughput vs a bare PyTorch loop of the same model, batch size and device.
 
 Both loops run interleaved in one process (blocks of steps, alternating), so machine noise
-hits both alike; the reported ratio is the median over blocks. Also times one evaluation at
-the default sample counts.
+hits both alike; the reported ratio is the median over blocks. Also times one intermediate and
+one final evaluation at the default sample counts.
 
     python bench/trainer_speed.py [--quick] [--data-dir ../shared/data/mnist]
 """
@@ -109,15 +109,17 @@ def main() -> None:
         f"{min(ratios):.3f}, max {max(ratios):.3f}; target >= 0.95)"
     )
 
-    for samples in (2000, 10000):
-        trainer.evaluate(samples)  # first call computes or loads the real statistics
+    # The default cadence: intermediate evaluations of 2000 samples score FID only, the final
+    # one of 10000 samples FID and KID ([eval] kid = "final").
+    for samples, final, what in ((2000, False, "FID"), (10000, True, "FID + KID")):
+        trainer.evaluate(samples, final=final)  # first call computes or loads the real statistics
         t0 = time.perf_counter()
-        rec = trainer.evaluate(samples)
+        rec = trainer.evaluate(samples, final=final)
         seconds = time.perf_counter() - t0
         steps = seconds / (statistics.median(t_tr) / n)
         print(
-            f"one evaluation of {samples:5d} samples: {seconds:6.2f} s "
-            f"(= {steps:.0f} training steps; FID {rec.fid:.2f})"
+            f"one {'final' if final else 'intermediate'} evaluation of {samples:5d} samples "
+            f"({what}): {seconds:6.2f} s (= {steps:.0f} training steps; FID {rec.fid:.2f})"
         )
 
 

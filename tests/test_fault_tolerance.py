@@ -75,18 +75,23 @@ def first_worker_at_checkpoint(
     spec = spec_variant(tmp_path, FAST)
     created = ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env)
     assert created.returncode == 0, created.stderr
-    a = start(
-        "worker",
-        "--study",
-        "quick",
-        "--storage",
-        url,
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / "a.log",
-    )
+    a = start_worker(url, tmp_path, env, "a")
     ckpt = wait_for(lambda: checkpoint_of(url, 0), 300, "trial 0's first checkpoint")
     return a, ckpt  # type: ignore[return-value]
+
+
+def start_worker(url: str, tmp_path: Path, env: dict[str, str], name: str) -> subprocess.Popen[str]:
+    """``ganhpo worker --study quick`` in the background, logging to ``{name}.log``."""
+    log = tmp_path / f"{name}.log"
+    return start("worker", "--study", "quick", "--storage", url, cwd=tmp_path, env=env, log=log)
+
+
+def run_worker_to_the_end(url: str, tmp_path: Path, env: dict[str, str], name: str) -> str:
+    """Run a worker until the study's budget is spent; it must exit 0. Returns its log."""
+    code = finish(start_worker(url, tmp_path, env, name))
+    log = (tmp_path / f"{name}.log").read_text()
+    assert code == 0, log
+    return log
 
 
 def test_killed_worker_trial_is_resumed_from_its_checkpoint(
@@ -98,17 +103,7 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint(
     artifacts = tmp_path / "ganhpo-artifacts"
     assert (artifacts / ckpt["id"]).is_file()
 
-    b = start(
-        "worker",
-        "--study",
-        "quick",
-        "--storage",
-        postgres_url,
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / "b.log",
-    )
-    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+    b_log = run_worker_to_the_end(postgres_url, tmp_path, env, "b")
 
     trials = check_all_finished(postgres_url, 3)
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -120,7 +115,7 @@ def test_killed_worker_trial_is_resumed_from_its_checkpoint(
         retry.params == failed[0].params
         and retry.user_attrs["seed"] == failed[0].user_attrs["seed"]
     )
-    assert f"resumes trial 0 at step {resumed_at}" in (tmp_path / "b.log").read_text()
+    assert f"resumes trial 0 at step {resumed_at}" in b_log
     # The replaced checkpoints were removed: generators and sample grids remain.
     assert not [p for p in artifacts.iterdir() if p.name.startswith("checkpoint-")]
     assert not (artifacts / ckpt["id"]).exists()
@@ -147,20 +142,11 @@ def test_sigterm_hands_the_trial_back_and_exits_promptly(
     assert status.startswith("interrupted by SIGTERM at step ") and status.endswith("handed back")
     stopped_at = int(status.split("at step ")[1].split(":")[0])
 
-    b = start(
-        "worker",
-        "--study",
-        "quick",
-        "--storage",
-        postgres_url,
-        cwd=tmp_path,
-        env=env,
-        log=tmp_path / "b.log",
-    )
-    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+    b_log = run_worker_to_the_end(postgres_url, tmp_path, env, "b")
     trials = check_all_finished(postgres_url, 3)
     retry = next(t for t in trials if t.user_attrs.get("resumed_from_trial") == 0)
     assert retry.user_attrs["resumed_at_step"] == stopped_at > 0
+    assert f"resumes trial 0 at step {stopped_at}" in b_log
     print(f"SIGTERM: exited after {took:.1f} s; trial 0 resumed at step {stopped_at}")
 
 
@@ -171,19 +157,7 @@ def test_postgres_restart_mid_study(private_postgres, tmp_path: Path, env: dict[
         ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env).returncode
         == 0
     )
-    workers = [
-        start(
-            "worker",
-            "--study",
-            "quick",
-            "--storage",
-            url,
-            cwd=tmp_path,
-            env=env,
-            log=tmp_path / f"w{i}.log",
-        )
-        for i in range(2)
-    ]
+    workers = [start_worker(url, tmp_path, env, f"w{i}") for i in range(2)]
     wait_for(lambda: checkpoint_of(url, 0) or checkpoint_of(url, 1), 300, "a checkpoint")
     private_postgres.stop()
     time.sleep(3)  # both workers hit the dead server (reports, heartbeats, checkpoints)
