@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -25,6 +26,22 @@ def mnist_dir() -> Path:
     if not (FULL_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.fail(f"the full MNIST is expected in {FULL_MNIST_DIR} (see ../shared/data/mnist)")
     return FULL_MNIST_DIR
+
+
+_GANHPO_LOGGER = logging.getLogger("ganhpo")
+_PRISTINE_LOGGING = (_GANHPO_LOGGER.handlers[:], _GANHPO_LOGGER.level, _GANHPO_LOGGER.propagate)
+
+
+@pytest.fixture(autouse=True)
+def _restore_ganhpo_logging() -> Iterator[None]:
+    """Undo what an in-process ``ganhpo.cli.main`` (in a test or a module fixture) does to the
+    "ganhpo" logger, a handler on the then-captured stderr and no propagation, so that later
+    tests' caplog sees ganhpo's records."""
+    yield
+    handlers, level, propagate = _PRISTINE_LOGGING
+    _GANHPO_LOGGER.handlers[:] = handlers
+    _GANHPO_LOGGER.setLevel(level)
+    _GANHPO_LOGGER.propagate = propagate
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
