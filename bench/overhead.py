@@ -39,10 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,9 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
-import sqlalchemy  # noqa: E402
 import torch  # noqa: E402
-from _machine import cpu_model  # noqa: E402  (bench/, beside this script)
+from _common import cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
 
 from ganhpo.data import load_dataset  # noqa: E402
 from ganhpo.metrics import Evaluator  # noqa: E402
@@ -69,22 +66,6 @@ DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
 DEFAULT_SPEC = ROOT / "studies" / "mnist-dcgan.toml"
 DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
 SPEC_TRIAL_STEPS = 5000  # the default study's trial length, for the extrapolation
-
-
-@contextmanager
-def scratch_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database on the server of ``admin_url``, dropped afterwards."""
-    url = sqlalchemy.engine.make_url(admin_url).set(drivername="postgresql+psycopg2")
-    name = f"bench_overhead_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class TimedWorker(Worker):
@@ -242,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     parts: dict[str, dict[str, Any]] = {}
     db_calls: dict[str, list[float]] = defaultdict(list)
     heartbeats: list[float] = []
-    with scratch_database(args.storage) as url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        scratch_database(args.storage, "bench_overhead") as url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         storage = open_storage(url, create_schema=True)
         for spec in (spec_off, spec_on):
             create_study(spec, storage)
@@ -414,16 +398,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['db']:>8.3f} {_other(run):>8.2f} {100 * run['eval'] / run['wall']:>7.1f} "
             f"{100 * run['db'] / run['wall']:>6.2f}"
         )
-    verdict = "met" if e["eval_share"] <= 0.10 else "NOT met"
     print(f"worker/bare images/s (evaluation excluded): {e['ratio']:.3f}")
     print(
-        f"evaluation share of the worker trial: {100 * e['eval_share']:.1f} % "
-        f"(target <= 10 %: {verdict})"
+        f"evaluation share of this {on_steps}-step worker trial: {100 * e['eval_share']:.1f} % "
+        f"(its final evaluation of {ev.final_samples} samples weighs more than in the spec's trial)"
     )
+    # The target is about the spec's trial at the spec's cadence, which this script does not
+    # run in full: its share comes from the measured costs of a step and of each evaluation.
+    verdict = "met" if extrapolated <= 0.10 else "NOT met"
     print(
         f"extrapolated to the spec's {SPEC_TRIAL_STEPS}-step trial ({spec_int} evaluations + "
-        f"final, {e['step_ms']:.1f} ms/step, KID {ev.kid!r}): {100 * extrapolated:.1f} %; "
-        f"with KID off: {100 * extrapolated_fid:.1f} %"
+        f"final, {e['step_ms']:.1f} ms/step, KID {ev.kid!r}): {100 * extrapolated:.1f} % "
+        f"(target <= 10 %: {verdict}); with KID off: {100 * extrapolated_fid:.1f} %"
     )
     print(
         f"one evaluation of {ev.samples} samples: {kid['fid_and_kid']:.2f} s with KID "

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
 
-from _machine import cpu_model  # noqa: E402  (bench/, beside this script)
+from _common import cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
 
 DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
 STEPS = 20  # intermediate values per trial
@@ -75,29 +75,11 @@ def _curve(level: float) -> list[float]:
 def _pruner() -> Any:
     import optuna
 
-    # The default study's median pruner: 5 startup trials, warm-up 1/5 of the trial.
+    # A median pruner (5 startup trials, warm-up 1/5 of the trial): some trials stop early.
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=STEPS // 5)
 
 
 # ------------------------------------------------------------------------------ databases
-@contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database on the server of ``admin_url``, dropped afterwards."""
-    import sqlalchemy
-
-    url = sqlalchemy.engine.make_url(admin_url).set(drivername="postgresql+psycopg2")
-    name = f"bench_storage_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def prefill(url: str, study_name: str, n: int, seed: int) -> float:
     """Create the study with ``n`` completed trials (bulk-inserted); returns the seconds taken.
 
@@ -355,7 +337,7 @@ def backend_url(backend: str, admin_url: str, tmp: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp / f'scaling-{uuid.uuid4().hex[:6]}.db'}"
     else:
-        with postgres_database(admin_url) as url:
+        with scratch_database(admin_url, "bench_storage") as url:
             yield url
 
 
