@@ -167,6 +167,13 @@ class ComponentSpec:
         """The arguments as a dict."""
         return dict(self.args)
 
+    def describe(self) -> str:
+        """One line, e.g. ``median(n_startup_trials=3, n_warmup_steps=0)``."""
+        args = [f"{k}={v!r}" for k, v in self.args]
+        if self.wrapped is not None:
+            args.append(f"wrapped={self.wrapped.describe()}")
+        return f"{self.name}({', '.join(args)})"
+
 
 @dataclass(frozen=True)
 class StudySpec:

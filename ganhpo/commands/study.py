@@ -125,7 +125,11 @@ def show(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2, default=_clean))
         return 0
     print(f"study      {info['name']}  ({info['objective']}, {info['direction']})")
-    print("trials     " + "  ".join(f"{k.lower()} {v}" for k, v in info["states"].items()))
+    print(f"sampler    {info['sampler']}")
+    print(f"pruner     {info['pruner']}")
+    budget = "" if info["max_trials"] is None else f" of {info['max_trials']}"
+    states = "  ".join(f"{k.lower()} {v}" for k, v in info["states"].items())
+    print(f"trials     {info['n_trials']}{budget}: {states}" if states else "trials     none yet")
     best = info["best"]
     if best is None:
         print("best       none yet")

@@ -121,6 +121,14 @@ def test_create_show_list_trials_delete(
     code, out, _ = run(capsys, "study", "show", "quick", "--storage", postgres_url, "--json")
     info = json.loads(out)
     assert code == 0 and info["states"] == {"WAITING": 1} and info["best"] is None
+    assert info["sampler"] == "tpe(n_startup_trials=3)" and info["max_trials"] == 6
+    code, out, _ = run(capsys, "study", "show", "quick", "--storage", postgres_url)
+    assert code == 0 and out.splitlines()[1:] == [
+        "sampler    tpe(n_startup_trials=3)",
+        "pruner     percentile(n_startup_trials=2, n_warmup_steps=0, percentile=33.0)",
+        "trials     1 of 6: waiting 1",
+        "best       none yet",
+    ]
     code, out, _ = run(capsys, "study", "trials", "quick", "--storage", postgres_url, "--csv")
     assert code == 0 and out.splitlines()[0].startswith("number,state,value")
 
