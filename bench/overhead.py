@@ -56,9 +56,9 @@ from ganhpo.data import load_dataset  # noqa: E402
 from ganhpo.metrics import Evaluator  # noqa: E402
 from ganhpo.spec import StudySpec, load_toml, parse_study_spec  # noqa: E402
 from ganhpo.storage import open_storage  # noqa: E402
-from ganhpo.study import create_study, load_study  # noqa: E402
+from ganhpo.study import create_study  # noqa: E402
 from ganhpo.train import Trainer  # noqa: E402
-from ganhpo.worker import Worker, WorkerOptions, retry_callback, trial_seed  # noqa: E402
+from ganhpo.worker import Worker, WorkerOptions, open_worker_study, trial_seed  # noqa: E402
 
 T = TypeVar("T")
 
@@ -116,16 +116,9 @@ def worker_run(
     url: str, spec: StudySpec, data_dir: Path, artifacts: str
 ) -> tuple[dict[str, Any], int, dict[str, list[float]], list[float]]:
     """One trial of a real worker (``n_trials = 1``), as ``ganhpo worker`` sets it up."""
-    first = open_storage(url)
-    load_study(spec.name, first)
-    first.engine.dispose()
-    storage = open_storage(
-        url,
-        heartbeat_interval=spec.heartbeat_interval,
-        grace_period=spec.grace_period,
-        stale_trial_callback=retry_callback(spec),
+    study, _, storage = open_worker_study(
+        spec.name, lambda **heartbeat: open_storage(url, **heartbeat)
     )
-    study = load_study(spec.name, storage)
     options = WorkerOptions(n_trials=1, data_dir=data_dir, artifacts=artifacts)
     worker = TimedWorker(study, spec, options, storage=storage)
     # Built once per worker (classifier, real statistics from the disk cache): not per trial.

@@ -54,6 +54,7 @@ __all__ = [
     "WorkerOptions",
     "WorkerSummary",
     "counted_trials",
+    "open_worker_study",
     "retry_callback",
     "trial_seed",
 ]
@@ -98,6 +99,28 @@ def retry_callback(spec: StudySpec) -> RetryHeartbeatStaleTrialCallback:
     return RetryHeartbeatStaleTrialCallback(
         max_retry=spec.max_retry, inherit_intermediate_values=True
     )
+
+
+def open_worker_study(
+    name: str, open_storage: Callable[..., optuna.storages.RDBStorage]
+) -> tuple[optuna.Study, StudySpec, optuna.storages.RDBStorage]:
+    """The study, its spec and its storage as a worker needs them.
+
+    ``open_storage(**heartbeat_settings)`` opens the study database. It is opened once to read
+    the spec, then again with the study's heartbeat settings and stale-trial callback, so that
+    dead workers' trials get handed over.
+    """
+    from ganhpo.study import load_study, study_spec
+
+    first = open_storage()
+    spec = study_spec(load_study(name, first))
+    first.engine.dispose()
+    storage = open_storage(
+        heartbeat_interval=spec.heartbeat_interval,
+        grace_period=spec.grace_period,
+        stale_trial_callback=retry_callback(spec),
+    )
+    return load_study(name, storage), spec, storage
 
 
 def counted_trials(study: optuna.Study) -> int:

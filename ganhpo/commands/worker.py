@@ -44,9 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo worker``."""
-    from ganhpo.study import load_study, study_spec
     from ganhpo.train import resolve_device
-    from ganhpo.worker import Worker, WorkerOptions
+    from ganhpo.worker import Worker, WorkerOptions, open_worker_study
 
     if args.device:
         resolve_device(args.device)  # a bad or unavailable device fails before any trial
@@ -54,19 +53,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--device {args.device!r} is invalid; use auto, cpu, cuda or cuda:N")
     from ganhpo.artifacts import resolve_artifacts
     from ganhpo.study import ARTIFACTS_ATTR
-    from ganhpo.worker import retry_callback
 
-    first = storage_from_args(args)
-    spec = study_spec(load_study(args.study, first))
-    first.engine.dispose()
-    # Reopened with the study's heartbeat settings: dead workers' trials get handed over.
-    storage = storage_from_args(
-        args,
-        heartbeat_interval=spec.heartbeat_interval,
-        grace_period=spec.grace_period,
-        stale_trial_callback=retry_callback(spec),
+    study, spec, storage = open_worker_study(
+        args.study, lambda **heartbeat: storage_from_args(args, **heartbeat)
     )
-    study = load_study(args.study, storage)
     artifacts = args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR)
     options = WorkerOptions(
         n_trials=args.n_trials,
