@@ -184,7 +184,7 @@ def worker_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
     while True:
         t = time.perf_counter()
         with budget_lock(lock_storage, cfg["study"]):
-            if counted_trials(study) >= cfg["budget"]:
+            if counted_trials(study.get_trials(deepcopy=False)) >= cfg["budget"]:
                 break
             trial = study.ask()
         lat["ask"].append(time.perf_counter() - t)

@@ -15,6 +15,7 @@ import optuna
 from optuna.study._frozen import FrozenStudy
 
 from ganhpo import __version__
+from ganhpo.chains import HANDOVER_ATTR, STARTED_STATES, chain_links, counted_trials, retry_history
 from ganhpo.errors import ConfigError, StorageError
 from ganhpo.registry import Registry, closest
 from ganhpo.spec import (
@@ -46,6 +47,7 @@ __all__ = [
     "summarize",
     "trial_config",
     "trial_rows",
+    "trial_status",
     "validate_components",
 ]
 
@@ -259,12 +261,23 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
 
 
 def summarize(study: optuna.Study) -> dict[str, Any]:
-    """State counts, the best trial and its parameters (``ganhpo study show``)."""
+    """State counts, the budget, hand-overs, the best trial and its parameters
+    (``ganhpo study show``).
+
+    ``states`` counts every trial; ``budget`` counts what the study's budget counts: each chain
+    of a trial and its retries once, in the state of its latest trial. ``hand_overs`` is the
+    number of trials whose worker was lost or stopped and that another trial resumed.
+    """
     spec = study_spec(study)
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {s.name: 0 for s in optuna.trial.TrialState}
     for t in trials:
         states[t.state.name] += 1
+    links = chain_links(trials)
+    latest: dict[str, int] = {}
+    for t in trials:
+        if t.number not in links and t.state in STARTED_STATES:
+            latest[t.state.name] = latest.get(t.state.name, 0) + 1
     best = None
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if completed:
@@ -284,14 +297,37 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "max_trials": spec.max_trials,
         "n_trials": len(trials),
         "states": {k: v for k, v in states.items() if v},
+        "budget": {"used": counted_trials(trials), "max_trials": spec.max_trials, "states": latest},
+        "hand_overs": len(links),
+        "waiting": states["WAITING"],
         "best": best,
     }
 
 
+def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
+    """What happened to a trial, in words; a handed-over one names the trial that resumed it."""
+    status = str(trial.user_attrs.get("status", ""))
+    if trial.state == optuna.trial.TrialState.FAIL and HANDOVER_ATTR in trial.system_attrs:
+        status = status or str(trial.system_attrs[HANDOVER_ATTR].get("reason", "handed over"))
+        if trial.number in links:
+            status += f"; resumed as trial {links[trial.number]}"
+        else:
+            status += "; not resumed (study.max_retry reached)"
+    elif trial.state == optuna.trial.TrialState.RUNNING:
+        status = "running"
+    elif trial.state == optuna.trial.TrialState.WAITING:
+        status = "waiting"
+    return status
+
+
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial: number, state, value, params_*, user attributes, curve."""
+    """One flat row per trial: number, state, value, status, its chain (``resumed_from``,
+    ``resumed_as``), params_*, user attributes, curve."""
+    trials = study.get_trials(deepcopy=False)
+    links = chain_links(trials)
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
+        history = retry_history(t)
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
@@ -301,6 +337,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         }
         row |= {f"params_{k}": v for k, v in t.params.items()}
         row |= {k: v for k, v in t.user_attrs.items() if not isinstance(v, dict | list)}
+        row["status"] = trial_status(t, links)
+        row["resumed_from"] = history[-1] if history else None
+        row["resumed_as"] = links.get(t.number)
         row["intermediate"] = curve_text(t.intermediate_values)
         rows.append(row)
     return rows

@@ -9,89 +9,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 import sqlalchemy
+from faults import (
+    FAST,
+    check_all_finished,
+    checkpoint_of,
+    first_worker_at_checkpoint,
+    load,
+    run_worker_to_the_end,
+    start_worker,
+)
 from optuna.trial import TrialState
-from procs import finish, ganhpo, spec_variant, start, wait_for, worker_env
+from procs import finish, ganhpo, spec_variant, wait_for, worker_env
 
 from ganhpo.storage import open_storage
-from ganhpo.worker import counted_trials
-
-# quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning, so that every
-# trial runs to its end and a dead worker's trial is handed over within seconds.
-FAST = {
-    "max_trials = 6 ": "max_trials = 3 ",
-    "steps = 240": "steps = 240\ncheckpoint_every = 40",
-    'name = "percentile"': 'name = "none"',
-    "percentile = 33.0\n": "",
-    "n_startup_trials = 2    # completed trials before anything is pruned\n": "",
-    "n_warmup_steps = 0\n": "",
-    'description = "': 'heartbeat_interval = 1\ngrace_period = 4\ndescription = "',
-}
 
 
 @pytest.fixture
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return worker_env(tmp_path_factory.getbasetemp() / "ganhpo-cache")
-
-
-def load(url: str) -> optuna.Study:
-    return optuna.load_study(study_name="quick", storage=open_storage(url))
-
-
-def checkpoint_of(url: str, number: int) -> dict | None:
-    trials = load(url).get_trials(deepcopy=False)
-    if len(trials) <= number:
-        return None
-    ckpt = trials[number].user_attrs.get("checkpoint")
-    return ckpt if ckpt and ckpt["step"] >= 40 else None
-
-
-def check_all_finished(url: str, budget: int) -> list[optuna.trial.FrozenTrial]:
-    study = load(url)
-    trials = study.get_trials(deepcopy=False)
-    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == budget == counted_trials(study)
-    # None run twice: each completed trial is its own configuration (a retry replaces its
-    # failed predecessor, which is not complete).
-    assert len({tuple(sorted(t.params.items())) for t in complete}) == budget
-    for t in complete:
-        assert t.user_attrs["steps"] == 240 and sorted(t.intermediate_values) == [80, 160, 240]
-        assert t.user_attrs.get("checkpoint") is None  # nothing heavy left but the generator
-        assert t.user_attrs["generator"]
-    return trials
-
-
-def first_worker_at_checkpoint(
-    url: str, tmp_path: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[str], dict]:
-    """Create the FAST study, start worker a, wait for trial 0's first checkpoint."""
-    spec = spec_variant(tmp_path, FAST)
-    created = ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env)
-    assert created.returncode == 0, created.stderr
-    a = start_worker(url, tmp_path, env, "a")
-    ckpt = wait_for(lambda: checkpoint_of(url, 0), 300, "trial 0's first checkpoint")
-    return a, ckpt  # type: ignore[return-value]
-
-
-def start_worker(url: str, tmp_path: Path, env: dict[str, str], name: str) -> subprocess.Popen[str]:
-    """``ganhpo worker --study quick`` in the background, logging to ``{name}.log``."""
-    log = tmp_path / f"{name}.log"
-    return start("worker", "--study", "quick", "--storage", url, cwd=tmp_path, env=env, log=log)
-
-
-def run_worker_to_the_end(url: str, tmp_path: Path, env: dict[str, str], name: str) -> str:
-    """Run a worker until the study's budget is spent; it must exit 0. Returns its log."""
-    code = finish(start_worker(url, tmp_path, env, name))
-    log = (tmp_path / f"{name}.log").read_text()
-    assert code == 0, log
-    return log
 
 
 def test_killed_worker_trial_is_resumed_from_its_checkpoint(

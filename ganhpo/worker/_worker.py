@@ -4,11 +4,15 @@ Any number of workers, on any number of machines, share one study through its st
 
 - the total trial budget is exact: a worker counts the started trials and starts a new one
   under :func:`ganhpo.storage.budget_lock`;
-- a running trial heartbeats; one whose worker died is failed after the grace period and
-  re-enqueued (Optuna's ``RetryHeartbeatStaleTrialCallback``), and whoever picks it up resumes
-  from its last checkpoint in the shared artifact store;
+- a running trial heartbeats; one whose worker died is handed over after the grace period
+  (:mod:`ganhpo.worker._handover`), and whoever picks it up resumes from its last checkpoint in
+  the shared artifact store;
 - SIGTERM/Ctrl-C checkpoints the running trial and hands it back; a second one exits at once;
-- database errors are retried with backoff, so a restarting server does not lose a trial.
+- a worker whose trial was taken over while it was frozen drops its copy and goes on;
+- database errors are retried with backoff, so a restarting server does not lose a trial;
+- failures that are not the trial's fault (a broken artifact store, dataset or extractor, the
+  same error twice in a row) hand the trial back and stop the worker instead of spending the
+  budget.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dataclasses
 import io
 import logging
 import math
+import re
 import shutil
 import signal
 import socket
@@ -33,37 +38,57 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy.exc
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from ganhpo._failpoints import failpoint
 from ganhpo.artifacts import (
     open_artifact_store,
     read_artifact,
     remove_artifact,
     write_artifact,
 )
-from ganhpo.errors import CheckpointError, DivergenceError, GanhpoError, StorageError
+from ganhpo.chains import chain_links, counted_trials, retry_history
+from ganhpo.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergenceError,
+    ExtractorError,
+    GanhpoError,
+    StorageError,
+)
 from ganhpo.spec import StudySpec
 from ganhpo.storage import budget_lock
 from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, parse_checkpoint
+from ganhpo.worker._handover import (
+    fail_stale_trials,
+    hand_over,
+    repair,
+    retry_trial,
+)
 
 __all__ = [
-    "STARTED_STATES",
+    "STOP_GRACE_S",
     "Worker",
     "WorkerOptions",
     "WorkerSummary",
-    "counted_trials",
     "open_worker_study",
-    "retry_callback",
     "trial_seed",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ganhpo.worker")
 T = TypeVar("T")
 
-# States of trials that count against the total budget (unless handed over to a retry).
-STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# After SIGTERM, database calls are retried for at most this long: a worker asked to stop exits
+# within seconds even when the database is down (its trial is then taken over after the grace
+# period, from its last recorded checkpoint).
+STOP_GRACE_S = 10.0
+
+# Failures that come from where the worker runs, not from the trial's parameters: every trial
+# would fail the same way here, so the trial is handed back and the worker stops.
+_ENVIRONMENT_ERRORS = (OSError, ImportError, DataError, ExtractorError)
 
 
 @dataclass(frozen=True)
@@ -89,16 +114,13 @@ class WorkerSummary:
     stop_reason: str = ""
 
 
+class _TakenOver(Exception):
+    """This worker's trial was finished by another worker (taken for dead); drop the copy."""
+
+
 def trial_seed(spec: StudySpec, number: int) -> int:
     """The training seed of trial ``number``: distinct per trial, reproducible per study."""
     return (spec.seed * 1_000_003 + number) % 2**31
-
-
-def retry_callback(spec: StudySpec) -> RetryHeartbeatStaleTrialCallback:
-    """Re-enqueues a failed trial, keeping its attributes (its checkpoint) and its FID curve."""
-    return RetryHeartbeatStaleTrialCallback(
-        max_retry=spec.max_retry, inherit_intermediate_values=True
-    )
 
 
 def open_worker_study(
@@ -107,8 +129,9 @@ def open_worker_study(
     """The study, its spec and its storage as a worker needs them.
 
     ``open_storage(**heartbeat_settings)`` opens the study database. It is opened once to read
-    the spec, then again with the study's heartbeat settings and stale-trial callback, so that
-    dead workers' trials get handed over.
+    the spec, then again with the study's heartbeat interval and grace period. Stale trials are
+    handed over by :func:`ganhpo.worker._handover.fail_stale_trials`, not by an Optuna callback
+    (whose fail-then-retry is two transactions that nobody repairs).
     """
     from ganhpo.study import load_study, study_spec
 
@@ -116,18 +139,9 @@ def open_worker_study(
     spec = study_spec(load_study(name, first))
     first.engine.dispose()
     storage = open_storage(
-        heartbeat_interval=spec.heartbeat_interval,
-        grace_period=spec.grace_period,
-        stale_trial_callback=retry_callback(spec),
+        heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_period
     )
     return load_study(name, storage), spec, storage
-
-
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that count against the budget: started ones, a handed-over chain counted once."""
-    trials = study.get_trials(deepcopy=False)
-    handed_over = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(1 for t in trials if t.state in STARTED_STATES and t.number not in handed_over)
 
 
 def _is_transient(e: BaseException) -> bool:
@@ -143,7 +157,11 @@ def _is_transient(e: BaseException) -> bool:
 
 
 class _Heartbeat(threading.Thread):
-    """Records a trial's heartbeat every interval; survives database hiccups (unlike Optuna's)."""
+    """Records a trial's heartbeat every interval; survives database hiccups (unlike Optuna's).
+
+    It also notices when the trial is no longer RUNNING (another worker took it for dead while
+    this process was frozen): ``lost`` is then set, and the trial stops at its next step.
+    """
 
     def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: int) -> None:
         super().__init__(name=f"heartbeat-{trial_id}", daemon=True)
@@ -151,11 +169,15 @@ class _Heartbeat(threading.Thread):
         self._trial_id = trial_id
         self._interval = interval
         self._stop_event = threading.Event()
+        self.lost = threading.Event()
 
     def run(self) -> None:
         while True:
             try:
                 self._storage.record_heartbeat(self._trial_id)
+                if self._storage.get_trial(self._trial_id).state != TrialState.RUNNING:
+                    self.lost.set()
+                    return
             except Exception as e:  # the next beat retries; the grace period absorbs a few misses
                 logger.debug("heartbeat of trial id %d failed: %s", self._trial_id, e)
             if self._stop_event.wait(self._interval):
@@ -164,6 +186,11 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
+
+
+def _failure_signature(reason: str) -> str:
+    """A failure's reason with its numbers blanked: the same error in two trials looks equal."""
+    return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", reason)
 
 
 class Worker:
@@ -203,6 +230,34 @@ class Worker:
         self._evaluator: Any = None
         self.host = socket.gethostname()
         self.stop_requested: str | None = None  # the signal that asked this worker to stop
+        self._stop_deadline = math.inf  # database calls give up then, once a stop was asked
+        self._last_failure: tuple[int, str] | None = None  # (trial number, signature)
+
+    # ---------------------------------------------------------------- checks
+    def preflight(self) -> None:
+        """Check, before taking any trial, what every trial needs: the artifact store takes a
+        write, a read and a delete; the feature extractor loads and scores the real data.
+
+        A broken environment then stops the worker with one line instead of failing (and
+        spending) the study's budget one trial at a time.
+        """
+        if self.artifacts is not None:
+            probe = b"ganhpo artifact store probe"
+            try:
+                artifact_id = write_artifact(self.artifacts, probe, kind="probe")
+                ok = read_artifact(self.artifacts, artifact_id) == probe
+                remove_artifact(self.artifacts, artifact_id)
+            except Exception as e:
+                raise ConfigError(
+                    f"the artifact store {self.options.artifacts} is not usable ({e}); make it "
+                    "writable from this machine or pass --artifacts DIR"
+                ) from e
+            if not ok:
+                raise ConfigError(
+                    f"the artifact store {self.options.artifacts} returned other bytes than were "
+                    "written; check the mount, or pass --artifacts DIR"
+                )
+        self.evaluator(self.base)  # builds the extractor and the real statistics (cached)
 
     # ---------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
@@ -213,6 +268,7 @@ class Worker:
             if self.stop_requested is not None:
                 raise KeyboardInterrupt(f"second {name}")
             self.stop_requested = name
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
             logger.warning("%s: checkpointing and handing the trial back (again to quit now)", name)
 
         signal.signal(signal.SIGTERM, handler)
@@ -220,31 +276,52 @@ class Worker:
 
     # --------------------------------------------------------------- database
     def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Call a storage operation, retrying transient database errors with backoff."""
+        """Call a storage operation, retrying transient database errors with backoff.
+
+        A write to a trial that another worker has finished raises :class:`_TakenOver`. Once a
+        stop was asked for, retries end after :data:`STOP_GRACE_S`.
+        """
         deadline = time.monotonic() + self.options.db_retry_timeout
         delay = 1.0
         while True:
             try:
                 return fn(*args, **kwargs)
+            except UpdateFinishedTrialError as e:
+                raise _TakenOver(str(e)) from e
             except Exception as e:
                 if not _is_transient(e):
                     raise
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + delay > min(deadline, self._stop_deadline):
                     raise StorageError(
                         f"the study database was unreachable for {self.options.db_retry_timeout:g}"
                         " s; check the server, then restart the worker (its trial is resumed)"
+                        if self.stop_requested is None
+                        else "the study database is unreachable"
                     ) from None
                 logger.warning("database unavailable; retrying in %.0f s", delay)
-                time.sleep(delay)
+                # Short naps: a SIGTERM meanwhile shortens the deadline at once.
+                wake = time.monotonic() + delay
+                while time.monotonic() < min(wake, self._stop_deadline):
+                    time.sleep(0.2)
                 delay = min(delay * 2, 15.0)
 
     # ----------------------------------------------------------------- budget
     def next_trial(self) -> optuna.Trial | None:
-        """Start the next trial, or None when the study's budget is spent."""
+        """Start the next trial, or None when the study's budget is spent.
+
+        Under the budget lock: missing retries of handed-over trials are enqueued first (a
+        worker may have died between failing a trial and enqueuing its retry), then the budget
+        is counted, then a trial is asked for (a waiting retry before a new sample).
+        """
         with budget_lock(self.storage, self.study.study_name):
-            if self.budget is not None and counted_trials(self.study) >= self.budget:
+            trials = self.study.get_trials(deepcopy=False)
+            if repair(self.study, max_retry=self.spec.max_retry, trials=trials):
+                trials = self.study.get_trials(deepcopy=False)
+            if self.budget is not None and counted_trials(trials) >= self.budget:
                 return None
-            return self.study.ask()
+            trial = self.study.ask()
+        failpoint("worker:asked")
+        return trial
 
     def _running(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -268,8 +345,13 @@ class Worker:
             ):
                 summary.stop_reason = f"timeout of {self.options.timeout:g}s reached"
                 break
-            # Trials whose worker died are failed and re-enqueued here, by whoever comes first.
-            self._db(optuna.storages.fail_stale_trials, self.study)
+            # Trials whose worker died are handed over here, by whoever comes first.
+            self._db(
+                fail_stale_trials,
+                self.study,
+                max_retry=self.spec.max_retry,
+                grace_period=self.spec.grace_period,
+            )
             trial = self._db(self.next_trial)
             if trial is None:
                 running = self._db(self._running)
@@ -289,12 +371,16 @@ class Worker:
             waiting_logged = False
             state = self.run_trial(trial)
             summary.trials.append(trial.number)
-            summary.states[state.name] = summary.states.get(state.name, 0) + 1
+            key = state.name if state is not None else "TAKEN_OVER"
+            summary.states[key] = summary.states.get(key, 0) + 1
         logger.info(
             "worker done: %s; %d trial(s) here (%s)",
             summary.stop_reason,
             len(summary.trials),
-            ", ".join(f"{k.lower()} {v}" for k, v in sorted(summary.states.items())) or "none",
+            ", ".join(
+                f"{k.lower().replace('_', ' ')} {v}" for k, v in sorted(summary.states.items())
+            )
+            or "none",
         )
         return summary
 
@@ -327,7 +413,7 @@ class Worker:
         """Continue a handed-over trial from the checkpoint its predecessor left."""
         # A live Trial has no system_attrs: read the frozen trial from the storage.
         frozen = self._db(self.storage.get_trial, trial._trial_id)
-        history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        history = retry_history(frozen)
         if not history:
             return
         checkpoint = trial.user_attrs.get("checkpoint")
@@ -344,19 +430,30 @@ class Worker:
         logger.info("trial %d resumes trial %d at step %d", trial.number, history[-1], step)
 
     def _save_checkpoint(self, trial: optuna.Trial, trainer: Trainer) -> None:
+        """Write the training state and record it in the trial; the previous one is removed
+        only once the new one is recorded, and a new one that cannot be recorded is removed."""
         if self.artifacts is None:
             return
         old = trial.user_attrs.get("checkpoint")
         new_id = write_artifact(self.artifacts, trainer.checkpoint_bytes(), kind="checkpoint")
-        self._db(trial.set_user_attr, "checkpoint", {"id": new_id, "step": trainer.step})
+        failpoint("checkpoint:written")
+        try:
+            self._db(trial.set_user_attr, "checkpoint", {"id": new_id, "step": trainer.step})
+        except BaseException:
+            remove_artifact(self.artifacts, new_id)  # nobody will ever read it
+            raise
+        failpoint("checkpoint:recorded")
         if old:  # replaced, not accumulated
             remove_artifact(self.artifacts, old["id"])
 
-    def _drop_checkpoint(self, trial: optuna.Trial) -> None:
+    def _forget_checkpoint(self, trial: optuna.Trial) -> str | None:
+        """Unrecord the trial's checkpoint; returns its id, to remove once the trial is told
+        finished (until then a worker that takes the trial over still needs it)."""
         old = trial.user_attrs.get("checkpoint")
-        if old and self.artifacts is not None:
-            remove_artifact(self.artifacts, old["id"])
-            self._db(trial.set_user_attr, "checkpoint", None)
+        if not old or self.artifacts is None:
+            return None
+        self._db(trial.set_user_attr, "checkpoint", None)
+        return str(old["id"])
 
     def _upload(self, trial: optuna.Trial, data: bytes, filename: str) -> str | None:
         """Attach a file to the trial in the artifact store (optuna-dashboard lists it)."""
@@ -372,21 +469,40 @@ class Worker:
                 study_or_trial=trial,
             )
 
-    def run_trial(self, trial: optuna.Trial) -> TrialState:
-        """Train one trial and tell the study how it ended; never raises for a bad trial."""
-        objective = self.spec.objective
-        started = time.monotonic()
-        pruned_at: list[int] = []
-        best = self._best_value()
+    def run_trial(self, trial: optuna.Trial) -> TrialState | None:
+        """Train one trial and tell the study how it ended; never raises for a bad trial.
+
+        Returns the trial's final state, or None when another worker took it over.
+        """
         heartbeat = _Heartbeat(self.storage, trial._trial_id, self.spec.heartbeat_interval)
         heartbeat.start()
         grids = Path(tempfile.mkdtemp(prefix="ganhpo-grids-"))  # uploaded, then deleted
         try:
+            return self._train_trial(trial, heartbeat, grids)
+        except _TakenOver:
+            logger.warning(
+                "trial %d was taken over by another worker; dropping my copy", trial.number
+            )
+            return None
+        finally:
+            heartbeat.stop()
+            shutil.rmtree(grids, ignore_errors=True)
+
+    def _train_trial(
+        self, trial: optuna.Trial, heartbeat: _Heartbeat, grids: Path
+    ) -> TrialState | None:
+        objective = self.spec.objective
+        started = time.monotonic()
+        pruned_at: list[int] = []
+        best = self._best_value()
+        trainer: Trainer | None = None
+        try:
             config = self._config_for(trial)
-            attrs = {"host": self.host, "seed": config.seed, "device": str(config.device)}
+            attrs = {"host": self.host, "seed": config.seed}
             attrs["device"] = str(Trainer.device_for(config))
             for key, value in attrs.items():
                 self._db(trial.set_user_attr, key, value)
+            failpoint("trial:training")
             trainer = Trainer(
                 config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
             )
@@ -413,42 +529,31 @@ class Worker:
             logger.info("trial %d started: %s", trial.number, _short(trial.params))
             result = trainer.run(
                 on_eval=on_eval,
-                should_stop=lambda: bool(pruned_at) or self.stop_requested is not None,
+                should_stop=lambda: (
+                    bool(pruned_at) or self.stop_requested is not None or heartbeat.lost.is_set()
+                ),
                 on_checkpoint=lambda step: self._save_checkpoint(trial, trainer),
             )
+        except (_TakenOver, KeyboardInterrupt):
+            raise  # a second signal: the trial is taken over after the grace, or repaired
         except DivergenceError as e:
-            self._drop_checkpoint(trial)
             reason = f"diverged at step {e.step}: {e}"
             return self._finish(trial, TrialState.PRUNED, reason, started, None, step=e.step)
-        except StorageError:
-            raise  # the database is gone for good: the trial is resumed once it is back
-        except GanhpoError as e:
-            return self._finish(trial, TrialState.FAIL, f"failed: {e}", started, None)
-        except KeyboardInterrupt:
-            raise  # a second signal: leave the trial RUNNING; it is taken over after the grace
+        except StorageError as e:
+            if self.stop_requested is not None:
+                self._abandon(trial, e)
+                return None
+            raise  # the database is gone for good: the trial is taken over once it is back
         except Exception as e:  # one trial's crash must never kill the worker
             logger.debug("trial %d crashed:\n%s", trial.number, traceback.format_exc())
-            reason = f"failed: {type(e).__name__}: {e}"
-            if _is_oom(e):
-                reason = f"failed: out of memory on the device ({e})"
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            return self._finish(trial, TrialState.FAIL, reason, started, None)
-        finally:
-            heartbeat.stop()
-            shutil.rmtree(grids, ignore_errors=True)
+            return self._failed(trial, e, started, trainer)
+        if heartbeat.lost.is_set():
+            raise _TakenOver("the trial is no longer running")
         if pruned_at:
-            self._drop_checkpoint(trial)
             reason = f"pruned at step {pruned_at[0]}"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
-            self._save_checkpoint(trial, trainer)
-            reason = f"interrupted by {self.stop_requested} at step {result.steps}: handed back"
-            state = self._finish(trial, TrialState.FAIL, reason, started, result)
-            frozen = self._db(self.storage.get_trial, trial._trial_id)
-            self._db(retry_callback(self.spec), self.study, frozen)
-            return state
-        self._drop_checkpoint(trial)
+            return self._hand_back(trial, trainer, result, started)
         buffer = io.BytesIO()
         torch.save(
             {"config": dataclasses.asdict(config), "G": trainer.generator.state_dict()}, buffer
@@ -458,16 +563,91 @@ class Worker:
             self._db(trial.set_user_attr, "generator", generator_id)
         return self._finish(trial, TrialState.COMPLETE, "completed", started, result)
 
-    def _finish(
+    def _hand_back(
+        self, trial: optuna.Trial, trainer: Trainer, result: Any, started: float
+    ) -> TrialState | None:
+        """After SIGTERM: checkpoint, record the results so far, hand the trial over."""
+        try:
+            self._save_checkpoint(trial, trainer)
+            reason = f"interrupted by {self.stop_requested} at step {result.steps}: handed back"
+            self._record(trial, reason, started, result)
+            failpoint("handback:recorded")
+            self._db(hand_over, self.study, trial._trial_id, reason, max_retry=self.spec.max_retry)
+        except StorageError as e:
+            self._abandon(trial, e)
+            return None
+        logger.warning("trial %d interrupted at step %d: handed back", trial.number, result.steps)
+        return TrialState.FAIL
+
+    def _abandon(self, trial: optuna.Trial, e: StorageError) -> None:
+        """A stop was asked for while the database is unreachable: exit now, leave the trial
+        RUNNING; another worker takes it over after the grace period."""
+        checkpoint = trial.user_attrs.get("checkpoint")
+        at = f"its checkpoint at step {checkpoint['step']}" if checkpoint else "step 0"
+        logger.warning(
+            "trial %d not handed back (%s); another worker takes it over after the grace period "
+            "(%d s) and resumes it from %s",
+            trial.number,
+            e,
+            self.spec.grace_period,
+            at,
+        )
+
+    def _failed(
+        self, trial: optuna.Trial, e: Exception, started: float, trainer: Trainer | None
+    ) -> TrialState | None:
+        """A trial raised. Its own fault (e.g. out of memory for its batch size): it fails and
+        the worker goes on. The environment's fault (a broken store, dataset or extractor, or
+        the same error as the previous trial here): it is handed back and the worker stops."""
+        reason = (
+            f"failed: {e}" if isinstance(e, GanhpoError) else f"failed: {type(e).__name__}: {e}"
+        )
+        if _is_oom(e):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return self._finish(
+                trial, TrialState.FAIL, f"failed: out of memory on the device ({e})", started, None
+            )
+        signature = _failure_signature(reason)
+        repeated = self._last_failure is not None and self._last_failure[1] == signature
+        if not (isinstance(e, _ENVIRONMENT_ERRORS) or repeated):
+            self._last_failure = (trial.number, signature)
+            return self._finish(trial, TrialState.FAIL, reason, started, None)
+        why = f"not the trial's fault: {reason}"
+        self._db(hand_over, self.study, trial._trial_id, why, max_retry=self.spec.max_retry)
+        like = ""
+        if repeated and self._last_failure is not None:
+            self._hand_over_failed(self._last_failure[0])
+            like = f" like trial {self._last_failure[0]}"
+        raise GanhpoError(
+            f"trial {trial.number} {reason}{like}: this machine or the study's setup is at fault, "
+            "not the trial's parameters; fix that and restart the worker (the trial was handed "
+            "back: no budget spent)"
+        ) from e
+
+    def _hand_over_failed(self, number: int) -> None:
+        """Enqueue a retry of a trial that already failed here (it looked like its own fault
+        until the next trial failed the same way): that failure then spends no budget."""
+
+        def enqueue() -> None:
+            with budget_lock(self.storage, self.study.study_name):
+                trials = self.study.get_trials(deepcopy=False)
+                if number not in chain_links(trials):
+                    retry_trial(self.study, trials[number], max_retry=self.spec.max_retry)
+
+        self._db(enqueue)
+
+    def _record(
         self,
         trial: optuna.Trial,
-        state: TrialState,
         reason: str,
         started: float,
         result: Any,
         *,
         step: int | None = None,
-    ) -> TrialState:
+    ) -> float | None:
+        """Write the trial's status and results as user attributes; returns the objective of
+        the final evaluation, if there was one."""
         attrs: dict[str, Any] = {"status": reason, "wall_time": time.monotonic() - started}
         value: float | None = None
         if result is not None:
@@ -489,18 +669,35 @@ class Worker:
             attrs["steps"] = step
         for key, v in attrs.items():
             self._db(trial.set_user_attr, key, v)
-        try:
-            if state == TrialState.COMPLETE:
-                assert value is not None and math.isfinite(value)
-                self._db(self.study.tell, trial, value)
-            else:
-                self._db(self.study.tell, trial, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Another worker took this trial for dead (a long database outage) and failed it;
-            # its retry carries on from the checkpoint.
-            logger.warning("trial %d was already finished elsewhere", trial.number)
+        return value
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        state: TrialState,
+        reason: str,
+        started: float,
+        result: Any,
+        *,
+        step: int | None = None,
+    ) -> TrialState:
+        """Record the trial's results and tell the study it ended in ``state``. Its checkpoint
+        is unrecorded first and removed only after the tell: until then a worker that takes the
+        trial over resumes from it."""
+        value = self._record(trial, reason, started, result, step=step)
+        if state != TrialState.FAIL:
+            self._last_failure = None  # only failures in a row look like the environment's
+        checkpoint = self._forget_checkpoint(trial)
+        if state == TrialState.COMPLETE:
+            assert value is not None and math.isfinite(value)
+            self._db(self.study.tell, trial, value)
+        else:
+            self._db(self.study.tell, trial, state=state)
+        if checkpoint is not None and self.artifacts is not None:
+            remove_artifact(self.artifacts, checkpoint)
+        wall = time.monotonic() - started
         log = logger.info if state != TrialState.FAIL else logger.warning
-        log("trial %d %s (%s, %.0fs)", trial.number, state.name.lower(), reason, attrs["wall_time"])
+        log("trial %d %s (%s, %.0fs)", trial.number, state.name.lower(), reason, wall)
         return state
 
     def _best_value(self) -> float | None:

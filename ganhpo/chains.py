@@ -1,0 +1,50 @@
+"""Trial chains: a trial handed over to another worker and its retries, counted once.
+
+A trial whose worker was lost or stopped is failed and retried as a new trial with the same
+parameters, seed, checkpoint and FID curve (Optuna's ``retry_history`` system attribute links a
+retry to the trials before it). The chain is one trial of the study's budget; its failed links
+are *hand-overs*. This module reads that bookkeeping; ``ganhpo.worker`` writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = [
+    "HANDOVER_ATTR",
+    "STARTED_STATES",
+    "chain_links",
+    "counted_trials",
+    "retry_history",
+]
+
+# A system attribute set on a trial, while it still runs, before it is failed for a hand-over:
+# {"reason": "..."}. A FAIL trial with it and without a retry is repaired by the next worker.
+HANDOVER_ATTR = "ganhpo:handover"
+
+# States of trials that count against the total budget (unless handed over to a retry).
+STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """The numbers of the trials this one retries, oldest first (Optuna's ``retry_history``
+    system attribute, which ``RetryHeartbeatStaleTrialCallback.retry_history`` reads)."""
+    return list(trial.system_attrs.get("retry_history", []))
+
+
+def chain_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:
+    """Predecessor number -> the number of the retry that took it over."""
+    links: dict[int, int] = {}
+    for t in trials:
+        history = retry_history(t)
+        if history:
+            links[history[-1]] = t.number
+    return links
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that count against the budget: started ones, a handed-over chain counted once."""
+    handed_over = {n for t in trials for n in retry_history(t)}
+    return sum(1 for t in trials if t.state in STARTED_STATES and t.number not in handed_over)

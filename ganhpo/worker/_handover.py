@@ -1,0 +1,188 @@
+"""Handing trials over between workers, at any instant of their life.
+
+A trial whose worker stops (SIGTERM), dies (SIGKILL, a lost machine) or cannot run it here (a
+broken environment) is *handed over*: it is marked with why, failed, and a retry of it (same
+parameters, seed, checkpoint and FID curve) is enqueued as a WAITING trial for the next worker.
+Those are three database transactions, and a worker can die between any two of them, so each
+step leaves a state the next worker repairs:
+
+- RUNNING without a heartbeat row (killed between ``ask`` and its first heartbeat): the next
+  worker records one for it, so Optuna's stale-trial scan sees it go silent (Optuna skips
+  trials that never beat);
+- RUNNING and silent for the grace period (killed, frozen, or marked then killed): failed and
+  handed over by whoever scans first;
+- FAIL with the hand-over mark but no retry (killed between the two transactions, e.g. by a
+  second SIGTERM during a hand-back): the retry is enqueued by :func:`repair`, which every
+  worker runs under the budget lock before it counts the budget.
+
+A handed-over trial and its retries count once against the study's budget.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from ganhpo._failpoints import failpoint
+from ganhpo.chains import HANDOVER_ATTR, chain_links, retry_history
+from ganhpo.storage import budget_lock
+
+__all__ = [
+    "adopt_silent_trials",
+    "fail_stale_trials",
+    "hand_over",
+    "mark_handover",
+    "repair",
+    "retry_trial",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
+    rdb = getattr(storage, "_backend", storage)  # a study's storage is a cache around the RDB
+    assert isinstance(rdb, optuna.storages.RDBStorage), type(rdb)
+    return rdb
+
+
+def adopt_silent_trials(study: optuna.Study) -> list[int]:
+    """Record a first heartbeat for RUNNING trials that have none (their worker died before its
+    first one), so that they go stale after the grace period like any other silent trial."""
+    from optuna.storages._rdb import models
+
+    rdb = _rdb(study._storage)
+    with rdb.engine.connect() as conn:
+        ids = list(
+            conn.execute(
+                sqlalchemy.select(models.TrialModel.trial_id)
+                .outerjoin(
+                    models.TrialHeartbeatModel,
+                    models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
+                )
+                .where(
+                    models.TrialModel.study_id == study._study_id,
+                    models.TrialModel.state == TrialState.RUNNING,
+                    models.TrialHeartbeatModel.trial_heartbeat_id.is_(None),
+                )
+            ).scalars()
+        )
+    adopted = []
+    for trial_id in ids:
+        try:
+            rdb.record_heartbeat(trial_id)
+        except optuna.exceptions.StorageInternalError as e:
+            # Its own worker recorded the first beat at the same moment (a unique row per trial).
+            logger.debug("trial id %d: first heartbeat raced (%s)", trial_id, e)
+            continue
+        adopted.append(trial_id)
+    return adopted
+
+
+def mark_handover(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
+    """Mark a running trial for a hand-over, with ``reason`` as its status.
+
+    False when the trial has already finished (another worker took it over, or it ended).
+    """
+    try:
+        storage.set_trial_user_attr(trial_id, "status", reason)
+        storage.set_trial_system_attr(trial_id, HANDOVER_ATTR, {"reason": reason})
+    except UpdateFinishedTrialError:
+        return False
+    return True
+
+
+def hand_over(study: optuna.Study, trial_id: int, reason: str, *, max_retry: int) -> bool:
+    """Mark, fail and enqueue a retry of a running trial (unless it was retried ``max_retry``
+    times). False when the trial had finished already: nothing was changed."""
+    storage = study._storage
+    if not mark_handover(storage, trial_id, reason):
+        return False
+    failpoint("handover:marked")
+    try:
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return False  # finished meanwhile: by its own worker, or failed by another scanner
+    failpoint("handover:failed")
+    with budget_lock(storage, study.study_name):
+        repair(study, max_retry=max_retry)
+    return True
+
+
+def repair(
+    study: optuna.Study, *, max_retry: int, trials: Sequence[FrozenTrial] | None = None
+) -> list[FrozenTrial]:
+    """Enqueue the missing retries of handed-over trials; the caller holds the budget lock.
+
+    ``trials`` (all of the study's, freshly read under the lock) saves a query when the caller
+    has them. Returns the retries enqueued.
+    """
+    if trials is None:
+        trials = study.get_trials(deepcopy=False)
+    links = chain_links(trials)
+    marked = [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL and HANDOVER_ATTR in t.system_attrs and t.number not in links
+    ]
+    retries = [retry_trial(study, t, max_retry=max_retry) for t in marked]
+    return [r for r in retries if r is not None]
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> FrozenTrial | None:
+    """Enqueue a retry of the failed ``trial`` unless it was retried ``max_retry`` times (then
+    it stays failed and counts). The caller holds the budget lock and knows it has no retry."""
+    history = [*retry_history(trial), trial.number]
+    if len(history) > max_retry:
+        logger.warning(
+            "trial %d was handed over %d times; it stays failed (study.max_retry = %d)",
+            trial.number,
+            len(history),
+            max_retry,
+        )
+        return None
+    return _enqueue_retry(study, trial, history)
+
+
+def _enqueue_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> FrozenTrial:
+    """A WAITING copy of ``trial``: its parameters, user attributes (seed, checkpoint, grids)
+    and FID curve, with Optuna's retry bookkeeping (``RetryHeartbeatStaleTrialCallback``'s)."""
+    system_attrs: dict[str, Any] = {
+        k: v for k, v in trial.system_attrs.items() if k != HANDOVER_ATTR
+    }
+    system_attrs |= {"failed_trial": history[0], "retry_history": history}
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "status"}
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+            intermediate_values=trial.intermediate_values,
+        )
+    )
+    retry = study.get_trials(deepcopy=False)[-1]
+    logger.info("trial %d handed over as trial %d", trial.number, retry.number)
+    return retry
+
+
+def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int) -> list[int]:
+    """Hand over every trial whose worker has been silent for the grace period; returns their
+    numbers. Safe to run from every worker at once: each trial is handed over once."""
+    adopt_silent_trials(study)
+    rdb = _rdb(study._storage)
+    handed = []
+    for trial_id in rdb._get_stale_trial_ids(study._study_id):
+        frozen = rdb.get_trial(trial_id)
+        host = frozen.user_attrs.get("host", "an unknown host")
+        reason = f"worker lost on {host} (no heartbeat for {grace_period} s)"
+        if hand_over(study, trial_id, reason, max_retry=max_retry):
+            handed.append(frozen.number)
+            logger.warning("trial %d: %s; handed over", frozen.number, reason)
+    return handed

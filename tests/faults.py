@@ -1,0 +1,124 @@
+"""Helpers of the fault-tolerance tests: a fast study, real workers, checks of the end state."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+from procs import finish, ganhpo, spec_variant, start, wait_for
+
+from ganhpo._failpoints import FAILPOINT_ENV
+from ganhpo.chains import HANDOVER_ATTR, counted_trials
+from ganhpo.storage import open_storage
+
+# quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning, so that every
+# trial runs to its end and a dead worker's trial is handed over within seconds.
+FAST = {
+    "max_trials = 6 ": "max_trials = 3 ",
+    "steps = 240": "steps = 240\ncheckpoint_every = 40",
+    'name = "percentile"': 'name = "none"',
+    "percentile = 33.0\n": "",
+    "n_startup_trials = 2    # completed trials before anything is pruned\n": "",
+    "n_warmup_steps = 0\n": "",
+    'description = "': 'heartbeat_interval = 1\ngrace_period = 4\ndescription = "',
+}
+
+
+def load(url: str) -> optuna.Study:
+    return optuna.load_study(study_name="quick", storage=open_storage(url))
+
+
+def checkpoint_of(url: str, number: int) -> dict | None:
+    trials = load(url).get_trials(deepcopy=False)
+    if len(trials) <= number:
+        return None
+    ckpt = trials[number].user_attrs.get("checkpoint")
+    return ckpt if ckpt and ckpt["step"] >= 40 else None
+
+
+def check_all_finished(url: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+    study = load(url)
+    trials = study.get_trials(deepcopy=False)
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == budget == counted_trials(trials)
+    # None run twice: each completed trial is its own configuration (a retry replaces its
+    # failed predecessor, which is not complete).
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == budget
+    for t in complete:
+        assert t.user_attrs["steps"] == 240 and sorted(t.intermediate_values) == [80, 160, 240]
+        assert t.user_attrs.get("checkpoint") is None  # nothing heavy left but the generator
+        assert t.user_attrs["generator"]
+    return trials
+
+
+def create_study(
+    url: str, tmp_path: Path, env: dict[str, str], replacements: dict[str, str] | None = None
+) -> None:
+    """``ganhpo study create`` of the FAST study (with more replacements) at ``url``."""
+    spec = spec_variant(tmp_path, {**FAST, **(replacements or {})})
+    created = ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+
+
+def first_worker_at_checkpoint(
+    url: str,
+    tmp_path: Path,
+    env: dict[str, str],
+    *,
+    failpoint: str | None = None,
+    replacements: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], dict]:
+    """Create the FAST study, start worker a (with ``failpoint`` armed), wait for trial 0's
+    first checkpoint."""
+    create_study(url, tmp_path, env, replacements)
+    a = start_worker(url, tmp_path, env, "a", failpoint=failpoint)
+    ckpt = wait_for(lambda: checkpoint_of(url, 0), 300, "trial 0's first checkpoint")
+    return a, ckpt  # type: ignore[return-value]
+
+
+def start_worker(
+    url: str, tmp_path: Path, env: dict[str, str], name: str, *, failpoint: str | None = None
+) -> subprocess.Popen[str]:
+    """``ganhpo worker --study quick`` in the background, logging to ``{name}.log``;
+    ``failpoint`` arms ``$GANHPO_FAILPOINT`` (``NAME:ACTION``) in it."""
+    log = tmp_path / f"{name}.log"
+    if failpoint is not None:
+        env = {**env, FAILPOINT_ENV: failpoint}
+    return start("worker", "--study", "quick", "--storage", url, cwd=tmp_path, env=env, log=log)
+
+
+def run_worker_to_the_end(url: str, tmp_path: Path, env: dict[str, str], name: str) -> str:
+    """Run a worker until the study's budget is spent; it must exit 0. Returns its log."""
+    code = finish(start_worker(url, tmp_path, env, name))
+    log = (tmp_path / f"{name}.log").read_text()
+    assert code == 0, log
+    return log
+
+
+def check_no_orphans(url: str, artifacts: Path) -> None:
+    """Every file in the artifact store belongs to a trial (an uploaded grid or generator, or
+    a recorded checkpoint), and no checkpoint is left once every trial has ended."""
+    trials = load(url).get_trials(deepcopy=False)
+    owned = {
+        k.removeprefix("artifacts:")
+        for t in trials
+        for k in t.system_attrs
+        if k.startswith("artifacts:")
+    }
+    owned |= {t.user_attrs["checkpoint"]["id"] for t in trials if t.user_attrs.get("checkpoint")}
+    files = {p.name for p in artifacts.iterdir()}
+    assert files <= owned, f"orphans: {sorted(files - owned)}"
+    assert not [f for f in files if f.startswith("checkpoint-")], sorted(files)
+
+
+def handed_over(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that were failed for a hand-over (a lost, stopped or broken worker)."""
+    return [t for t in trials if t.state == TrialState.FAIL and HANDOVER_ATTR in t.system_attrs]
+
+
+def retry_of(trials: list[optuna.trial.FrozenTrial], number: int) -> optuna.trial.FrozenTrial:
+    """The trial that took trial ``number`` over."""
+    return next(t for t in trials if t.system_attrs.get("retry_history", [None])[-1] == number)

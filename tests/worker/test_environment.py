@@ -1,0 +1,102 @@
+"""A broken environment stops the worker with one line; it does not spend the study's budget.
+
+A deleted artifact store, an extractor that cannot be built, a dataset that is gone, or the
+same error in two trials in a row: every trial would fail the same way, so the worker hands its
+trial back and exits 1 instead of failing the budget away trial by trial.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from faults import check_all_finished, checkpoint_of, create_study, load, retry_of, start_worker
+from optuna.trial import TrialState
+from procs import finish, wait_for
+
+from ganhpo.chains import counted_trials
+
+
+def last_line(log: Path) -> str:
+    return log.read_text().strip().splitlines()[-1]
+
+
+def test_artifact_store_deleted_mid_trial(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": "max_trials = 2 "})
+    a = start_worker(postgres_url, tmp_path, env, "a")
+    wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
+    shutil.rmtree(tmp_path / "ganhpo-artifacts")
+    assert finish(a, timeout=120) == 1
+    line = last_line(tmp_path / "a.log")
+    assert line.startswith("ganhpo: error: trial 0 failed: FileNotFoundError"), line
+    assert "fix that and restart the worker" in line and "no budget spent" in line
+    assert "Traceback" not in (tmp_path / "a.log").read_text()
+    trials = load(postgres_url).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert counted_trials(trials) == 0  # nothing spent
+
+    # Fixed (the store is created again): the study goes on and spends its budget exactly.
+    b = start_worker(postgres_url, tmp_path, env, "b")
+    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+    trials = check_all_finished(postgres_url, 2)
+    assert retry_of(trials, 0).state == TrialState.COMPLETE
+
+
+def test_the_same_error_twice_in_a_row_stops_the_worker(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": "max_trials = 3 "})
+    # Every trial raises the same error (a broken driver, say) before training starts.
+    a = start_worker(
+        postgres_url, tmp_path, env, "a", failpoint="trial:training:raise=device lost 42"
+    )
+    assert finish(a, timeout=300) == 1
+    line = last_line(tmp_path / "a.log")
+    assert line.startswith(
+        "ganhpo: error: trial 1 failed: RuntimeError: device lost 42 like trial 0"
+    ), line
+    trials = load(postgres_url).get_trials()
+    assert counted_trials(trials) == 0, [(t.number, t.state) for t in trials]
+    assert sorted(t.state.name for t in trials) == ["FAIL", "FAIL", "WAITING", "WAITING"]
+
+    b = start_worker(postgres_url, tmp_path, env, "b")
+    assert finish(b) == 0, (tmp_path / "b.log").read_text()
+    check_all_finished(postgres_url, 3)
+
+
+def test_unusable_extractor_stops_the_worker_before_any_trial(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    # pytorch-fid (the inception extractor) is an optional extra the test venv does not have.
+    create_study(
+        postgres_url, tmp_path, env, {'extractor = "classifier"': 'extractor = "inception"'}
+    )
+    a = start_worker(postgres_url, tmp_path, env, "a")
+    assert finish(a, timeout=120) != 0
+    log = (tmp_path / "a.log").read_text()
+    assert log.strip().splitlines()[-1].startswith("ganhpo: error: "), log
+    assert "Traceback" not in log
+    assert load(postgres_url).get_trials() == []  # no trial taken, none spent
+
+
+def test_dataset_gone_stops_the_worker_before_any_trial(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    images = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(images, x=rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8))
+    create_study(
+        postgres_url,
+        tmp_path,
+        env,
+        {'name = "mnist-subset"': f'name = "npz"\npath = "{images}"'},
+    )
+    images.unlink()  # the workers' machine lacks the file
+    a = start_worker(postgres_url, tmp_path, env, "a")
+    assert finish(a, timeout=120) == 1
+    line = last_line(tmp_path / "a.log")
+    assert line.startswith("ganhpo: error: ") and "images.npz" in line, line
+    assert load(postgres_url).get_trials() == []
