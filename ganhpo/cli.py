@@ -11,6 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ganhpo import __version__
 from ganhpo.errors import GanhpoError
@@ -20,13 +21,19 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("ganhpo")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ganhpo: error: ...`` and where to find the usage,
+    instead of the whole usage block above the error (every subcommand's parser is one too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ganhpo: error: {self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command registered."""
     from ganhpo.commands import COMMANDS
 
-    parser = argparse.ArgumentParser(
-        prog="ganhpo", description="Hyperparameter optimization for GANs."
-    )
+    parser = _Parser(prog="ganhpo", description="Hyperparameter optimization for GANs.")
     parser.add_argument("--version", action="version", version=f"ganhpo {__version__}")
     _add_verbosity(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -8,15 +8,23 @@ import hashlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
 from ganhpo.errors import ConfigError, StorageError
 
@@ -26,59 +34,160 @@ __all__ = [
     "open_storage",
     "redact",
     "resolve_storage_url",
+    "scrub",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///ganhpo.db"  # a file in the working directory: no server needed
+_SUPPORTED_BACKENDS = ("postgresql", "sqlite", "mysql")  # those budget_lock has a lock for
+_BACKEND_LIST = "postgresql, sqlite or mysql"
 
 
 def resolve_storage_url(url: str | None = None, *, storage_file: str | Path | None = None) -> str:
-    """``--storage``, else ``--storage-file``, else ``$GANHPO_STORAGE``, else the SQLite default."""
+    """``--storage``, else ``--storage-file``, else ``$GANHPO_STORAGE``, else the SQLite default.
+
+    The URL is checked before anything connects: it must parse, name a supported database
+    and carry no raw ``@`` in its user name or password.
+    """
     if url and storage_file:
         raise ConfigError("give --storage or --storage-file, not both")
     if storage_file is not None:
         try:
             url = Path(storage_file).read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"--storage-file {storage_file} is not a UTF-8 text file; put the storage URL "
+                "in it as one line of text"
+            ) from None
         except OSError as e:
             raise ConfigError(f"--storage-file {storage_file} cannot be read: {e}") from e
         if not url:
             raise ConfigError(f"--storage-file {storage_file} is empty; put the storage URL in it")
     url = url or os.environ.get("GANHPO_STORAGE") or DEFAULT_STORAGE
-    try:
-        make_url(url)
-    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ConfigError(
-            f"storage URL {redact(url)!r} is not a database URL; use e.g. "
-            "postgresql://user@host:5432/db or sqlite:///ganhpo.db"
-        ) from None
+    _check_url(url)
     return url
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
+def _check_url(url: str) -> None:
+    """Raise :class:`ConfigError` unless ``url`` is a database URL ganhpo can use."""
+    shown = redact(url)
+    _, userinfo, _ = _split_userinfo(url)
+    if userinfo is not None and "@" in userinfo:
+        # SQLAlchemy would cut the password at its first '@' and take the rest for the host.
+        raise ConfigError(
+            f"the user name or password in storage URL {shown!r} contains a raw '@'; "
+            "percent-encode it (@ -> %40, : -> %3A, / -> %2F)"
+        )
     try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        # Not parseable: hide everything between the user name and the last '@', whatever
-        # the scheme looks like (it may be mistyped, e.g. 'postgresql//u:pw@h/db').
-        head, sep, tail = url.rpartition("@")
-        if not sep:
-            return url
-        scheme, sep, userinfo = head.partition("://")
-        prefix = scheme + sep if sep else ""
-        userinfo = userinfo if sep else head
-        user = userinfo.split(":", 1)[0]
-        return f"{prefix}{user}:***@{tail}" if ":" in userinfo else url
-    return parsed.render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(
+            f"storage URL {shown!r} is not a database URL; use e.g. "
+            "postgresql://user@host:5432/db or sqlite:///ganhpo.db"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # SQLAlchemy 1.4 dropped this alias; Heroku-style URLs use it
+        raise ConfigError(
+            f"storage URL {shown!r} starts with postgres://, which SQLAlchemy does not know; "
+            f"write postgresql:// (ganhpo supports {_BACKEND_LIST})"
+        )
+    if backend not in _SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"storage URL {shown!r} names database type {backend!r}; ganhpo supports "
+            f"{_BACKEND_LIST} (e.g. postgresql://user@host:5432/db)"
+        )
+    try:
+        parsed.get_dialect()  # imports SQLAlchemy's dialect module, not the driver itself
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"storage URL {shown!r} names driver {parsed.drivername!r}, which SQLAlchemy does "
+            f"not know; use {_BACKEND_LIST} without a driver (e.g. postgresql://...)"
+        ) from None
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``(scheme://, user info, @host...)`` split at the *last* '@', whatever the URL holds.
+
+    The user info is None when there is none: no '@', or a path right after the scheme
+    (a SQLite file, whose name may contain '@'). A URL without '://' (mistyped) is split all
+    the same, so that its password is hidden too.
+    """
+    scheme, sep, rest = url.partition("://")
+    prefix = scheme + sep if sep else ""
+    rest = rest if sep else url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or rest.startswith("/"):
+        return url, None, ""
+    return prefix, userinfo, at + host
+
+
+def _raw_password(url: str) -> str | None:
+    """The text between ``user:`` and the last '@' of ``url``, as typed (may be percent-encoded)."""
+    _, userinfo, _ = _split_userinfo(url)
+    if userinfo is None or ":" not in userinfo:
+        return None
+    return userinfo.split(":", 1)[1]
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``.
+
+    Text, not SQLAlchemy's parse: everything between ``user:`` and the last '@' is hidden,
+    so a password with a raw '@', ':' or '/' is hidden whole however the URL would parse.
+    A ``password=`` query parameter is hidden too.
+    """
+    prefix, userinfo, host = _split_userinfo(url)
+    if userinfo is not None and ":" in userinfo:
+        url = f"{prefix}{userinfo.split(':', 1)[0]}:***{host}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _secrets(url: str) -> set[str]:
+    """The password of ``url`` as typed and decoded, and every piece of it a driver may quote.
+
+    A raw '@', ':' or '/' makes SQLAlchemy split a password into a host name, a port, a
+    database name: each piece is a secret of its own.
+    """
+    found: set[str] = set()
+    raw = _raw_password(url)
+    if raw is not None:
+        found |= {raw, unquote(raw)}
+    with contextlib.suppress(ArgumentError, ValueError):
+        found.add(make_url(url).password or "")  # SQLAlchemy's reading, decoded
+    for match in _QUERY_PASSWORD.finditer(url):
+        found |= {match.group(2), unquote(match.group(2))}
+    pieces = {piece for secret in found for piece in re.split(r"[@:/?#]", secret)}
+    return {s for s in found | pieces if s}
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message, a log line) with no password of ``url`` in it.
+
+    ``url`` itself is replaced by :func:`redact`'s form; then the password and each of its
+    pieces are replaced by ``***`` where they stand as whole words only, so that a short
+    password does not mangle the message ("p" leaves "port" alone).
+    """
+    text = text.replace(url, redact(url))
+    secrets = sorted(_secrets(url), key=len, reverse=True)  # the whole before its pieces
+    if not secrets:
+        return text
+    alternatives = [
+        (r"(?<!\w)" if re.match(r"\w", s) else "")
+        + re.escape(s)
+        + (r"(?!\w)" if re.match(r"\w", s[-1]) else "")
+        for s in secrets
+    ]
+    return re.sub("|".join(alternatives), "***", text)
 
 
 def _explain(e: BaseException, url: str) -> tuple[str, bool]:
     """A one-line message for a failed connection, and whether retrying can help."""
     text = str(getattr(e, "orig", None) or e).strip().splitlines()
-    first = text[0] if text else type(e).__name__
-    for secret in filter(None, [make_url(url).password]):
-        first = first.replace(secret, "***")
+    first = scrub(text[0], url) if text else type(e).__name__
     low = first.lower()
     retryable = False
     if "password authentication failed" in low or "authentication" in low:
@@ -173,7 +282,8 @@ def open_storage(
         except ImportError as e:
             raise StorageError(
                 f"storage {redact(url)} needs a database driver that is not installed "
-                f"({e.__cause__ or e}); install it (psycopg2-binary for PostgreSQL)"
+                f"({scrub(str(e.__cause__ or e), url)}); install it (psycopg2-binary for "
+                "PostgreSQL)"
             ) from None
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
             # Optuna 5 wraps what SQLAlchemy raised in StorageInternalError.
@@ -192,8 +302,8 @@ def open_storage(
             delay = min(delay * 2, 10.0)
         except (RuntimeError, ValueError) as e:  # e.g. schema missing or of another version
             raise StorageError(
-                f"storage {redact(url)} is not a usable study database: {e}; create a study "
-                "there with 'ganhpo study create SPEC --storage URL'"
+                f"storage {redact(url)} is not a usable study database: {scrub(str(e), url)}; "
+                "create a study there with 'ganhpo study create SPEC --storage URL'"
             ) from None
 
 

@@ -23,6 +23,7 @@ from ganhpo.storage import (
     open_storage,
     redact,
     resolve_storage_url,
+    scrub,
 )
 
 SECRET = "Sekrit-9x"  # a password that must never appear in a message
@@ -87,6 +88,64 @@ def test_garbage_url_is_a_config_error_without_the_password(
     assert SECRET not in str(info.value)
 
 
+def test_binary_storage_file_is_a_config_error(no_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    binary = tmp_path / "storage-url"
+    binary.write_bytes(b"\xff\xfe\x00" + SECRET.encode())
+    with pytest.raises(ConfigError, match="is not a UTF-8 text file") as info:
+        resolve_storage_url(storage_file=binary)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://ganhpo:{SECRET}@Pa55@db-host/studies",  # parsed as host 'Pa55@db-host'
+        f"postgresql://ganhpo:{SECRET}@ss:1234/word@db-host/studies",  # as host 'ss', port 1234
+        f"mysql://ganhpo@corp:{SECRET}@db-host/studies",  # a raw '@' in the user name
+    ],
+)
+def test_unencoded_at_in_the_user_info_is_refused(no_env: pytest.MonkeyPatch, url: str) -> None:
+    with pytest.raises(ConfigError, match="percent-encode") as info:
+        resolve_storage_url(url)
+    message = str(info.value)
+    assert "@ -> %40" in message
+    for secret in (SECRET, "Pa55", "1234/word"):
+        assert secret not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////data/runs@2024/ganhpo.db",  # '@' in a SQLite path is no user info
+        "sqlite:///a@b/c:d@e.db",
+        "postgresql://ganhpo:p%40ss%3Aw%2Frd@db-host:5432/studies",
+        "postgresql://ganhpo%40corp@db-host/studies",
+        "mysql://ganhpo@db-host/studies",
+        "mysql+pymysql://ganhpo@db-host/studies",  # a driver need not be installed yet
+        "postgresql+psycopg2://db-host/studies",
+    ],
+)
+def test_well_formed_urls_are_accepted(no_env: pytest.MonkeyPatch, url: str) -> None:
+    assert resolve_storage_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("postgres://ganhpo@db-host/studies", "write postgresql://"),
+        ("foo://x/y", "database type 'foo'"),
+        ("mssql://ganhpo@db-host/studies", "database type 'mssql'"),
+        ("postgresql+psycopg3://ganhpo@db-host/studies", "driver 'postgresql+psycopg3'"),
+    ],
+)
+def test_unsupported_database_type_is_a_config_error(
+    no_env: pytest.MonkeyPatch, url: str, hint: str
+) -> None:
+    with pytest.raises(ConfigError, match="postgresql, sqlite or mysql") as info:
+        resolve_storage_url(url)
+    assert hint in str(info.value)
+
+
 # -- redact --------------------------------------------------------------------------------------
 
 
@@ -104,11 +163,85 @@ def test_redact_hides_the_password(password: str) -> None:
 def test_redact_keeps_urls_without_password() -> None:
     for url in [
         "postgresql://ganhpo@db-host:5432/studies",
+        "postgresql://ganhpo%40corp@db-host:5432/studies",
         "postgresql+psycopg2://db-host/studies",
         "sqlite:///ganhpo.db",
         "sqlite:////abs/path/ganhpo.db",
+        "sqlite:////data/runs@2024/ganhpo.db",
+        "sqlite:///a:b@c.db",
     ]:
         assert redact(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ganhpo:S3cr3t@Pa55@db-host:5432/studies",
+        "postgresql://ganhpo:p@ss:1234/word@db-host:5432/studies",
+        "postgresql://ganhpo:a:b/c@d?e@db-host:5432/studies",
+    ],
+)
+def test_redact_hides_everything_up_to_the_last_at(url: str) -> None:
+    # However SQLAlchemy parses it ('Pa55@db-host' as the host, 'ss' as the host and
+    # 'word@db-host' in the database name), no piece of the password is shown.
+    assert redact(url) == "postgresql://ganhpo:***@db-host:5432/studies"
+
+
+def test_redact_hides_a_password_in_the_query() -> None:
+    url = f"postgresql://ganhpo@db-host/studies?sslmode=require&password={SECRET}&x=1"
+    assert redact(url) == "postgresql://ganhpo@db-host/studies?sslmode=require&password=***&x=1"
+
+
+# -- scrub ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "text", "expected"),
+    [
+        (  # a one-letter password: whole tokens only, "port" stays "port"
+            "postgresql://u:p@127.0.0.1:5432/db",
+            'connection to server at "127.0.0.1", port 5432 failed: Connection refused',
+            'connection to server at "127.0.0.1", port 5432 failed: Connection refused',
+        ),
+        (
+            "postgresql://u:S3cr3t@Pa55@db-host/db",
+            'could not translate host name "Pa55@db-host" to address',
+            'could not translate host name "***@db-host" to address',
+        ),
+        (
+            "postgresql://u:p@ss:1234/word@db-host/db",
+            'could not translate host name "ss" to address; database "word@db-host/db"',
+            'could not translate host name "***" to address; database "***@db-host/db"',
+        ),
+        (  # encoded in the URL, decoded by the driver: both forms go
+            "postgresql://u:S3cr3t%40Pa55@db-host/db",
+            "password S3cr3t@Pa55, S3cr3t%40Pa55, S3cr3t or Pa55 rejected",
+            "password ***, ***, *** or *** rejected",
+        ),
+        (  # the URL itself, anywhere in the text, is shown redacted
+            f"postgresql://u:{SECRET}@db-host/db",
+            f"cannot open postgresql://u:{SECRET}@db-host/db now",
+            "cannot open postgresql://u:***@db-host/db now",
+        ),
+        (  # no password: nothing to hide
+            "postgresql://u@db-host/db",
+            'role "u" does not exist on db-host',
+            'role "u" does not exist on db-host',
+        ),
+        (
+            "sqlite:////data/runs@2024/ganhpo.db",
+            "unable to open database file /data/runs@2024/ganhpo.db",
+            "unable to open database file /data/runs@2024/ganhpo.db",
+        ),
+        (
+            f"postgresql://u@db-host/db?password={SECRET}",
+            f"password {SECRET} rejected",
+            "password *** rejected",
+        ),
+    ],
+)
+def test_scrub_removes_password_tokens_and_nothing_else(url: str, text: str, expected: str) -> None:
+    assert scrub(text, url) == expected
 
 
 # -- open_storage --------------------------------------------------------------------------------
@@ -144,6 +277,18 @@ def test_unreachable_server_fails_fast_with_a_hint() -> None:
     assert redact(url) in message
     assert "server running" in message
     assert SECRET not in message
+
+
+def test_retry_warnings_never_show_a_password_fragment(caplog: pytest.LogCaptureFixture) -> None:
+    # open_storage called directly (not through resolve_storage_url, which refuses this URL):
+    # the driver reports the host as "Pa55@127.0.0.1" in every retry warning.
+    url = f"postgresql://ganhpo:{SECRET}@Pa55@127.0.0.1:{free_port()}/studies"
+    with caplog.at_level("WARNING", logger="ganhpo"), pytest.raises(StorageError) as info:
+        open_storage(url, connect_timeout=1.5)
+    shown = [r.getMessage() for r in caplog.records] + [str(info.value)]
+    assert len(shown) > 1  # the retry path ran
+    for message in shown:
+        assert SECRET not in message and "Pa55" not in message, message
 
 
 def test_wrong_password_fails_at_once(private_postgres: PrivateServer) -> None:

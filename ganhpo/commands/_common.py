@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-__all__ = ["add_storage_args", "positive", "storage_from_args"]
+__all__ = ["add_storage_args", "non_negative", "positive", "storage_from_args"]
 
 
 def positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    """An argparse type: a positive ``kind`` (int or float)."""
+    """An argparse type: a finite, positive ``kind`` (int or float)."""
+    return _number(kind, zero_ok=False)
 
+
+def non_negative(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` (int or float), 0 or more."""
+    return _number(kind, zero_ok=True)
+
+
+def _number(kind: type[int] | type[float], *, zero_ok: bool) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        if not math.isfinite(value):  # float('nan') and float('inf') parse
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(
+                f"{text} must be {'0 or more' if zero_ok else 'positive'}"
+            )
         return value
 
     return parse
@@ -42,7 +55,7 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--connect-timeout",
-        type=float,
+        type=non_negative(float),
         default=30.0,
         metavar="S",
         help="keep retrying an unreachable database for S seconds (default 30)",

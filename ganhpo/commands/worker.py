@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from ganhpo.commands._common import add_storage_args, positive, storage_from_args
-from ganhpo.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -47,10 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ganhpo.train import resolve_device
     from ganhpo.worker import Worker, WorkerOptions, open_worker_study
 
-    if args.device:
+    if args.device is not None:
         resolve_device(args.device)  # a bad or unavailable device fails before any trial
-        if not (args.device in ("auto", "cpu", "cuda") or args.device.startswith("cuda:")):
-            raise ConfigError(f"--device {args.device!r} is invalid; use auto, cpu, cuda or cuda:N")
     from ganhpo.artifacts import resolve_artifacts
     from ganhpo.study import ARTIFACTS_ATTR
 
@@ -69,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         db_retry_timeout=args.db_retry_timeout,
     )
     worker = Worker(study, spec, options, storage=storage)
+    worker.preflight()  # a broken store, dataset or extractor stops here, before any trial
     worker.install_signal_handlers()
     worker.run()
     return 0

@@ -1,0 +1,102 @@
+"""Chaos: workers SIGKILLed at random and replaced, for two minutes; the budget stays exact.
+
+Three real ``ganhpo worker`` processes on PostgreSQL share a budget of 8 trials; every 10-20 s
+one of them, chosen at random, is SIGKILLed and a new one started in its place. At the end
+exactly 8 trials count, none is RUNNING or WAITING, every trial killed after a checkpoint was
+resumed from it, nothing is left behind in the artifact store, and ``study show`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from faults import check_no_orphans, create_study, handed_over, load, retry_of, start_worker
+from optuna.trial import TrialState
+from procs import finish, ganhpo
+
+from ganhpo.chains import counted_trials
+
+BUDGET = 8
+CHAOS_SECONDS = 120
+
+# Longer trials than FAST's (960 steps, evaluated every 320, checkpointed every 80), so that
+# kills land mid-trial; max_retry high enough that no chain runs out of retries.
+CHAOS = {
+    "max_trials = 6 ": f"max_trials = {BUDGET} ",
+    "steps = 240": "steps = 960\ncheckpoint_every = 80",
+    "every = 80 ": "every = 320 ",
+    'description = "': 'heartbeat_interval = 1\ngrace_period = 4\nmax_retry = 50\ndescription = "',
+}
+
+
+def test_random_kills_for_two_minutes(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    create_study(postgres_url, tmp_path, env, CHAOS)
+    rng = random.Random(0)
+    started = 0
+    workers: list[subprocess.Popen[str]] = []
+
+    def spawn() -> None:
+        nonlocal started
+        workers.append(start_worker(postgres_url, tmp_path, env, f"w{started}"))
+        started += 1
+
+    for _ in range(3):
+        spawn()
+    kills = 0
+    end = time.monotonic() + CHAOS_SECONDS
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(10, 20))
+        alive = [w for w in workers if w.poll() is None]
+        if not alive:
+            break  # the budget was spent before the chaos ended
+        victim = rng.choice(alive)
+        victim.send_signal(signal.SIGKILL)
+        assert finish(victim, timeout=30) == -signal.SIGKILL
+        kills += 1
+        spawn()
+    codes = [finish(w) for w in workers if w.returncode is None]  # the survivors
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
+    assert codes and all(code == 0 for code in codes), logs
+
+    trials = load(postgres_url).get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    assert counted_trials(trials) == BUDGET
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == BUDGET  # no pruner, no failure: every counted chain completed
+    lost = handed_over(trials)
+    assert len(trials) == BUDGET + len(lost)
+    resumed_from_checkpoint = 0
+    for t in lost:
+        retry = retry_of(trials, t.number)
+        checkpoint = t.user_attrs.get("checkpoint")
+        if checkpoint is not None:
+            assert retry.user_attrs["resumed_at_step"] == checkpoint["step"] > 0
+            resumed_from_checkpoint += 1
+        # A chain keeps its configuration and seed.
+        assert retry.user_attrs["seed"] == t.user_attrs.get("seed", retry.user_attrs["seed"])
+    for t in complete:
+        assert t.user_attrs["steps"] == 960 and sorted(t.intermediate_values) == [320, 640, 960]
+    check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
+
+    shown = ganhpo("study", "show", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
+    assert f"trials     {BUDGET} of {BUDGET}: complete {BUDGET}\n" in shown.stdout, shown.stdout
+    assert (f"hand-overs {len(lost)} " in shown.stdout) == bool(lost)
+    info = json.loads(
+        ganhpo(
+            "study", "show", "quick", "--storage", postgres_url, "--json", cwd=tmp_path, env=env
+        ).stdout
+    )
+    assert info["budget"]["used"] == BUDGET and info["hand_overs"] == len(lost)
+    print(
+        f"chaos: {kills} kills, {len(lost)} hand-overs ({resumed_from_checkpoint} from a "
+        f"checkpoint), {len(trials)} trials for a budget of {BUDGET}"
+    )
+    assert kills >= 5 and lost
