@@ -26,6 +26,7 @@ __all__ = [
     "ARTIFACTS_ENV",
     "DEFAULT_ARTIFACTS",
     "ArtifactStore",
+    "new_artifact_id",
     "open_artifact_store",
     "read_artifact",
     "remove_artifact",
@@ -94,9 +95,16 @@ class _PrefixedStore:
         self._store.remove(f"{self._prefix}/{artifact_id}")
 
 
-def write_artifact(store: ArtifactStore, data: bytes, *, kind: str) -> str:
-    """Store ``data`` under a new id (``kind-<uuid>``) and return the id."""
-    artifact_id = f"{kind}-{uuid.uuid4()}"
+def new_artifact_id(kind: str) -> str:
+    """A fresh artifact id, ``kind-<uuid>``."""
+    return f"{kind}-{uuid.uuid4()}"
+
+
+def write_artifact(
+    store: ArtifactStore, data: bytes, *, kind: str, artifact_id: str | None = None
+) -> str:
+    """Store ``data`` under ``artifact_id`` (default: a new id of ``kind``) and return the id."""
+    artifact_id = artifact_id or new_artifact_id(kind)
     store.write(artifact_id, io.BytesIO(data))
     return artifact_id
 

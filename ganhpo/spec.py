@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,12 +27,14 @@ else:  # pragma: no cover
 __all__ = [
     "CONDITIONS",
     "DEFAULT_PRUNER",
+    "STUDY_NAME_MAX_LENGTH",
     "Choice",
     "ComponentSpec",
     "FloatRange",
     "IntRange",
     "ParamSpace",
     "StudySpec",
+    "check_study_name",
     "default_sampler",
     "from_dict",
     "load_study_spec",
@@ -68,6 +71,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (int, float, bool, str, X | None)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        if value is None:  # TOML has no null: a default merged in (a baseline's other values)
+            return None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return _convert(value, args[0], key)
@@ -108,10 +113,44 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def _check_batch_fits(config: TrainConfig, batch_sizes: list[tuple[str, int]]) -> None:
+    """Refuse a batch larger than the dataset as configured, counted without loading it.
+
+    ``batch_sizes`` pairs each largest batch size with how to name it in the message. A
+    dataset that is not on this machine (a path only the workers have) is checked against
+    ``dataset.limit`` alone.
+    """
+    from ganhpo.data import dataset_size
+
+    ds = config.dataset
+    size = dataset_size(ds.name, split=ds.split, path=ds.path, limit=ds.limit)
+    if size is not None:
+        where = f", {ds.path}" if ds.path is not None else ""
+        what = f"the dataset ({ds.name}{where}, {ds.split} split: {size} images)"
+        capped = ds.limit is not None and size == ds.limit
+    elif ds.limit is not None:
+        size, what, capped = ds.limit, f"dataset.limit = {ds.limit}", True
+    else:
+        return
+    for label, value in batch_sizes:
+        if value > size:
+            raise ConfigError(
+                f"{label} is larger than {what}; use a batch size of at most {size}"
+                + (" or raise dataset.limit" if capped else "")
+            )
+
+
 def parse_train_config(data: dict[str, Any], *, source: str = "config") -> TrainConfig:
-    """A :class:`TrainConfig` from parsed TOML (sections dataset, model, train, eval)."""
+    """A :class:`TrainConfig` from parsed TOML (sections dataset, model, train, eval).
+
+    Besides every value's own range, the batch must fit in the dataset (see
+    :func:`ganhpo.data.dataset_size`), so that a run cannot fail on that after loading it.
+    """
     try:
-        return from_dict(TrainConfig, data)
+        config = from_dict(TrainConfig, data)
+        batch = config.train.batch_size
+        _check_batch_fits(config, [(f"train.batch_size = {batch}", batch)])
+        return config
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from e
 
@@ -211,6 +250,57 @@ _STUDY_KEYS = (
     "name", "objective", "direction", "seed", "max_trials", "description",
     "heartbeat_interval", "grace_period", "max_retry",
 )  # fmt: skip
+
+# (lowest, highest, unit) of the fault-tolerance settings: beyond these a value is a mistake
+# (an hour between heartbeats, a week of silence, 100 hand-overs), and a heartbeat interval of
+# 1e12 s would overflow the worker's timed wait.
+_FAULT_BOUNDS = {
+    "heartbeat_interval": (1, 3600, " s"),
+    "grace_period": (2, 7 * 24 * 3600, " s (a week)"),
+    "max_retry": (0, 100, ""),
+}
+
+# The longest study name Optuna's database holds: its column studies.study_name is a
+# VARCHAR(MAX_INDEXED_STRING_LENGTH) (optuna/storages/_rdb/models.py), which PostgreSQL
+# enforces when the study is created.
+STUDY_NAME_MAX_LENGTH = 512
+# Characters a study name cannot hold: control characters (NUL is refused by PostgreSQL, the
+# others break one-line output and command lines), line separators, and the surrogates that
+# stand for bytes that were not UTF-8 on a command line (no database can encode them).
+_NAME_FORBIDDEN = {
+    "Cc": "a control character",
+    "Cs": "a byte that is not UTF-8",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+}
+
+
+def _shorten(text: str, keep: int = 40) -> str:
+    return repr(text) if len(text) <= keep else repr(text[:keep]) + "..."
+
+
+def check_study_name(name: object, key: str) -> str:
+    """``name`` when every study database can store it; else a ConfigError naming ``key``.
+
+    A study name is a non-blank string of at most :data:`STUDY_NAME_MAX_LENGTH` characters
+    without control characters. Used for ``study.name`` and ``ganhpo study create --name``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        got = "" if name is None else f"; got {name!r}"
+        raise ConfigError(f'{key} must be a non-empty string such as "mnist-dcgan"{got}')
+    if len(name) > STUDY_NAME_MAX_LENGTH:
+        raise ConfigError(
+            f"{key} = {_shorten(name)} has {len(name)} characters; the study database holds "
+            f"at most {STUDY_NAME_MAX_LENGTH}: use a shorter name"
+        )
+    for char in name:
+        problem = _NAME_FORBIDDEN.get(unicodedata.category(char))
+        if problem is not None:
+            raise ConfigError(
+                f"{key} = {_shorten(name)} contains {char!r}, {problem}; "
+                "use printable characters only"
+            )
+    return name
 
 
 def _reject_unknown(table: dict[str, Any], valid: list[str], where: str) -> None:
@@ -318,7 +408,9 @@ def default_sampler(max_trials: int | None) -> ComponentSpec:
 DEFAULT_PRUNER = ComponentSpec("median", (("n_startup_trials", 3), ("n_warmup_steps", 0)))
 
 
-def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec:
+def parse_study_spec(
+    data: dict[str, Any], *, source: str = "spec", check_data: bool = True
+) -> StudySpec:
     """A :class:`StudySpec` from parsed TOML; every error names the key and the fix."""
     from ganhpo.study import validate_components
 
@@ -332,9 +424,7 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
         if not isinstance(study, dict):
             raise ConfigError('a [study] table is needed, with at least name = "..."')
         _reject_unknown(study, list(_STUDY_KEYS), "[study]")
-        name = study.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError('study.name must be a non-empty string, e.g. name = "mnist-dcgan"')
+        name = check_study_name(study.get("name"), "study.name")
         objective = study.get("objective", "fid")
         if objective not in ("fid", "kid"):
             raise ConfigError(f"study.objective = {objective!r} is invalid; use fid or kid")
@@ -350,11 +440,13 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
             if max_trials < 1:
                 raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
         fault = {}
-        for key, low in (("heartbeat_interval", 1), ("grace_period", 2), ("max_retry", 0)):
+        for key, (low, high, unit) in _FAULT_BOUNDS.items():
             if key in study:
                 fault[key] = _convert(study[key], int, f"study.{key}")
-                if fault[key] < low:
-                    raise ConfigError(f"study.{key} = {fault[key]} must be at least {low}")
+                if not low <= fault[key] <= high:
+                    raise ConfigError(
+                        f"study.{key} = {fault[key]} is invalid; use {low} to {high}{unit}"
+                    )
         interval = fault.get("heartbeat_interval", 30)
         fault.setdefault("grace_period", max(120, 4 * interval))
         if fault["grace_period"] <= interval:
@@ -424,6 +516,23 @@ def parse_study_spec(data: dict[str, Any], *, source: str = "spec") -> StudySpec
                         f"widen search.{key} or change the baseline"
                     )
             baselines.append(tuple(sorted((k, getattr(params, k)) for k in raw)))
+
+        batch_space = parsed.get("batch_size")
+        if isinstance(batch_space, Choice | IntRange):
+            largest = (
+                max(batch_space.choices) if isinstance(batch_space, Choice) else batch_space.high
+            )
+            batches = [(f"search.batch_size (up to {largest})", largest)]
+        else:
+            batches = [(f"train.batch_size = {base.train.batch_size}", base.train.batch_size)]
+        batches += [
+            (f"baselines[{i}].batch_size = {value}", value)
+            for i, baseline in enumerate(baselines)
+            for key, value in baseline
+            if key == "batch_size"
+        ]
+        if check_data:  # a stored spec was checked when its study was created
+            _check_batch_fits(base, batches)
         return StudySpec(
             name=name,
             base=base,

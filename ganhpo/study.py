@@ -207,7 +207,9 @@ def _spec_from_attrs(name: str, user_attrs: dict[str, Any]) -> StudySpec:
             f"study {name!r} was not created by 'ganhpo study create' (it has no stored spec); "
             "create one with 'ganhpo study create SPEC'"
         )
-    return parse_study_spec(raw, source=f"the spec stored in study {name!r}")
+    # The data was checked at create time; the folder a study trains on may change since, and
+    # that must not make the study unreadable (show, plot, the worker's own checks handle it).
+    return parse_study_spec(raw, source=f"the spec stored in study {name!r}", check_data=False)
 
 
 def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

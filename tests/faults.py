@@ -14,8 +14,11 @@ from ganhpo.chains import HANDOVER_ATTR, counted_trials
 from ganhpo.storage import open_storage
 
 # quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning, so that every
-# trial runs to its end and a dead worker's trial is handed over within seconds.
+# trial runs to its end and a dead worker's trial is handed over within seconds; no KID and a
+# smaller final evaluation (what these tests check is where trials go, not their quality).
 FAST = {
+    "final_samples = 1000": "final_samples = 500",
+    'extractor = "classifier"': 'extractor = "classifier"\nkid = "off"',
     "max_trials = 6 ": "max_trials = 3 ",
     "steps = 240": "steps = 240\ncheckpoint_every = 40",
     'name = "percentile"': 'name = "none"',

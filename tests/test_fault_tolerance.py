@@ -17,6 +17,7 @@ import sqlalchemy
 from faults import (
     FAST,
     check_all_finished,
+    check_no_orphans,
     checkpoint_of,
     first_worker_at_checkpoint,
     load,
@@ -183,3 +184,35 @@ def test_password_never_appears_anywhere(
     # The artifact store (checkpoints, generators).
     for f in (tmp_path / "ganhpo-artifacts").iterdir():
         assert password.encode() not in f.read_bytes()
+
+
+def test_sigterm_while_the_database_is_down_exits_within_seconds(
+    private_postgres, tmp_path: Path, env: dict[str, str]
+) -> None:
+    from ganhpo.worker import STOP_GRACE_S
+
+    url = private_postgres.create_database(f"sigterm_down_{os.getpid()}")
+    one = {"max_trials = 6 ": "max_trials = 1 "}
+    a, ckpt = first_worker_at_checkpoint(url, tmp_path, env, replacements=one)
+    private_postgres.stop()
+    try:
+        sent = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        code = finish(a, timeout=120)
+        took = time.monotonic() - sent
+    finally:
+        private_postgres.start()
+    log = (tmp_path / "a.log").read_text()
+    assert code == 0, log
+    assert took < STOP_GRACE_S + 5, took
+    assert "trial 0 not handed back" in log and "takes it over after the grace period" in log
+    assert "Traceback" not in log
+
+    # As after a kill: another worker takes trial 0 over and resumes its recorded checkpoint.
+    b_log = run_worker_to_the_end(url, tmp_path, env, "b")
+    trials = check_all_finished(url, 1)
+    retry = next(t for t in trials if t.user_attrs.get("resumed_from_trial") == 0)
+    assert retry.user_attrs["resumed_at_step"] >= ckpt["step"] >= 40
+    assert "trial 0: worker lost on" in b_log
+    check_no_orphans(url, tmp_path / "ganhpo-artifacts")
+    print(f"SIGTERM with the database down: exited after {took:.1f} s")

@@ -75,6 +75,17 @@ def test_integer_accepted_for_float() -> None:
         ({"dataset": {"channels": 2}}, r"dataset.channels = 2 is invalid; use 1 or 3"),
         ({"device": "tpu"}, r"device = 'tpu' is invalid"),
         ({"model": "dcgan"}, r"model must be a table"),
+        (
+            {"dataset": {"name": "mnist-subset", "split": "test"}, "train": {"batch_size": 1024}},
+            r"train.batch_size = 1024 is larger than the dataset \(mnist-subset, test split: "
+            r"1000 images\); use a batch size of at most 1000",
+        ),
+        (
+            {"dataset": {"limit": 32}},
+            r"train.batch_size = 64 is larger than the dataset \(mnist, train split: 32 images\); "
+            r"use a batch size of at most 32 or raise dataset.limit",
+        ),
+        ({"eval": {"samples": 10**12}}, r"eval.samples = 1000000000000 is invalid; use 2 to"),
     ],
 )
 def test_bad_values_name_the_key_and_the_fix(data: dict, message: str) -> None:
@@ -92,3 +103,23 @@ def test_malformed_and_missing_files(tmp_path: Path) -> None:
         load_train_config(write(tmp_path, "[train\nsteps = 3"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "nope.toml")
+
+
+def test_ganhpo_train_refuses_a_batch_larger_than_the_data_before_loading(tmp_path: Path) -> None:
+    from procs import ganhpo, worker_env
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):  # never opened: the check counts the files
+        (images / f"{i}.png").write_bytes(b"not read")
+    config = write(
+        tmp_path,
+        f'[dataset]\nname = "image-folder"\npath = "{images}"\n[train]\nbatch_size = 4\n',
+    )
+    done = ganhpo("train", str(config), "--out", "run", cwd=tmp_path, env=worker_env(tmp_path))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"ganhpo: error: {config}: train.batch_size = 4 is larger than the dataset "
+        f"(image-folder, {images}, train split: 3 images); use a batch size of at most 3"
+    )
+    assert done.stdout == "" and not (tmp_path / "run").exists()

@@ -9,10 +9,12 @@ import pytest
 from ganhpo.errors import ConfigError, UnknownNameError
 from ganhpo.spec import (
     DEFAULT_PRUNER,
+    STUDY_NAME_MAX_LENGTH,
     Choice,
     ComponentSpec,
     FloatRange,
     IntRange,
+    check_study_name,
     load_study_spec,
     parse_study_spec,
     study_spec_to_dict,
@@ -173,3 +175,119 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     path.write_text("[study\nname = 'x'")
     with pytest.raises(ConfigError, match=r"s.toml is not valid TOML"):
         load_study_spec(path)
+
+
+# -- values that could never work are refused when the spec is read ---------------------------
+
+
+def subset(**dataset: object) -> dict[str, object]:
+    """[dataset] of the shipped MNIST subset (2000 train, 1000 test images)."""
+    return {"name": "mnist-subset", **dataset}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            base(dataset=subset(), train={"batch_size": 4096}),
+            r"train.batch_size = 4096 is larger than the dataset \(mnist-subset, train split: "
+            r"2000 images\); use a batch size of at most 2000$",
+        ),
+        (
+            base(dataset=subset(split="test"), search={"batch_size": {"choices": [64, 1024]}}),
+            r"search.batch_size \(up to 1024\) is larger than the dataset \(mnist-subset, "
+            r"test split: 1000 images\)",
+        ),
+        (
+            base(dataset={"limit": 100}, search={"batch_size": {"low": 16, "high": 128}}),
+            r"search.batch_size \(up to 128\) is larger than the dataset \(mnist, train split: "
+            r"100 images\); use a batch size of at most 100 or raise dataset.limit",
+        ),
+        (
+            base(dataset=subset(), baselines=[{"batch_size": 2048}]),
+            r"baselines\[0\].batch_size = 2048 is larger than the dataset",
+        ),
+        (
+            # Not on this machine: the limit alone is known.
+            base(dataset={"name": "npz", "path": "/nowhere/x.npz", "limit": 10}),
+            r"train.batch_size = 64 is larger than dataset.limit = 10; use a batch size of at "
+            r"most 10 or raise dataset.limit",
+        ),
+        (base(dataset={"name": "image-folder"}), r"dataset 'image-folder' needs a path"),
+        (
+            base(study={"name": "t", "heartbeat_interval": 10**12}),
+            r"study.heartbeat_interval = 1000000000000 is invalid; use 1 to 3600 s",
+        ),
+        (
+            base(study={"name": "t", "heartbeat_interval": 0}),
+            r"study.heartbeat_interval = 0 is invalid; use 1 to 3600 s",
+        ),
+        (
+            base(study={"name": "t", "grace_period": 10**9}),
+            r"study.grace_period = 1000000000 is invalid; use 2 to 604800 s \(a week\)",
+        ),
+        (
+            base(study={"name": "t", "max_retry": 10**6}),
+            r"study.max_retry = 1000000 is invalid; use 0 to 100",
+        ),
+        (
+            base(eval={"samples": 10**12}),
+            r"eval.samples = 1000000000000 is invalid; use 2 to 1000000 images",
+        ),
+        (
+            base(eval={"final_samples": 1_000_001}),
+            r"eval.final_samples = 1000001 is invalid; use 2 to 1000000 images",
+        ),
+        (
+            base(study={"name": "x" * (STUDY_NAME_MAX_LENGTH + 1)}),
+            r"study.name = 'x{40}'... has 513 characters; the study database holds at most "
+            r"512: use a shorter name",
+        ),
+        (
+            base(study={"name": "a\x00b"}),
+            r"study.name = 'a\\x00b' contains '\\x00', a control character; use printable",
+        ),
+        (base(study={"name": "two\nlines"}), r"contains '\\n', a control character"),
+        (base(study={"name": "  "}), r"study.name must be a non-empty string .*; got '  '"),
+        (base(study={"name": 3}), r"study.name must be a non-empty string .*; got 3"),
+    ],
+)
+def test_values_that_can_never_work_are_refused(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_study_spec(data, source="s.toml")
+    assert str(info.value).startswith("s.toml: ") and "\n" not in str(info.value)
+
+
+def test_values_at_the_bounds_are_accepted(tmp_path: Path) -> None:
+    import numpy as np
+
+    images = tmp_path / "d.npz"
+    np.savez(images, images=np.zeros((40, 8, 8), dtype=np.uint8))
+    specs = [
+        base(dataset=subset(split="test"), search={"batch_size": {"choices": [64, 1000]}}),
+        base(dataset={"limit": 128}, train={"batch_size": 128}),
+        base(dataset={"name": "npz", "path": str(images)}, train={"batch_size": 40}),
+        # A path that is only where the workers run: nothing to check here.
+        base(dataset={"name": "npz", "path": str(tmp_path / "elsewhere.npz")}),
+        base(
+            study={"name": "é" * STUDY_NAME_MAX_LENGTH, "heartbeat_interval": 3600},
+            eval={"samples": 1_000_000, "final_samples": 1_000_000},
+        ),
+        base(study={"name": "t", "grace_period": 7 * 24 * 3600, "max_retry": 100}),
+    ]
+    for data in specs:
+        assert parse_study_spec(data).name
+    with pytest.raises(ConfigError, match=r"train.batch_size = 41 is larger than the dataset"):
+        parse_study_spec(
+            base(dataset={"name": "npz", "path": str(images)}, train={"batch_size": 41})
+        )
+
+
+def test_study_name_bound_is_optunas_column() -> None:
+    from optuna.storages._rdb.models import MAX_INDEXED_STRING_LENGTH, StudyModel
+
+    assert STUDY_NAME_MAX_LENGTH == MAX_INDEXED_STRING_LENGTH
+    assert StudyModel.__table__.c.study_name.type.length == STUDY_NAME_MAX_LENGTH
+    assert check_study_name("mnist-dcgan", "--name") == "mnist-dcgan"
+    with pytest.raises(ConfigError, match=r"--name = 'a\\udcffb' contains '\\udcff', a byte"):
+        check_study_name("a\udcffb", "--name")  # an undecodable byte on a command line

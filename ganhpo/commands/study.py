@@ -79,14 +79,12 @@ def create(args: argparse.Namespace) -> int:
     """Create the study; print its name on stdout."""
     import dataclasses
 
-    from ganhpo.spec import load_study_spec
+    from ganhpo.spec import check_study_name, load_study_spec
     from ganhpo.study import create_study
 
     spec = load_study_spec(args.spec)  # every error surfaces before the database is touched
     if args.name is not None:
-        if not args.name.strip():
-            raise ConfigError("--name is empty; give a study name")
-        spec = dataclasses.replace(spec, name=args.name)
+        spec = dataclasses.replace(spec, name=check_study_name(args.name, "--name"))
     from ganhpo.artifacts import resolve_artifacts
 
     artifacts = resolve_artifacts(args.artifacts)
@@ -127,9 +125,18 @@ def show(args: argparse.Namespace) -> int:
     print(f"study      {info['name']}  ({info['objective']}, {info['direction']})")
     print(f"sampler    {info['sampler']}")
     print(f"pruner     {info['pruner']}")
-    budget = "" if info["max_trials"] is None else f" of {info['max_trials']}"
-    states = "  ".join(f"{k.lower()} {v}" for k, v in info["states"].items())
-    print(f"trials     {info['n_trials']}{budget}: {states}" if states else "trials     none yet")
+    budget = info["budget"]
+    of = "" if budget["max_trials"] is None else f" of {budget['max_trials']}"
+    counts = [f"{k.lower()} {v}" for k, v in budget["states"].items()]
+    if info["waiting"]:
+        counts.append(f"waiting {info['waiting']}")  # queued, not yet counted
+    used = f"{budget['used']}{of}: {'  '.join(counts)}"
+    print(f"trials     {used}" if counts else "trials     none yet")
+    if info["hand_overs"]:
+        print(
+            f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "
+            "another trial and counted once: ganhpo study trials shows the chains)"
+        )
     best = info["best"]
     if best is None:
         print("best       none yet")
@@ -156,7 +163,11 @@ def trials(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    shown: list[str] = [c for c in ("number", "state", "value", "status", "steps") if c in columns]
+    shown: list[str] = [
+        c
+        for c in ("number", "state", "value", "status", "steps", "resumed_from", "resumed_as")
+        if c in columns
+    ]
     shown += [c for c in columns if c.startswith("params_")]
     print("\t".join(shown))
     for r in rows:

@@ -11,7 +11,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ganhpo.errors import ConfigError
-from ganhpo.train import TrainConfig
+from ganhpo.train import TrainConfig, resolve_device
 
 __all__ = ["register", "run"]
 
@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo train``."""
     from ganhpo.spec import load_train_config
 
+    if args.device is not None:
+        resolve_device(args.device)  # a bad or unavailable device fails before any data loads
     config = load_train_config(args.config) if args.config else TrainConfig()
-    if args.device:
+    if args.device is not None:
         config = replace(config, device=args.device)
     if args.steps is not None:
         if args.steps < 1:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ganhpo.data._batcher import Batcher
 from ganhpo.data._dataset import ImageDataset, from_unit_range, image_digest, to_unit_range
 from ganhpo.data._idx import read_idx, write_idx
-from ganhpo.data._load import DATASETS, dataset_names, load_dataset
+from ganhpo.data._idx_datasets import locate_idx_dataset
+from ganhpo.data._load import DATASETS, dataset_names, dataset_size, load_dataset
 from ganhpo.data._paths import resolve_data_dir, shipped_mnist_subset_dir
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "Batcher",
     "ImageDataset",
     "dataset_names",
+    "dataset_size",
     "from_unit_range",
     "image_digest",
     "load_dataset",
+    "locate_idx_dataset",
     "read_idx",
     "resolve_data_dir",
     "shipped_mnist_subset_dir",

@@ -11,7 +11,13 @@ from PIL import Image, ImageOps
 from ganhpo.data._source import LoadRequest, RawImages
 from ganhpo.errors import DataError
 
-__all__ = ["DEFAULT_CHANNELS", "DEFAULT_RESOLUTION", "IMAGE_SUFFIXES", "load_image_folder"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "DEFAULT_RESOLUTION",
+    "IMAGE_SUFFIXES",
+    "count_image_folder",
+    "load_image_folder",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # matched case-insensitively
 DEFAULT_RESOLUTION = 64  # the size photos are brought to when no resolution is asked for
@@ -37,6 +43,16 @@ def _read(path: Path, resolution: int, mode: str) -> np.ndarray:
     if side != resolution:
         image = image.resize((resolution, resolution), Image.Resampling.LANCZOS)
     return np.array(image, dtype=np.uint8)
+
+
+def count_image_folder(request: LoadRequest) -> int | None:
+    """How many images :func:`load_image_folder` would read (files are listed, not opened);
+    None when the folder is missing or empty here (it may be elsewhere on the workers)."""
+    request.only_train_split()
+    root = request.require_path("a directory of PNG or JPEG images (searched recursively)")
+    if not root.is_dir():
+        return None
+    return len(_image_files(root)) or None
 
 
 def load_image_folder(request: LoadRequest) -> RawImages:

@@ -14,7 +14,7 @@ import numpy as np
 from ganhpo._files import atomic_write_bytes
 from ganhpo.errors import DataError
 
-__all__ = ["decode_idx", "encode_idx", "read_idx", "write_idx"]
+__all__ = ["decode_idx", "encode_idx", "read_idx", "read_idx_shape", "write_idx"]
 
 # The third header byte names the element type; MNIST-style datasets only use unsigned bytes.
 _UBYTE = 0x08
@@ -32,6 +32,21 @@ def read_idx(path: str | Path) -> np.ndarray:
             "delete it and download it again"
         ) from e
     return decode_idx(data, source=str(path))
+
+
+def read_idx_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape of the array in an IDX file, from its header alone (the data is not read)."""
+    path = Path(path)
+    try:
+        with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = f.read(4 * ndim)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read {path} ({e}); the file is corrupt or truncated") from e
+    if head[:2] != b"\0\0" or head[2:3] != bytes([_UBYTE]) or ndim == 0 or len(dims) < 4 * ndim:
+        raise DataError(f"{path} has no unsigned-byte IDX header; delete it and download it again")
+    return tuple(struct.unpack(f">{ndim}I", dims))
 
 
 def decode_idx(data: bytes, *, source: str = "IDX data") -> np.ndarray:

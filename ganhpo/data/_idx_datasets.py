@@ -13,9 +13,17 @@ from ganhpo.data._download import DownloadFailed, RemoteFile, fetch
 from ganhpo.data._idx import read_idx
 from ganhpo.data._paths import DATA_DIR_ENV, resolve_data_dir
 from ganhpo.data._source import LoadRequest, RawImages
-from ganhpo.errors import DataError
+from ganhpo.errors import ConfigError, DataError
 
-__all__ = ["FASHION_MNIST", "MNIST", "IdxCollection", "load_idx_collection"]
+__all__ = [
+    "FASHION_MNIST",
+    "IDX_COLLECTIONS",
+    "MNIST",
+    "IdxCollection",
+    "count_idx_collection",
+    "load_idx_collection",
+    "locate_idx_dataset",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class IdxCollection:
     torchvision_dir: str  # files are also looked for in <data_dir>/<torchvision_dir>/raw
     mirrors: tuple[str, ...]
     splits: Mapping[str, tuple[RemoteFile, RemoteFile]]  # split -> (images, labels)
+    sizes: Mapping[str, int]  # split -> number of images, as published
 
     def search_dirs(self, root: Path) -> tuple[Path, Path]:
         """Where the files are looked for: the data directory, then torchvision's layout."""
@@ -63,6 +72,7 @@ MNIST = IdxCollection(
             ),
         ),
     },
+    sizes={"train": 60000, "test": 10000},
 )
 
 # md5 of the published .gz files, the values torchvision's FashionMNIST checks (no copy of
@@ -84,6 +94,7 @@ FASHION_MNIST = IdxCollection(
             RemoteFile("t10k-labels-idx1-ubyte.gz", gz_md5="bb300cfdad3c16e7a12a480ee83cd310"),
         ),
     },
+    sizes={"train": 60000, "test": 10000},
 )
 
 
@@ -134,6 +145,42 @@ def _locate(collection: IdxCollection, split: str, root: Path, download: bool) -
                 f"downloading them failed ({e}); {how}"
             ) from e
     return paths[0], paths[1]
+
+
+# The datasets published as IDX files, by their registered names.
+IDX_COLLECTIONS: Mapping[str, IdxCollection] = {"mnist": MNIST, "fashion-mnist": FASHION_MNIST}
+
+
+def locate_idx_dataset(
+    name: str, data_dir: str | Path | None = None, *, download: bool = True
+) -> Path:
+    """The directory holding the files of every split of "mnist" or "fashion-mnist".
+
+    Looked for as :func:`ganhpo.data.load_dataset` does (``data_dir`` resolved by
+    :func:`ganhpo.data.resolve_data_dir`, the files directly there or in torchvision's layout),
+    downloaded and checksum-verified when missing and ``download``. Raises DataError saying
+    where it looked, what it expected and how to provide it.
+    """
+    if name not in IDX_COLLECTIONS:
+        raise ConfigError(f"{name!r} is not an IDX dataset; use {' or '.join(IDX_COLLECTIONS)}")
+    collection = IDX_COLLECTIONS[name]
+    root = resolve_data_dir(data_dir)
+    files = [
+        path for split in collection.splits for path in _locate(collection, split, root, download)
+    ]
+    directories = sorted({str(path.parent) for path in files})
+    if len(directories) != 1:
+        raise DataError(
+            f"the {collection.title} files are spread over {' and '.join(directories)}; "
+            "keep all of them in one directory"
+        )
+    return Path(directories[0])
+
+
+def count_idx_collection(collection: IdxCollection, request: LoadRequest) -> int:
+    """How many images ``request.split`` of ``collection`` has as published (no file is read)."""
+    request.forbid_path()
+    return collection.sizes[request.split]
 
 
 def load_idx_collection(collection: IdxCollection, request: LoadRequest) -> RawImages:

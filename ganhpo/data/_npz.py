@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ import torch
 from ganhpo.data._source import LoadRequest, RawImages
 from ganhpo.errors import DataError
 
-__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "load_npz"]
+__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "count_npz", "load_npz"]
 
 IMAGE_KEYS = ("images", "x")  # looked for in this order; else the file's only array
 LABEL_KEYS = ("labels", "y")
@@ -42,6 +43,39 @@ def _to_nchw(array: np.ndarray, where: str) -> np.ndarray:
         if first and not last:
             return array
     raise DataError(f"{where} has shape {array.shape}; expected {_EXPECTED}")
+
+
+def _npy_shape(file: IO[bytes]) -> tuple[int, ...]:
+    """The shape in the header of an open ``.npy`` stream (the data is not read)."""
+    version = np.lib.format.read_magic(file)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, _, _ = read_header(file)
+    return tuple(shape)
+
+
+def count_npz(request: LoadRequest) -> int | None:
+    """How many images :func:`load_npz` would read, from the array's header alone; None when
+    the file is missing here (it may be elsewhere on the workers) or unreadable (the loader
+    says why)."""
+    request.only_train_split()
+    path = request.require_path("a .npz file holding a uint8 image array")
+    try:
+        if not zipfile.is_zipfile(path):  # a .npy file: its one array holds the images
+            with path.open("rb") as file:
+                shape = _npy_shape(file)
+        else:
+            with zipfile.ZipFile(path) as archive:
+                members = {name.removesuffix(".npy"): name for name in archive.namelist()}
+                key = _pick_images_key(list(members), path)
+                with archive.open(members[key]) as file:
+                    shape = _npy_shape(file)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, DataError):
+        return None
+    return shape[0] if len(shape) in (3, 4) and shape[0] > 0 else None
 
 
 def load_npz(request: LoadRequest) -> RawImages:

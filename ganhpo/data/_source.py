@@ -10,7 +10,7 @@ import torch
 
 from ganhpo.errors import ConfigError
 
-__all__ = ["LoadRequest", "Loader", "RawImages"]
+__all__ = ["Counter", "LoadRequest", "Loader", "RawImages"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,7 @@ class RawImages:
 # A loader turns a request into images; it may already apply limit, resolution and channels
 # (load_dataset applies whatever is still different afterwards).
 Loader = Callable[[LoadRequest], RawImages]
+
+# A counter tells how many images a loader would return for a request (before ``limit``),
+# without loading them; None when it cannot tell here (the files are not on this machine).
+Counter = Callable[[LoadRequest], int | None]

@@ -96,7 +96,10 @@ class TrainParams:
     r1_gamma: float = 1.0  # gamma of R1 (used when penalty = "r1")
     ema: bool = False  # evaluate an exponential moving average of G's weights
     ema_decay: float = 0.999
-    checkpoint_every: int = 0  # steps between training-state checkpoints; 0 = never
+    # Steps between training-state checkpoints (when the caller stores them: a study's worker,
+    # ganhpo train --out); None = at every evaluation (every eval.every steps; steps // 10 when
+    # eval.every = 0), so a killed trial resumes where it was last scored; 0 = never.
+    checkpoint_every: int | None = None
 
     def __post_init__(self) -> None:
         from ganhpo.train.losses import LOSSES
@@ -116,7 +119,7 @@ class TrainParams:
         _require(self.r1_gamma >= 0, "train.r1_gamma", self.r1_gamma, "use a value >= 0")
         _require(0 < self.ema_decay < 1, "train.ema_decay", self.ema_decay, "use (0, 1)")
         _require(
-            self.checkpoint_every >= 0,
+            self.checkpoint_every is None or self.checkpoint_every >= 0,
             "train.checkpoint_every",
             self.checkpoint_every,
             "use 0 (never) or a positive step count",
@@ -129,6 +132,9 @@ class TrainParams:
 
 
 KID_MODES = ("final", "every", "off")
+# The most images one evaluation may generate: 20x the 50,000 papers use for FID. Beyond it a
+# count is a typo that would fail every trial on memory (latents, images, features).
+MAX_EVAL_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -152,8 +158,14 @@ class EvalConfig:
         EXTRACTORS.get(self.extractor)
         _require(self.kid in KID_MODES, "eval.kid", self.kid, f"use {', '.join(KID_MODES)}")
         _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
-        _require(self.samples >= 2, "eval.samples", self.samples, "use at least 2")
-        _require(self.final_samples >= 2, "eval.final_samples", self.final_samples, "use >= 2")
+        for key in ("samples", "final_samples"):
+            value = getattr(self, key)
+            _require(
+                2 <= value <= MAX_EVAL_SAMPLES,
+                f"eval.{key}",
+                value,
+                f"use 2 to {MAX_EVAL_SAMPLES} images (papers use 50000 for FID)",
+            )
         _require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "use at least 1")
 
 
@@ -171,6 +183,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         _require(ok, "device", self.device, "use auto, cpu, cuda or cuda:N")
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """Steps between checkpoints, ``train.checkpoint_every`` resolved (0 = never)."""
+        every = self.train.checkpoint_every
+        if every is not None:
+            return every
+        return self.eval.every or max(1, self.train.steps // 10)
 
     def replace_params(self, **params: Any) -> TrainConfig:
         """A copy with some ``[train]`` values replaced (how a trial's sample is applied)."""

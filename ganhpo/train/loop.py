@@ -39,11 +39,17 @@ GRID_SIZE = 64  # images in a sample grid (8 x 8)
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an unavailable cuda is a clear error."""
+    """``auto`` -> cuda when available, else cpu; a bad or unavailable device is a clear error."""
+    kind, _, index = device.partition(":")
+    cuda_n = kind == "cuda" and index.isascii() and index.isdigit()
+    if device not in ("auto", "cpu", "cuda") and not cuda_n:  # torch would raise a RuntimeError
+        raise ConfigError(f"device {device!r} is invalid; use auto, cpu, cuda or cuda:N")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use cpu")
+    if cuda_n and int(index) >= (count := torch.cuda.device_count()):
+        raise ConfigError(f"device {device!r} does not exist; use cuda:0 to cuda:{count - 1}")
     return torch.device(device)
 
 
@@ -359,6 +365,7 @@ class Trainer:
     ) -> TrainResult:
         """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end."""
         tp, ev = self.config.train, self.config.eval
+        checkpoint_every = self.config.checkpoint_interval
         self._timed_steps = 0
         stopped = False
         sync = self.device.type == "cuda"
@@ -366,7 +373,7 @@ class Trainer:
             t0 = time.perf_counter()
             self.train_step()
             boundary = (ev.every and self.step % ev.every == 0 and self.step < tp.steps) or (
-                tp.checkpoint_every and self.step % tp.checkpoint_every == 0
+                checkpoint_every and self.step % checkpoint_every == 0
             )
             if boundary and sync:
                 torch.cuda.synchronize(self.device)
@@ -376,7 +383,7 @@ class Trainer:
                 record = self.evaluate(ev.samples)
                 if on_eval is not None:
                     on_eval(record)
-            if tp.checkpoint_every and self.step % tp.checkpoint_every == 0:
+            if checkpoint_every and self.step % checkpoint_every == 0:
                 self._check_losses()
                 if on_checkpoint is not None:
                     on_checkpoint(self.step)

@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from ganhpo._failpoints import failpoint
 from ganhpo.artifacts import (
+    new_artifact_id,
     open_artifact_store,
     read_artifact,
     remove_artifact,
@@ -417,6 +418,11 @@ class Worker:
         if not history:
             return
         checkpoint = trial.user_attrs.get("checkpoint")
+        pending = trial.user_attrs.get("checkpoint_pending")
+        if pending and self.artifacts is not None and pending != (checkpoint or {}).get("id"):
+            # The predecessor died between writing a checkpoint and recording it.
+            remove_artifact(self.artifacts, pending)
+            self._db(trial.set_user_attr, "checkpoint_pending", None)
         step = 0
         if checkpoint and self.artifacts is not None:
             try:
@@ -430,12 +436,20 @@ class Worker:
         logger.info("trial %d resumes trial %d at step %d", trial.number, history[-1], step)
 
     def _save_checkpoint(self, trial: optuna.Trial, trainer: Trainer) -> None:
-        """Write the training state and record it in the trial; the previous one is removed
-        only once the new one is recorded, and a new one that cannot be recorded is removed."""
+        """Write the training state and record it in the trial.
+
+        The new id is recorded as ``checkpoint_pending`` before the file is written, so a
+        worker that dies between writing and recording leaves no file nobody knows of: whoever
+        resumes the trial removes it. The previous checkpoint is removed once the new one is
+        recorded; a new one that cannot be recorded is removed at once.
+        """
         if self.artifacts is None:
             return
         old = trial.user_attrs.get("checkpoint")
-        new_id = write_artifact(self.artifacts, trainer.checkpoint_bytes(), kind="checkpoint")
+        new_id = new_artifact_id("checkpoint")
+        self._db(trial.set_user_attr, "checkpoint_pending", new_id)
+        data = trainer.checkpoint_bytes()
+        write_artifact(self.artifacts, data, kind="checkpoint", artifact_id=new_id)
         failpoint("checkpoint:written")
         try:
             self._db(trial.set_user_attr, "checkpoint", {"id": new_id, "step": trainer.step})
@@ -453,6 +467,7 @@ class Worker:
         if not old or self.artifacts is None:
             return None
         self._db(trial.set_user_attr, "checkpoint", None)
+        self._db(trial.set_user_attr, "checkpoint_pending", None)
         return str(old["id"])
 
     def _upload(self, trial: optuna.Trial, data: bytes, filename: str) -> str | None:
@@ -495,7 +510,6 @@ class Worker:
         started = time.monotonic()
         pruned_at: list[int] = []
         best = self._best_value()
-        trainer: Trainer | None = None
         try:
             config = self._config_for(trial)
             attrs = {"host": self.host, "seed": config.seed}
@@ -546,7 +560,7 @@ class Worker:
             raise  # the database is gone for good: the trial is taken over once it is back
         except Exception as e:  # one trial's crash must never kill the worker
             logger.debug("trial %d crashed:\n%s", trial.number, traceback.format_exc())
-            return self._failed(trial, e, started, trainer)
+            return self._failed(trial, e, started)
         if heartbeat.lost.is_set():
             raise _TakenOver("the trial is no longer running")
         if pruned_at:
@@ -554,13 +568,18 @@ class Worker:
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
             return self._hand_back(trial, trainer, result, started)
-        buffer = io.BytesIO()
-        torch.save(
-            {"config": dataclasses.asdict(config), "G": trainer.generator.state_dict()}, buffer
-        )
-        generator_id = self._upload(trial, buffer.getvalue(), "generator.pt")
-        if generator_id:
-            self._db(trial.set_user_attr, "generator", generator_id)
+        try:
+            buffer = io.BytesIO()
+            torch.save(
+                {"config": dataclasses.asdict(config), "G": trainer.generator.state_dict()}, buffer
+            )
+            generator_id = self._upload(trial, buffer.getvalue(), "generator.pt")
+            if generator_id:
+                self._db(trial.set_user_attr, "generator", generator_id)
+        except (_TakenOver, StorageError):
+            raise
+        except Exception as e:  # e.g. the artifact store went away at the very end
+            return self._failed(trial, e, started)
         return self._finish(trial, TrialState.COMPLETE, "completed", started, result)
 
     def _hand_back(
@@ -568,7 +587,12 @@ class Worker:
     ) -> TrialState | None:
         """After SIGTERM: checkpoint, record the results so far, hand the trial over."""
         try:
-            self._save_checkpoint(trial, trainer)
+            try:
+                self._save_checkpoint(trial, trainer)
+            except (_TakenOver, StorageError):
+                raise
+            except Exception as e:  # the retry resumes from the last recorded checkpoint
+                logger.warning("trial %d: no checkpoint at the hand-back (%s)", trial.number, e)
             reason = f"interrupted by {self.stop_requested} at step {result.steps}: handed back"
             self._record(trial, reason, started, result)
             failpoint("handback:recorded")
@@ -593,9 +617,7 @@ class Worker:
             at,
         )
 
-    def _failed(
-        self, trial: optuna.Trial, e: Exception, started: float, trainer: Trainer | None
-    ) -> TrialState | None:
+    def _failed(self, trial: optuna.Trial, e: Exception, started: float) -> TrialState | None:
         """A trial raised. Its own fault (e.g. out of memory for its batch size): it fails and
         the worker goes on. The environment's fault (a broken store, dataset or extractor, or
         the same error as the previous trial here): it is handed back and the worker stops."""

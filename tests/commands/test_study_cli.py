@@ -50,6 +50,10 @@ def spec_with(tmp_path: Path, old: str, new: str) -> Path:
         ('name = "tpe"', 'name = "tpee"', "unknown sampler 'tpee' (did you mean 'tpe'?)"),
         ('name = "percentile"', 'name = "mediun"', "unknown pruner 'mediun'"),
         ('name = "mnist-subset"', 'name = "cifar"', "unknown dataset 'cifar'"),
+        ("batch_size = 32", "batch_size = 4096", "train.batch_size = 4096 is larger than the"),
+        ("samples = 500", "samples = 1000000000000", "eval.samples = 1000000000000 is invalid"),
+        ("seed = 0", "max_retry = 1000000", "study.max_retry = 1000000 is invalid; use 0 to 100"),
+        ('name = "quick"', 'name = "q\\u0000"', "study.name = 'q\\x00' contains '\\x00'"),
     ],
 )
 def test_bad_spec_is_one_line_and_writes_nothing(
@@ -67,6 +71,113 @@ def test_bad_spec_is_one_line_and_writes_nothing(
     assert message in one_line_error(err)
     assert out == ""
     assert not (tmp_path / "ganhpo.db").exists()  # nothing written
+
+
+def database_tables(url: str) -> list[str]:
+    """The tables in the database at ``url`` (none until a study was created there)."""
+    import sqlalchemy
+
+    from ganhpo.storage import _with_driver
+
+    engine = sqlalchemy.create_engine(_with_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return sqlalchemy.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+# Values that fail every trial, or the database, are refused before the database is touched.
+NEVER_WORK = [
+    pytest.param(
+        {"batch_size = 32": "batch_size = 4096"},
+        [],
+        "train.batch_size = 4096 is larger than the dataset (mnist-subset, train split: 2000 "
+        "images); use a batch size of at most 2000",
+        id="batch",
+    ),
+    pytest.param(
+        {"beta1 = {": "batch_size = { choices = [64, 2048] }\nbeta1 = {"},
+        [],
+        "search.batch_size (up to 2048) is larger than the dataset",
+        id="search-batch",
+    ),
+    pytest.param(
+        {"samples = 500": "samples = 1000000000000"},
+        [],
+        "eval.samples = 1000000000000 is invalid; use 2 to 1000000 images",
+        id="eval-samples",
+    ),
+    pytest.param(
+        {"seed = 0": "seed = 0\nheartbeat_interval = 1000000000000"},
+        [],
+        "study.heartbeat_interval = 1000000000000 is invalid; use 1 to 3600 s",
+        id="heartbeat",
+    ),
+    pytest.param(
+        {"seed = 0": "seed = 0\ngrace_period = 1000000000"},
+        [],
+        "study.grace_period = 1000000000 is invalid; use 2 to 604800 s (a week)",
+        id="grace",
+    ),
+    pytest.param(
+        {"seed = 0": "seed = 0\nmax_retry = 1000000"},
+        [],
+        "study.max_retry = 1000000 is invalid; use 0 to 100",
+        id="retry",
+    ),
+    pytest.param(
+        {'name = "quick"': f'name = "{"q" * 513}"'},
+        [],
+        "study.name = 'qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq'... has 513 characters; the "
+        "study database holds at most 512: use a shorter name",
+        id="long-name",
+    ),
+    pytest.param(
+        {'name = "quick"': 'name = "q\\u0000"'},
+        [],
+        "study.name = 'q\\x00' contains '\\x00', a control character",
+        id="nul-name",
+    ),
+    pytest.param(
+        {},
+        ["--name", "q" * 513],
+        f"--name = '{'q' * 40}'... has 513 characters; the study database holds at most 512",
+        id="long-cli-name",
+    ),
+    pytest.param(
+        {},
+        ["--name", "a\x1bb"],
+        "--name = 'a\\x1bb' contains '\\x1b', a control character",
+        id="escape-cli-name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("replacements", "args", "message"), NEVER_WORK)
+def test_values_that_never_work_are_refused_by_the_real_command(
+    tmp_path: Path, postgres_url: str, replacements: dict[str, str], args: list[str], message: str
+) -> None:
+    from procs import ganhpo, spec_variant, worker_env
+
+    spec = spec_variant(tmp_path, replacements)
+    argv = ["study", "create", str(spec), "--storage", postgres_url, *args]
+    done = ganhpo(*argv, cwd=tmp_path, env=worker_env(tmp_path / "cache"))
+    assert done.returncode == 2, done.stderr
+    assert message in one_line_error(done.stderr) and done.stdout == ""
+    assert database_tables(postgres_url) == []  # not even Optuna's schema was created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]  # no file, no artifacts
+
+
+def test_the_longest_name_the_database_holds_is_accepted(
+    capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    name = "q" * 512
+    code, out, _ = run(
+        capsys, "study", "create", str(QUICK), "--storage", postgres_url, "--name", name
+    )
+    assert (code, out) == (0, f"{name}\n")
+    study = optuna.load_study(study_name=name, storage=open_storage(postgres_url))
+    assert study.user_attrs["ganhpo:spec"]["study"]["name"] == name
 
 
 def free_port() -> int:
@@ -126,7 +237,7 @@ def test_create_show_list_trials_delete(
     assert code == 0 and out.splitlines()[1:] == [
         "sampler    tpe(n_startup_trials=3)",
         "pruner     percentile(n_startup_trials=2, n_warmup_steps=0, percentile=33.0)",
-        "trials     1 of 6: waiting 1",
+        "trials     0 of 6: waiting 1",
         "best       none yet",
     ]
     code, out, _ = run(capsys, "study", "trials", "quick", "--storage", postgres_url, "--csv")

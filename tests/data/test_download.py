@@ -59,6 +59,7 @@ def test_missing_files_are_downloaded_into_the_torchvision_layout(mirror: str, t
         torchvision_dir="MNIST",
         mirrors=(mirror,),
         splits={"test": (_remote(NAMES[0]), _remote(NAMES[1]))},
+        sizes={"test": 1000},
     )
     request = LoadRequest(
         name="mnist",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganhpo.data import load_dataset
+from ganhpo.data import dataset_size, load_dataset
 from ganhpo.errors import ConfigError, DataError
 
 
@@ -91,3 +91,20 @@ def test_path_and_train_split_are_required(folder: Path):
         load_dataset("image-folder")
     with pytest.raises(ConfigError, match="only a 'train' split"):
         load_dataset("image-folder", path=folder, split="test")
+
+
+def test_dataset_size_counts_the_files_without_opening_them(folder: Path, tmp_path: Path):
+    (folder / "gray" / "broken.png").write_bytes(b"not a png, and never opened by counting")
+    assert dataset_size("image-folder", path=folder) == 7
+    assert dataset_size("image-folder", path=folder, limit=2) == 2
+    (folder / "gray" / "broken.png").unlink()
+    assert len(load_dataset("image-folder", path=folder, resolution=8)) == 6
+    assert dataset_size("image-folder", path=folder) == 6
+    # Not on this machine (the workers may have it), or empty here: unknown, not an error.
+    assert dataset_size("image-folder", path=tmp_path / "nowhere") is None
+    (tmp_path / "empty").mkdir()
+    assert dataset_size("image-folder", path=tmp_path / "empty") is None
+    with pytest.raises(ConfigError, match="needs a path"):
+        dataset_size("image-folder")
+    with pytest.raises(ConfigError, match="only a 'train' split"):
+        dataset_size("image-folder", path=folder, split="test")

@@ -13,7 +13,9 @@ import torch
 
 from ganhpo.data import (
     ImageDataset,
+    dataset_size,
     load_dataset,
+    locate_idx_dataset,
     read_idx,
     shipped_mnist_subset_dir,
     write_idx,
@@ -244,3 +246,53 @@ def test_downscale_is_antialiased_and_gray_round_trip_is_exact():
 def test_impossible_arguments_are_config_errors(kwargs: dict, pattern: str):
     with pytest.raises(ConfigError, match=pattern):
         load_dataset("mnist", data_dir=shipped_mnist_subset_dir(), **kwargs)
+
+
+def test_dataset_size_is_the_published_count_without_reading_files(
+    full_train: ImageDataset, full_test: ImageDataset, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("GANHPO_DATA_DIR", str(tmp_path / "empty"))  # no file to read
+    assert dataset_size("mnist") == len(full_train) == 60000
+    assert dataset_size("mnist", split="test") == len(full_test) == 10000
+    assert dataset_size("fashion-mnist", split="test") == 10000
+    assert dataset_size("mnist", limit=500) == 500
+    assert dataset_size("mnist", split="test", limit=10**9) == 10000
+    assert not (tmp_path / "empty").exists()
+
+
+def test_dataset_size_of_the_shipped_subset_is_what_loads():
+    for split, count in (("train", 2000), ("test", 1000)):
+        assert dataset_size("mnist-subset", split=split) == count
+        assert len(load_dataset("mnist-subset", split=split)) == count
+    assert dataset_size("mnist-subset", limit=7) == 7
+    with pytest.raises(ConfigError, match="takes no path"):
+        dataset_size("mnist-subset", path="x")
+
+
+def test_locate_idx_dataset_finds_the_files_where_the_loader_does(
+    subset_copy: Path, tmp_path: Path
+):
+    assert locate_idx_dataset("mnist", subset_copy, download=False) == subset_copy
+    torchvision = tmp_path / "tv"
+    shutil.copytree(subset_copy, torchvision / "MNIST" / "raw")
+    found = locate_idx_dataset("mnist", torchvision, download=False)
+    assert found == torchvision / "MNIST" / "raw"
+    assert len(load_dataset("mnist", split="test", data_dir=found)) == 1000
+
+
+def test_locate_idx_dataset_names_what_is_missing(subset_copy: Path, tmp_path: Path):
+    with pytest.raises(DataError, match="downloading is off") as info:
+        locate_idx_dataset("mnist", tmp_path / "none", download=False)
+    assert "train-images-idx3-ubyte" in str(info.value)
+    (subset_copy / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match="MNIST test files not found"):
+        locate_idx_dataset("mnist", subset_copy, download=False)
+    # One split at the top and the other in torchvision's layout: not one directory.
+    raw = subset_copy / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(shipped_mnist_subset_dir() / name, raw / name)
+    with pytest.raises(DataError, match="spread over"):
+        locate_idx_dataset("mnist", subset_copy, download=False)
+    with pytest.raises(ConfigError, match="not an IDX dataset"):
+        locate_idx_dataset("npz")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ganhpo.data import load_dataset
-from ganhpo.errors import DataError
+from ganhpo.data import dataset_size, load_dataset
+from ganhpo.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(1)
 NCHW_RGB = RNG.integers(0, 256, (5, 3, 12, 12), dtype=np.uint8)
@@ -83,3 +83,29 @@ def test_missing_or_broken_file_is_a_data_error(tmp_path: Path):
     (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 definitely not a zip")
     with pytest.raises(DataError, match=r"broken\.npz"):
         load_dataset("npz", path=tmp_path / "broken.npz")
+
+
+def test_dataset_size_reads_only_the_header(tmp_path: Path):
+    many = np.zeros((1234, 3, 8, 8), dtype=np.uint8)
+    files = {
+        "plain.npz": _save(tmp_path / "plain.npz", x=many[:, 0], y=np.arange(1234)),
+        "nhwc.npz": _save(tmp_path / "nhwc.npz", images=many.transpose(0, 2, 3, 1)),
+        "only.npz": _save(tmp_path / "only.npz", anything=many),
+    }
+    np.savez_compressed(tmp_path / "packed.npz", images=many)
+    np.save(tmp_path / "d.npy", many)
+    files |= {"packed.npz": tmp_path / "packed.npz", "d.npy": tmp_path / "d.npy"}
+    for name, path in files.items():
+        assert dataset_size("npz", path=path) == len(load_dataset("npz", path=path)) == 1234, name
+    assert dataset_size("npz", path=tmp_path / "d.npy", limit=10) == 10
+
+
+def test_dataset_size_is_unknown_when_the_file_is_not_here_or_broken(tmp_path: Path):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 definitely not a zip")
+    ambiguous = _save(tmp_path / "a.npz", first=NCHW_RGB, second=NCHW_RGB)
+    for path in (tmp_path / "missing.npz", tmp_path / "broken.npz", ambiguous):
+        assert dataset_size("npz", path=path) is None  # the loader says what is wrong
+    with pytest.raises(ConfigError, match="needs a path"):
+        dataset_size("npz")
+    with pytest.raises(ConfigError, match="only a 'train' split"):
+        dataset_size("npz", path=tmp_path / "missing.npz", split="test")

@@ -191,6 +191,16 @@ def test_checkpoint_callback_cadence(mnist_small: ImageDataset) -> None:
     assert steps == [7, 14]
 
 
+def test_checkpoints_at_every_evaluation_by_default(mnist_small: ImageDataset) -> None:
+    # train.checkpoint_every unset: a killed trial resumes where it was last scored.
+    steps: list[int] = []
+    t = Trainer(tiny_config(), data=mnist_small)  # eval.every = 10, 20 steps
+    t.run(on_checkpoint=steps.append)
+    assert steps == [10, 20]
+    assert replace(tiny_config(), eval=EvalConfig(every=0)).checkpoint_interval == 2  # steps // 10
+    assert tiny_config(checkpoint_every=0).checkpoint_interval == 0  # never
+
+
 def test_batch_larger_than_dataset(mnist_dir: Path) -> None:
     data = load_dataset("mnist", data_dir=mnist_dir, limit=10)
     with pytest.raises(ConfigError, match="batch_size = 16 is larger than the dataset"):
