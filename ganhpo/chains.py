@@ -3,7 +3,9 @@
 A trial whose worker was lost or stopped is failed and retried as a new trial with the same
 parameters, seed, checkpoint and FID curve (Optuna's ``retry_history`` system attribute links a
 retry to the trials before it). The chain is one trial of the study's budget; its failed links
-are *hand-overs*. This module reads that bookkeeping; ``ganhpo.worker`` writes it.
+are *hand-overs*. The compute a study spent is the sum of the training steps its trials
+reserved (``steps_reserved``), each link of a chain counting what it trained. This module reads
+that bookkeeping; ``ganhpo.worker`` writes it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "chain_links",
     "counted_trials",
     "retry_history",
+    "steps_spent",
 ]
 
 # A system attribute set on a trial, while it still runs, before it is failed for a hand-over:
@@ -48,3 +51,9 @@ def counted_trials(trials: Sequence[FrozenTrial]) -> int:
     """Trials that count against the budget: started ones, a handed-over chain counted once."""
     handed_over = {n for t in trials for n in retry_history(t)}
     return sum(1 for t in trials if t.state in STARTED_STATES and t.number not in handed_over)
+
+
+def steps_spent(trials: Sequence[FrozenTrial]) -> int:
+    """Training steps reserved by all trials: the compute budget spent (a retry counts only the
+    steps it trains itself; what a lost worker reserved stays spent)."""
+    return sum(int(t.user_attrs.get("steps_reserved", 0)) for t in trials)

@@ -227,6 +227,8 @@ class StudySpec:
     direction: str = "minimize"
     seed: int = 0
     max_trials: int | None = None  # the total budget shared by all workers
+    # The compute budget shared by all workers: training steps (G updates) over all trials.
+    max_steps: int | None = None
     baselines: tuple[tuple[tuple[str, Any], ...], ...] = ()  # configurations enqueued first
     description: str = ""
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
@@ -247,7 +249,7 @@ CONDITIONS: dict[str, tuple[str, Any]] = {
 }
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
 _STUDY_KEYS = (
-    "name", "objective", "direction", "seed", "max_trials", "description",
+    "name", "objective", "direction", "seed", "max_trials", "max_steps", "description",
     "heartbeat_interval", "grace_period", "max_retry",
 )  # fmt: skip
 
@@ -439,6 +441,14 @@ def parse_study_spec(
             max_trials = _convert(max_trials, int, "study.max_trials")
             if max_trials < 1:
                 raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+        max_steps = study.get("max_steps")
+        if max_steps is not None:
+            max_steps = _convert(max_steps, int, "study.max_steps")
+            if max_steps < 1:
+                raise ConfigError(
+                    f"study.max_steps = {max_steps} must be at least 1 (training steps over all "
+                    "trials); drop it for no compute budget"
+                )
         fault = {}
         for key, (low, high, unit) in _FAULT_BOUNDS.items():
             if key in study:
@@ -543,6 +553,7 @@ def parse_study_spec(
             direction=direction,
             seed=seed,
             max_trials=max_trials,
+            max_steps=max_steps,
             baselines=tuple(baselines),
             description=str(study.get("description", "")),
             **fault,
@@ -582,6 +593,8 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
     }
     if spec.max_trials is not None:
         study["max_trials"] = spec.max_trials
+    if spec.max_steps is not None:
+        study["max_steps"] = spec.max_steps
     if spec.description:
         study["description"] = spec.description
     study |= {

@@ -15,7 +15,14 @@ import optuna
 from optuna.study._frozen import FrozenStudy
 
 from ganhpo import __version__
-from ganhpo.chains import HANDOVER_ATTR, STARTED_STATES, chain_links, counted_trials, retry_history
+from ganhpo.chains import (
+    HANDOVER_ATTR,
+    STARTED_STATES,
+    chain_links,
+    counted_trials,
+    retry_history,
+    steps_spent,
+)
 from ganhpo.errors import ConfigError, StorageError
 from ganhpo.registry import Registry, closest
 from ganhpo.spec import (
@@ -299,7 +306,13 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "max_trials": spec.max_trials,
         "n_trials": len(trials),
         "states": {k: v for k, v in states.items() if v},
-        "budget": {"used": counted_trials(trials), "max_trials": spec.max_trials, "states": latest},
+        "budget": {
+            "used": counted_trials(trials),
+            "max_trials": spec.max_trials,
+            "states": latest,
+            "steps": steps_spent(trials),
+            "max_steps": spec.max_steps,
+        },
         "hand_overs": len(links),
         "waiting": states["WAITING"],
         "best": best,

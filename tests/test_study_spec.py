@@ -250,6 +250,8 @@ def subset(**dataset: object) -> dict[str, object]:
         (base(study={"name": "two\nlines"}), r"contains '\\n', a control character"),
         (base(study={"name": "  "}), r"study.name must be a non-empty string .*; got '  '"),
         (base(study={"name": 3}), r"study.name must be a non-empty string .*; got 3"),
+        (base(study={"name": "t", "max_steps": 0}), r"study.max_steps = 0 must be at least 1"),
+        (base(study={"name": "t", "max_steps": 1.5}), r"study.max_steps = 1.5 must be an integer"),
     ],
 )
 def test_values_that_can_never_work_are_refused(data: dict, message: str) -> None:
@@ -291,3 +293,9 @@ def test_study_name_bound_is_optunas_column() -> None:
     assert check_study_name("mnist-dcgan", "--name") == "mnist-dcgan"
     with pytest.raises(ConfigError, match=r"--name = 'a\\udcffb' contains '\\udcff', a byte"):
         check_study_name("a\udcffb", "--name")  # an undecodable byte on a command line
+
+
+def test_a_compute_budget_round_trips_through_the_stored_spec() -> None:
+    spec = parse_study_spec(base(study={"name": "t", "max_steps": 50_000}))
+    assert spec.max_steps == 50_000 and spec.max_trials is None
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec

@@ -132,6 +132,12 @@ def show(args: argparse.Namespace) -> int:
         counts.append(f"waiting {info['waiting']}")  # queued, not yet counted
     used = f"{budget['used']}{of}: {'  '.join(counts)}"
     print(f"trials     {used}" if counts else "trials     none yet")
+    if budget["max_steps"] is not None:
+        left = budget["max_steps"] - budget["steps"]
+        print(
+            f"compute    {budget['steps']} of {budget['max_steps']} training steps spent "
+            f"({100 * budget['steps'] / budget['max_steps']:.0f} %), {left} left"
+        )
     if info["hand_overs"]:
         print(
             f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "

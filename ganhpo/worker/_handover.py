@@ -72,16 +72,10 @@ def adopt_silent_trials(study: optuna.Study) -> list[int]:
                 )
             ).scalars()
         )
-    adopted = []
     for trial_id in ids:
-        try:
-            rdb.record_heartbeat(trial_id)
-        except optuna.exceptions.StorageInternalError as e:
-            # Its own worker recorded the first beat at the same moment (a unique row per trial).
-            logger.debug("trial id %d: first heartbeat raced (%s)", trial_id, e)
-            continue
-        adopted.append(trial_id)
-    return adopted
+        # If its own worker records the first beat at the same moment, Optuna keeps one row.
+        rdb.record_heartbeat(trial_id)
+    return ids
 
 
 def mark_handover(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
@@ -156,7 +150,10 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) 
         k: v for k, v in trial.system_attrs.items() if k != HANDOVER_ATTR
     }
     system_attrs |= {"failed_trial": history[0], "retry_history": history}
-    user_attrs = {k: v for k, v in trial.user_attrs.items() if k != "status"}
+    # Its own status and compute to come; the predecessor keeps the steps it reserved.
+    user_attrs = {
+        k: v for k, v in trial.user_attrs.items() if k not in ("status", "steps_reserved")
+    }
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,

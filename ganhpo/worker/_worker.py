@@ -49,7 +49,7 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import chain_links, counted_trials, retry_history
+from ganhpo.chains import chain_links, counted_trials, retry_history, steps_spent
 from ganhpo.errors import (
     CheckpointError,
     ConfigError,
@@ -211,7 +211,10 @@ class Worker:
         self.spec = spec
         self.options = options
         self.storage = storage  # the RDB storage itself, for heartbeats and the budget lock
-        self.budget = options.max_total_trials or spec.max_trials
+        self.budget = options.max_total_trials or spec.max_trials  # trials, shared
+        self.max_steps = spec.max_steps  # training steps over all trials, shared
+        self.steps_spent = 0  # of max_steps, as last seen under the budget lock
+        self.spent = ""  # which budget is spent, once one is
         base = spec.base
         if options.device:
             base = dataclasses.replace(base, device=options.device)
@@ -312,17 +315,58 @@ class Worker:
 
         Under the budget lock: missing retries of handed-over trials are enqueued first (a
         worker may have died between failing a trial and enqueuing its retry), then the budget
-        is counted, then a trial is asked for (a waiting retry before a new sample).
+        is counted, then a trial is asked for (a waiting retry before a new sample). A waiting
+        retry is taken even when no compute is left, so that it ends instead of waiting forever.
         """
         with budget_lock(self.storage, self.study.study_name):
             trials = self.study.get_trials(deepcopy=False)
             if repair(self.study, max_retry=self.spec.max_retry, trials=trials):
                 trials = self.study.get_trials(deepcopy=False)
             if self.budget is not None and counted_trials(trials) >= self.budget:
+                self.spent = f"the study's budget of {self.budget} trials is spent"
                 return None
+            if self.max_steps is not None:
+                self.steps_spent = steps_spent(trials)
+                waiting = any(t.state == TrialState.WAITING for t in trials)
+                if self.max_steps - self.steps_spent < self._chunk(0) and not waiting:
+                    self.spent = f"the study's compute budget of {self.max_steps} steps is spent"
+                    return None
             trial = self.study.ask()
         failpoint("worker:asked")
         return trial
+
+    def _chunk(self, step: int) -> int:
+        """Steps from ``step`` to the next evaluation (or the end): the unit of the compute
+        budget that one reservation takes."""
+        every, steps = self.base.eval.every, self.base.train.steps
+        until = min(steps, (step // every + 1) * every) if every else steps
+        return until - step
+
+    def _reserve(self, trial: optuna.Trial, step: int) -> int:
+        """Reserve the trial's steps from ``step`` to its next evaluation out of the study's
+        compute budget; returns the step it may train to (``step`` itself when none is left).
+
+        Under the budget lock, so that all workers together never reserve more than
+        ``study.max_steps``.
+        """
+        until = step + self._chunk(step)
+        if self.max_steps is None or step >= self.base.train.steps:
+            return max(until, step)
+        max_steps = self.max_steps
+
+        def reserve() -> int:
+            with budget_lock(self.storage, self.study.study_name):
+                trials = self.study.get_trials(deepcopy=False)
+                spent = steps_spent(trials)
+                if spent + (until - step) > max_steps:
+                    self.steps_spent = spent
+                    return step
+                mine = int(trials[trial.number].user_attrs.get("steps_reserved", 0))
+                trial.set_user_attr("steps_reserved", mine + until - step)
+                self.steps_spent = spent + until - step
+                return until
+
+        return self._db(reserve)
 
     def _running(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
@@ -357,7 +401,7 @@ class Worker:
             if trial is None:
                 running = self._db(self._running)
                 if not running:
-                    summary.stop_reason = f"the study's budget of {self.budget} trials is spent"
+                    summary.stop_reason = self.spent
                     break
                 # Stay until the running trials end: if their worker dies, one is taken over.
                 if not waiting_logged:
@@ -524,11 +568,17 @@ class Worker:
             def on_eval(record: EvalRecord) -> None:
                 value = record.fid if objective == "fid" else record.kid
                 self._db(trial.report, value, record.step)
+                spent = (
+                    f"  budget {self.steps_spent}/{self.max_steps} steps"
+                    if self.max_steps is not None
+                    else ""
+                )
                 logger.info(
-                    "trial %d  %s%s",
+                    "trial %d  %s%s%s",
                     trial.number,
                     progress.line(record),
                     f"  (best so far {best:.3f})" if best is not None else "",
+                    spent,
                 )
                 if record.grid is not None:
                     name = "grid_final.png" if record.final else f"grid_step_{record.step:07d}.png"
@@ -539,12 +589,33 @@ class Worker:
                     pruned_at.append(record.step)
 
             self._resume(trial, trainer)
+            # The compute budget is reserved an evaluation interval at a time.
+            allowed = [self._reserve(trial, trainer.step)]
+            if allowed[0] <= trainer.step < config.train.steps:
+                reason = f"not run from step {trainer.step}: the study's compute budget is spent"
+                return self._finish(
+                    trial, TrialState.PRUNED, reason, started, None, step=trainer.step
+                )
+            budget_stop: list[int] = []
+
+            def out_of_budget() -> bool:
+                if trainer.step < allowed[0] or trainer.step >= config.train.steps:
+                    return False
+                allowed[0] = self._reserve(trial, trainer.step)
+                if allowed[0] > trainer.step:
+                    return False
+                budget_stop.append(trainer.step)
+                return True
+
             progress = Progress(config.train.steps, trainer.step)
             logger.info("trial %d started: %s", trial.number, _short(trial.params))
             result = trainer.run(
                 on_eval=on_eval,
                 should_stop=lambda: (
-                    bool(pruned_at) or self.stop_requested is not None or heartbeat.lost.is_set()
+                    bool(pruned_at)
+                    or self.stop_requested is not None
+                    or heartbeat.lost.is_set()
+                    or out_of_budget()
                 ),
                 on_checkpoint=lambda step: self._save_checkpoint(trial, trainer),
             )
@@ -565,6 +636,9 @@ class Worker:
             raise _TakenOver("the trial is no longer running")
         if pruned_at:
             reason = f"pruned at step {pruned_at[0]}"
+            return self._finish(trial, TrialState.PRUNED, reason, started, result)
+        if budget_stop:
+            reason = f"stopped at step {budget_stop[0]}: the study's compute budget is spent"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
             return self._hand_back(trial, trainer, result, started)
