@@ -101,8 +101,20 @@ def test_postgres_restart_mid_study(private_postgres, tmp_path: Path, env: dict[
     workers = [start_worker(url, tmp_path, env, f"w{i}") for i in range(2)]
     wait_for(lambda: checkpoint_of(url, 0) or checkpoint_of(url, 1), 300, "a checkpoint")
     private_postgres.stop()
-    time.sleep(3)  # both workers hit the dead server (reports, heartbeats, checkpoints)
-    private_postgres.start()
+    try:
+        # Down until a worker needs it (a report, a checkpoint) and retries; a fixed few seconds
+        # could fall between two of its database calls.
+        wait_for(
+            lambda: any(
+                "database unavailable; retrying" in (tmp_path / f"w{i}.log").read_text()
+                for i in range(2)
+            ),
+            120,
+            "a worker to find the database down",
+        )
+        time.sleep(2)
+    finally:
+        private_postgres.start()
     for i, w in enumerate(workers):
         assert finish(w) == 0, (tmp_path / f"w{i}.log").read_text()
     logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
