@@ -904,7 +904,8 @@ def _index_html(info: IndexInfo, pages: Sequence[tuple[str, str]]) -> str:
     params = sorted({k for r in info.best for k in r.params})
     # FID and KID are always shown; another objective gets a column of its own.
     own = info.objective not in ("fid", "kid")
-    columns = ["trial", *([info.objective] if own else []), "FID", "KID", *params]
+    # KID as stored: the MMD² itself, not ×10³ as papers print it.
+    columns = ["trial", *([info.objective] if own else []), "FID", "KID (unscaled)", *params]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in [*columns, "status", "sample grid"])
     body_rows = []
     for r in info.best:

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     elif len(runs) == 1:
         r = runs[0]
-        kid = "" if r["kid"] is None else f"  KID {r['kid']:.5f} ± {r['kid_std']:.5f}"
+        kid = "" if r["kid"] is None else f"  KID {r['kid']:.4g} ± {r['kid_std']:.2g} (unscaled)"
         print(f"FID {r['fid']:.4f}{kid}  (step {r['step']})")
     else:
         for r in runs:

@@ -17,15 +17,17 @@ from ganhpo.data import ImageDataset
 from ganhpo.metrics._cache import RealStats, real_statistics
 from ganhpo.metrics._features import FeatureExtractor, get_extractor, iter_features
 from ganhpo.metrics._fid import frechet_distance
-from ganhpo.metrics._kid import kid
+from ganhpo.metrics._kid import SUBSET_SIZE, kid
 from ganhpo.metrics._stats import RunningStats
 
 __all__ = ["EvalResult", "Evaluator", "fixed_latents"]
 
 logger = logging.getLogger(__name__)
 
-KID_SUBSET_SIZE = 1000  # the usual KID subset size (Bińkowski et al.), capped at num_samples
-KID_SUBSETS = 100  # subsets KID averages over; each costs three [1000, 1000] kernel matrices
+# Rows per KID subset (Bińkowski et al.); kid() caps it at half of each set, so that 1000
+# samples give subsets of 500 that differ from one another rather than 100 copies of the set.
+KID_SUBSET_SIZE = SUBSET_SIZE
+KID_SUBSETS = 100  # subsets KID averages over; each costs three [m, m] kernel matrices, m <= 1000
 
 
 def fixed_latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
@@ -61,10 +63,11 @@ class Evaluator:
     """Scores generators against one real dataset, on fixed latents, with one feature extractor.
 
     Real statistics come from :func:`real_statistics` (cached on disk, shared by workers) for
-    the same number of images as the fake sample, since FID depends on the sample size. The
+    the same number of images as the fake sample, since FID depends on the sample size; those
+    images are a random sample of the real split drawn from ``seed``, as the latents are. The
     extractor is built by name with :func:`get_extractor` (for "classifier" on a non-MNIST
     dataset that may train one first). KID averages over ``kid_subsets`` random subsets of
-    min(1000, n) samples, drawn from ``seed`` as the latents are.
+    min(1000, n // 2) samples of each side, drawn from ``seed`` as the latents are.
     """
 
     def __init__(
@@ -90,10 +93,14 @@ class Evaluator:
         self._real_stats: dict[int, RealStats] = {}
 
     def real_stats(self, num_samples: int) -> RealStats:
-        """Statistics of the first ``num_samples`` real images (or all, if fewer)."""
+        """Statistics of ``num_samples`` real images (or all, if fewer), sampled from ``seed``."""
         if num_samples not in self._real_stats:
             self._real_stats[num_samples] = real_statistics(
-                self.real, self.extractor, num_samples=num_samples, cache_dir=self.cache_dir
+                self.real,
+                self.extractor,
+                num_samples=num_samples,
+                seed=self.seed,
+                cache_dir=self.cache_dir,
             )
         return self._real_stats[num_samples]
 
@@ -154,12 +161,11 @@ class Evaluator:
         kid_mean = kid_std = math.nan
         if with_kid:
             fake = torch.cat(chunks).numpy()
-            subset = min(KID_SUBSET_SIZE, fake.shape[0], real.num_samples)
-            kid_mean, kid_std = kid(
+            kid_mean, kid_std = kid(  # subsets of min(1000, half of each set)
                 fake,
                 real.features,
                 num_subsets=self.kid_subsets,
-                subset_size=subset,
+                subset_size=KID_SUBSET_SIZE,
                 seed=self.seed,
             )
         if real.num_samples < num_samples:

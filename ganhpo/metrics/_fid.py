@@ -7,6 +7,14 @@ pytorch-fid computes the last term with ``scipy.linalg.sqrtm`` of the non-symmet
 up). Only the trace is needed, and Σ₁Σ₂ is similar to the symmetric positive semi-definite
 matrix Lᵀ Σ₂ L where Σ₁ = L Lᵀ, so tr √(Σ₁Σ₂) is the sum of the square roots of that matrix's
 eigenvalues: one Cholesky factorisation and one symmetric eigenvalue solve, all real.
+
+Features that are constant on one side (dead ReLU units: 55 of the shipped MNIST classifier's 128
+are always 0) make that side's covariance singular, which would force the slower route for
+singular covariances and leave round-off eigenvalues near zero. A dimension without variance in
+Σ₁ (or Σ₂) has a zero row and column there (the matrix is positive semi-definite), so it drops
+out of tr √(Σ₁Σ₂) exactly; it still counts in ‖μ₁ − μ₂‖² and in the other trace. Eigenvalues
+that are zero in exact arithmetic come out as round-off of either sign; both signs count as zero,
+so their square roots (√1e-14 = 1e-7 each) do not bias the trace upwards.
 """
 
 from __future__ import annotations
@@ -53,15 +61,28 @@ def trace_sqrt_product(sigma1: ArrayLike, sigma2: ArrayLike) -> float:
     s2 = np.asarray(sigma2, dtype=np.float64)
     if s1.ndim != 2 or s1.shape[0] != s1.shape[1] or s1.shape != s2.shape:
         raise ValueError(f"covariances must be square and of one shape, got {s1.shape}, {s2.shape}")
+    # A zero variance on either side means a zero row and column of a PSD matrix: that
+    # dimension adds nothing to tr √(Σ₁Σ₂), and dropping it is exact. A constant feature other
+    # than 0 gets a variance of round-off size (E[x²] − E[x]²), which counts as zero too.
+    d1, d2 = np.diagonal(s1), np.diagonal(s2)
+    varies = (d1 > _round_off_floor(d1)) & (d2 > _round_off_floor(d2))
+    if not varies.all():
+        keep = np.flatnonzero(varies)
+        s1, s2 = s1[np.ix_(keep, keep)], s2[np.ix_(keep, keep)]
+    if s1.shape[0] == 0:
+        return 0.0
     # tr √(Σ₁Σ₂) = tr √(Σ₂Σ₁), so either factor may be the one we factorise; covariances
     # estimated from fewer samples than dimensions are singular and Cholesky refuses them.
     for a, b in ((s1, s2), (s2, s1)):
         factor = _cholesky(a)
         if factor is not None:
             return _sum_sqrt_eigenvalues(_lower_congruence(factor, b))
-    logger.debug("both covariances are singular; using the symmetric square root of sigma1")
-    root = _psd_sqrt(s1)
-    return _sum_sqrt_eigenvalues(root @ s2 @ root)
+    logger.debug("both covariances are singular; using the square root of sigma1 on its range")
+    # Σ₁ = V Λ Vᵀ on its numerical range (V: [d, r]); tr √(Σ₁Σ₂) = tr √(Λ½ Vᵀ Σ₂ V Λ½).
+    eigenvalues, eigenvectors = np.linalg.eigh(s1)
+    on_range = eigenvalues > _round_off_floor(eigenvalues)
+    scaled = eigenvectors[:, on_range] * np.sqrt(eigenvalues[on_range])
+    return _sum_sqrt_eigenvalues(scaled.T @ s2 @ scaled)
 
 
 def _check_gaussian(mu: ArrayLike, sigma: ArrayLike, which: str) -> tuple[NDArray, NDArray]:
@@ -108,18 +129,25 @@ def _cholesky(a: NDArray) -> NDArray | None:
         return None
 
 
-def _psd_sqrt(a: NDArray) -> NDArray:
-    """The symmetric square root of a positive semi-definite matrix (negative round-off → 0)."""
-    eigenvalues, eigenvectors = np.linalg.eigh(a)
-    roots = np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return (eigenvectors * roots) @ eigenvectors.T
+def _round_off_floor(eigenvalues: NDArray) -> float:
+    """The size below which an eigenvalue of a symmetric matrix cannot be told from zero.
+
+    A symmetric eigenvalue solver is accurate to about n·eps·‖A‖ in absolute terms (the rule
+    ``numpy.linalg.matrix_rank`` uses), whatever the size of the eigenvalue itself.
+    """
+    if eigenvalues.size == 0:
+        return 0.0
+    largest = float(np.abs(eigenvalues).max())
+    return largest * eigenvalues.size * float(np.finfo(np.float64).eps)
 
 
 def _sum_sqrt_eigenvalues(a: NDArray) -> float:
     """Σ √λᵢ over the eigenvalues of a symmetric PSD matrix given by its lower triangle.
 
-    Round-off makes eigenvalues that are zero in exact arithmetic slightly negative; they
-    count as zero.
+    Eigenvalues within round-off of zero count as zero, whatever their sign: a singular
+    matrix's zero eigenvalues come out as ±n·eps·‖A‖, and the square roots of the positive
+    ones would add a bias of about √(n·eps·‖A‖) each.
     """
     eigenvalues = np.linalg.eigvalsh(a, UPLO="L")
-    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+    kept = eigenvalues[eigenvalues > _round_off_floor(eigenvalues)]
+    return float(np.sqrt(kept).sum())

@@ -74,7 +74,10 @@ class EvalRecord:
         eta = (
             f"  ETA {_duration(eta_seconds)}" if eta_seconds is not None and not self.final else ""
         )
-        kid = "" if math.isnan(self.kid) else f"  KID {self.kid:.4f}"
+        # KID is printed as computed (MMD², not ×10³ as papers print it); README, "KID's scale".
+        kid = (
+            "" if math.isnan(self.kid) else f"  KID {self.kid:.4g} ± {self.kid_std:.2g} (unscaled)"
+        )
         return (
             f"step {self.step}/{total_steps}  FID {self.fid:.3f}{kid}  "
             f"D {self.d_loss:.3f}  G {self.g_loss:.3f}  {self.images_per_sec:.0f} img/s  "

@@ -21,6 +21,7 @@ from ganhpo.metrics import (
     get_extractor,
     load_classifier,
 )
+from ganhpo.metrics._features import split_holdout
 
 WEIGHTS = SHIPPED_WEIGHTS_DIR / "mnist_classifier.pt"
 RECORD = SHIPPED_WEIGHTS_DIR / "mnist_classifier.json"
@@ -85,16 +86,24 @@ def test_shipped_mnist_subset_uses_the_shipped_classifier(tmp_path):
     assert not (tmp_path / "classifiers").exists()
 
 
+def _sorted_by_label(name: str, dataset: ImageDataset, n: int) -> ImageDataset:
+    """The first ``n`` images of ``dataset`` sorted by label, as a ``.npz`` export often is."""
+    assert dataset.labels is not None
+    order = torch.argsort(dataset.labels[:n], stable=True)
+    return ImageDataset.from_images(name, dataset.images[order], labels=dataset.labels[order])
+
+
 def test_classifier_trains_once_on_other_labelled_data_and_is_cached(mnist_train, tmp_path):
-    digits = ImageDataset.from_images(
-        "my-digits", mnist_train.images[:600], labels=mnist_train.labels[:600]
-    )
+    digits = _sorted_by_label("my-digits", mnist_train, 600)
     extractor = get_extractor("classifier", dataset=digits, cache_dir=tmp_path)
     cached = list((tmp_path / "classifiers").glob("*.pt"))
     assert len(cached) == 1 and digits.digest[:20] in cached[0].name
     assert extractor.digest == hashlib.sha256(cached[0].read_bytes()).hexdigest()
     info = json.loads(cached[0].with_suffix(".json").read_text())
-    assert info["holdout_accuracy"] > 0.3  # 540 images, 15 steps: weak, but above chance
+    # 540 class-sorted images, at least 100 steps. A hold-out of the last images held only 9s
+    # the classifier never saw (accuracy 0.0).
+    assert info["holdout_accuracy"] >= info["min_holdout_accuracy"] >= 0.8
+    assert 50 <= info["holdout_images"] <= 60 and info["seed"] == 0  # 10 % of each class
     mtime = cached[0].stat().st_mtime_ns
     again = get_extractor("classifier", dataset=digits, cache_dir=tmp_path)
     assert again.digest == extractor.digest and cached[0].stat().st_mtime_ns == mtime
@@ -105,6 +114,55 @@ def test_classifier_needs_labels_for_other_datasets(mnist_train, tmp_path):
     unlabelled = ImageDataset.from_images("faces", mnist_train.images[:50])
     with pytest.raises(ExtractorError, match=r"needs labels.*'inception'"):
         get_extractor("classifier", dataset=unlabelled, cache_dir=tmp_path)
+
+
+def test_holdout_is_a_seeded_split_stratified_by_class(mnist_train):
+    digits = _sorted_by_label("my-digits", mnist_train, 2000)
+    assert digits.labels is not None
+    train, holdout = split_holdout(digits, seed=0)
+    assert train.labels is not None and holdout.labels is not None
+    assert len(train) + len(holdout) == 2000 and len(holdout) == pytest.approx(200, abs=10)
+    per_class = torch.bincount(digits.labels, minlength=10)
+    held = torch.bincount(holdout.labels, minlength=10)
+    assert bool((held >= 1).all()), held.tolist()  # every class is measured ...
+    assert bool((held == (per_class.double() * 0.1).floor().long()).all())  # ... in its share
+    assert bool((torch.bincount(train.labels, minlength=10) == per_class - held).all())
+    # No image in both parts: together they are the dataset (the labels agree too).
+    together = torch.cat([train.images, holdout.images]).flatten(1)
+    assert len(torch.unique(together, dim=0)) == len(torch.unique(digits.images.flatten(1), dim=0))
+    again, _ = split_holdout(digits, seed=0)
+    other, _ = split_holdout(digits, seed=1)
+    assert torch.equal(again.images, train.images) and not torch.equal(other.images, train.images)
+
+
+def test_one_class_is_refused_before_training(mnist_train, tmp_path):
+    assert mnist_train.labels is not None
+    ones = mnist_train.images[mnist_train.labels == 1]
+    only_ones = ImageDataset.from_images("ones", ones, labels=torch.ones(len(ones)))
+    with pytest.raises(ExtractorError, match=r"one class.*'inception'") as caught:
+        get_extractor("classifier", dataset=only_ones, cache_dir=tmp_path)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "classifiers").exists()
+
+
+def test_one_image_per_class_is_refused_before_training(mnist_train, tmp_path):
+    assert mnist_train.labels is not None
+    first_of_each = torch.stack([torch.nonzero(mnist_train.labels == c)[0, 0] for c in range(10)])
+    tiny = ImageDataset.from_images(
+        "tiny", mnist_train.images[first_of_each], labels=torch.arange(10)
+    )
+    with pytest.raises(ExtractorError, match=r"only 1 image.*at least 10 per class.*'inception'"):
+        get_extractor("classifier", dataset=tiny, cache_dir=tmp_path)
+    assert not (tmp_path / "classifiers").exists()
+
+
+def test_classifier_below_the_accuracy_threshold_is_refused_and_not_cached(mnist_train, tmp_path):
+    """Labels unrelated to the images: no classifier beats chance, so its features mean nothing."""
+    coin = torch.randint(0, 2, (200,), generator=torch.Generator().manual_seed(0))
+    noise = ImageDataset.from_images("coin-flips", mnist_train.images[:200], labels=coin)
+    with pytest.raises(ExtractorError, match=r"labels only \d+\.\d% .*needs 80%.*'inception'"):
+        get_extractor("classifier", dataset=noise, cache_dir=tmp_path)
+    assert list((tmp_path / "classifiers").glob("*.pt")) == []
 
 
 def test_unknown_extractor_lists_the_valid_names():
