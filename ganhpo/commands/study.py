@@ -83,6 +83,11 @@ def create(args: argparse.Namespace) -> int:
     from ganhpo.study import create_study
 
     spec = load_study_spec(args.spec)  # every error surfaces before the database is touched
+    # An extractor that cannot work for this dataset would fail every trial on the workers.
+    from ganhpo.metrics import check_extractor
+
+    ds = spec.base.dataset
+    check_extractor(spec.base.eval.extractor, dataset=ds.name, path=ds.path)
     if args.name is not None:
         spec = dataclasses.replace(spec, name=check_study_name(args.name, "--name"))
     from ganhpo.artifacts import resolve_artifacts

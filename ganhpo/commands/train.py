@@ -106,6 +106,9 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path | None) -> 
     if args.resume:
         trainer.load(args.resume)
         logger.info("resumed from %s at step %d", args.resume, trainer.step)
+    # The extractor and the real statistics first: one that cannot work fails now, not after
+    # the training up to the first evaluation (with nothing written to --out).
+    trainer.prepare_evaluation()
     logger.info(
         "training seed %d for %d steps on %s (%s, %d images)",
         cfg.seed,

@@ -8,10 +8,13 @@ with one extractor are never compared with features of another.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import logging
 import os
+import traceback
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,6 +24,7 @@ from torch import nn
 
 from ganhpo._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.data import ImageDataset, to_unit_range
+from ganhpo.data._npz import IMAGE_KEYS, LABEL_KEYS
 from ganhpo.errors import ExtractorError
 from ganhpo.metrics._classifier import (
     FEATURE_DIM,
@@ -39,6 +43,7 @@ __all__ = [
     "ClassifierExtractor",
     "FeatureExtractor",
     "InceptionExtractor",
+    "check_extractor",
     "extract_features",
     "get_extractor",
     "iter_features",
@@ -243,6 +248,143 @@ def extract_features(
 
 # Datasets whose images are MNIST digits: they share the shipped classifier's feature space.
 MNIST_NAMES = frozenset({"mnist", "mnist-subset"})
+# Registered datasets whose loaders always return labels; "image-folder" never does (neither
+# file nor folder names are read as classes); an "npz" file has them when it stores an array
+# named in LABEL_KEYS.
+_LABELLED_DATASETS = MNIST_NAMES | {"fashion-mnist"}
+_INSTALL_INCEPTION = "pip install 'ganhpo[inception]'"
+
+
+class _InceptionUnavailable(Exception):
+    """pytorch-fid's Inception cannot be imported here.
+
+    ``problem`` says why, ``fix`` what to do (a clause), ``hint`` the same as a parenthesis
+    after "use extractor 'inception'".
+    """
+
+    def __init__(self, problem: str, fix: str, hint: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
+        self.fix = fix
+        self.hint = hint
+
+
+def _one_line(error: BaseException) -> str:
+    """The first line of an exception's message (the traceback stays in the chained cause)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _raised_in(error: BaseException, package: str) -> bool:
+    """Whether ``error`` was raised from inside the files of ``package``."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return any(package in Path(frame.filename).parts for frame in frames)
+
+
+def _import_pytorch_fid() -> Any:
+    """pytorch-fid's ``inception`` module, imported on first use (it pulls in torchvision,
+    heavy and optional). Raises _InceptionUnavailable saying what to install."""
+    try:
+        return importlib.import_module("pytorch_fid.inception")
+    except Exception as e:  # any failure of an import is the environment's, fixed by installing
+        missing = e.name if isinstance(e, ModuleNotFoundError) else None
+        if missing is not None and missing.split(".")[0] in ("pytorch_fid", "torchvision"):
+            package = "pytorch-fid" if missing.startswith("pytorch_fid") else "torchvision"
+            raise _InceptionUnavailable(
+                f"{package} is not installed", f"run: {_INSTALL_INCEPTION}", _INSTALL_INCEPTION
+            ) from e
+        if _raised_in(e, "torchvision") or "torchvision" in str(e):
+            # Typically the CUDA torchvision next to a CPU torch (or another torch release):
+            # "operator torchvision::nms does not exist" or an undefined symbol.
+            raise _InceptionUnavailable(
+                f"torchvision does not match torch {torch.__version__} ({_one_line(e)})",
+                "install the torchvision built for this torch",
+                f"after installing the torchvision built for torch {torch.__version__}",
+            ) from e
+        raise _InceptionUnavailable(
+            f"importing pytorch-fid failed ({type(e).__name__}: {_one_line(e)})",
+            "reinstall it: pip install --force-reinstall pytorch-fid",
+            "after: pip install --force-reinstall pytorch-fid",
+        ) from e
+
+
+def _inception_advice() -> str:
+    """The advice to use extractor 'inception', with what to install first on this machine."""
+    try:
+        _import_pytorch_fid()
+    except _InceptionUnavailable as e:
+        return f"use extractor 'inception' ({e.hint})"
+    return "use extractor 'inception'"
+
+
+def _no_labels_advice(dataset: str) -> str:
+    """What to do when the classifier extractor finds no labels in ``dataset``."""
+    advice = _inception_advice()
+    if dataset == "npz":
+        advice += ", or store one integer class label per image in the .npz as array 'labels'"
+    return advice
+
+
+def _inception_refusal(error: _InceptionUnavailable, *, classifier_works: bool) -> str:
+    """The one line saying why the inception extractor cannot be built and what works instead."""
+    other = ", or use extractor 'classifier'" if classifier_works else ""
+    return (
+        f"the 'inception' feature extractor cannot be used here: {error.problem}; "
+        f"{error.fix}{other}"
+    )
+
+
+def _npz_has_labels(path: Path) -> bool | None:
+    """Whether the .npz at ``path`` stores labels next to its images, from the archive's list of
+    arrays (nothing is loaded); None when the file is not here or not an .npz/.npy file."""
+    try:
+        if not path.is_file():
+            return None
+        if not zipfile.is_zipfile(path):  # a .npy file holds one array: the images
+            with path.open("rb") as file:
+                return False if file.read(6) == b"\x93NUMPY" else None
+        with zipfile.ZipFile(path) as archive:
+            keys = [name.removesuffix(".npy") for name in archive.namelist()]
+    except (OSError, zipfile.BadZipFile):
+        return None
+    images = next((k for k in IMAGE_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
+    return any(k in keys and k != images for k in LABEL_KEYS)
+
+
+def _has_labels(dataset: str, path: str | Path | None) -> bool | None:
+    """Whether ``load_dataset(dataset, path=path)`` returns labels, told without loading it;
+    None when that cannot be told here."""
+    if dataset in _LABELLED_DATASETS:
+        return True
+    if dataset == "image-folder":
+        return False
+    if dataset == "npz" and path is not None:
+        return _npz_has_labels(Path(path).expanduser())
+    return None
+
+
+def check_extractor(name: str, *, dataset: str, path: str | Path | None = None) -> None:
+    """Refuse, before any training, a feature extractor that can never work for ``dataset``.
+
+    Checks what is knowable without loading the data: ``name`` is registered; "inception"
+    imports (pytorch-fid, and a torchvision that matches torch); "classifier" on a dataset other
+    than MNIST has labels to train on ("image-folder" has none; an "npz" file at ``path`` has
+    them when it stores a labels array). A file not on this machine passes: the workers may
+    have it. Raises UnknownNameError, or ExtractorError naming what works for this dataset.
+    """
+    EXTRACTORS.get(name)
+    labelled = _has_labels(dataset, path)
+    if name == "inception":
+        try:
+            _import_pytorch_fid()
+        except _InceptionUnavailable as e:
+            refusal = _inception_refusal(e, classifier_works=labelled is True)
+            raise ExtractorError(refusal) from e.__cause__
+    elif name == "classifier" and labelled is False:
+        raise ExtractorError(
+            f"the classifier extractor needs labels to train on, and dataset {dataset!r}"
+            f"{'' if path is None else f' ({path})'} has none; {_no_labels_advice(dataset)}"
+        )
 
 
 @EXTRACTORS.register("classifier")
@@ -266,7 +408,7 @@ def _trained_classifier(
     if dataset.labels is None:
         raise ExtractorError(
             f"the classifier extractor needs labels to train on, and dataset {dataset.name!r} "
-            "has none; use extractor 'inception' (pip install 'ganhpo[inception]')"
+            f"has none; {_no_labels_advice(dataset.name)}"
         )
     root = resolve_cache_dir(cache_dir) / "classifiers"
     name = f"{safe_name(dataset.name)}-{dataset.digest[:20]}-{_CLASSIFIER_FORMAT}"
@@ -296,8 +438,7 @@ def _trained_classifier(
         raise ExtractorError(
             f"a classifier trained on dataset {dataset.name!r} labels only {accuracy:.1%} of "
             f"{len(holdout)} held-out images correctly (needs {_MIN_HOLDOUT_ACCURACY:.0%}), so "
-            "its features cannot measure FID; use extractor 'inception' "
-            "(pip install 'ganhpo[inception]'), which suits RGB photos"
+            f"its features cannot measure FID; {_inception_advice()}, which suits RGB photos"
         )
     logger.info("classifier hold-out accuracy on %s: %.4f", dataset.name, accuracy)
     # First writer wins: workers that trained concurrently all end up with the same weights.
@@ -330,21 +471,21 @@ def split_holdout(dataset: ImageDataset, *, seed: int) -> tuple[ImageDataset, Im
     if labels is None:
         raise ExtractorError(
             f"dataset {dataset.name!r} has no labels to train a classifier on; "
-            "use extractor 'inception'"
+            f"{_no_labels_advice(dataset.name)}"
         )
     classes, counts = torch.unique(labels, return_counts=True)
     if len(classes) < 2:
         raise ExtractorError(
             f"dataset {dataset.name!r} has one class ({len(dataset)} images labelled "
             f"{int(classes[0]) if len(classes) else '-'}); a classifier needs at least two to "
-            "learn features that tell images apart; use extractor 'inception'"
+            f"learn features that tell images apart; {_inception_advice()}"
         )
     smallest = int(counts.argmin())
     if int(counts[smallest]) < _MIN_IMAGES_PER_CLASS:
         raise ExtractorError(
             f"class {int(classes[smallest])} of dataset {dataset.name!r} has only "
             f"{int(counts[smallest])} image(s); training a classifier needs at least "
-            f"{_MIN_IMAGES_PER_CLASS} per class; use extractor 'inception'"
+            f"{_MIN_IMAGES_PER_CLASS} per class; {_inception_advice()}"
         )
     fraction = min(_HOLDOUT_FRACTION, _HOLDOUT_MAX / len(dataset))
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -379,15 +520,15 @@ def _inception_extractor(
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
 ) -> InceptionExtractor:
-    del dataset, cache_dir  # the same network for every dataset; pytorch-fid caches its weights
+    del cache_dir  # the same network for every dataset; pytorch-fid caches its weights
     try:
-        # Imported here: pytorch-fid pulls in torchvision, heavy and optional.
-        from pytorch_fid import inception as fid_inception  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as e:
-        raise ExtractorError(
-            "the 'inception' feature extractor needs pytorch-fid, which is not installed "
-            f"({e}); run: pip install 'ganhpo[inception]', or use extractor 'classifier'"
-        ) from e
+        fid_inception = _import_pytorch_fid()
+    except _InceptionUnavailable as e:
+        classifier_works = (
+            dataset is None or dataset.name in MNIST_NAMES or dataset.labels is not None
+        )
+        refusal = _inception_refusal(e, classifier_works=classifier_works)
+        raise ExtractorError(refusal) from e.__cause__  # the import's own error and traceback
     weights = os.environ.get(INCEPTION_WEIGHTS_ENV)
     if weights:
         network = _inception_from_file(fid_inception, Path(weights).expanduser())
@@ -396,9 +537,9 @@ def _inception_extractor(
             network = fid_inception.InceptionV3([_POOL3_BLOCK])
         except Exception as e:  # the download has many ways to fail; all mean the same to a user
             raise ExtractorError(
-                f"cannot get pytorch-fid's Inception weights ({e}); without internet, download "
-                f"{fid_inception.FID_WEIGHTS_URL} elsewhere and set {INCEPTION_WEIGHTS_ENV} to "
-                "its path"
+                f"cannot get pytorch-fid's Inception weights ({_one_line(e)}); without internet, "
+                f"download {fid_inception.FID_WEIGHTS_URL} elsewhere and set "
+                f"{INCEPTION_WEIGHTS_ENV} to its path"
             ) from e
     digest = hashlib.sha256(f"pytorch-fid:{_INCEPTION_FILE}:pool3-2048".encode()).hexdigest()
     return InceptionExtractor(network, digest, device)
@@ -417,12 +558,23 @@ def _inception_from_file(fid_inception: Any, path: Path) -> nn.Module:
             f"{path} (from ${INCEPTION_WEIGHTS_ENV}) is not {_INCEPTION_FILE}: its sha256 does "
             f"not start with {_INCEPTION_SHA256_PREFIX}; download {fid_inception.FID_WEIGHTS_URL}"
         )
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # the hash matched, so the file is right and torch cannot read it
+        raise ExtractorError(
+            f"torch {torch.__version__} cannot read the Inception weights {path} "
+            f"({_one_line(e)}); upgrade torch or download {fid_inception.FID_WEIGHTS_URL} again"
+        ) from e
     # pytorch-fid fetches its weights through the module-level load_state_dict_from_url and
     # offers no other way in; hand it the local state_dict for the duration of the build.
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
     try:
         return fid_inception.InceptionV3([_POOL3_BLOCK])
+    except Exception as e:  # e.g. a pytorch-fid whose network no longer fits these weights
+        raise ExtractorError(
+            f"pytorch-fid cannot build its Inception from {path} ({_one_line(e)}); "
+            "reinstall it: pip install --force-reinstall pytorch-fid"
+        ) from e
     finally:
         fid_inception.load_state_dict_from_url = original

@@ -296,6 +296,17 @@ class Trainer:
             )
         return self._evaluator
 
+    def prepare_evaluation(self) -> None:
+        """Build the evaluator and the real statistics this run's evaluations will compare
+        against, so that an extractor or dataset that cannot be scored fails before any
+        training step instead of at the first evaluation."""
+        tp, ev = self.config.train, self.config.eval
+        evaluator = self.evaluator
+        next_eval = (self.step // ev.every + 1) * ev.every if ev.every else tp.steps
+        if next_eval < tp.steps:
+            evaluator.real_stats(ev.samples)
+        evaluator.real_stats(ev.final_samples)
+
     def evaluate(self, num_samples: int, *, final: bool = False) -> EvalRecord:
         """Score the generator on ``num_samples`` fixed latents; write a sample grid."""
         from ganhpo.metrics import fixed_latents
@@ -498,4 +509,5 @@ def train(
     trainer = Trainer(config, data_dir=data_dir, cache_dir=cache_dir, out_dir=out_dir)
     if resume is not None:
         trainer.load(resume)
+    trainer.prepare_evaluation()
     return trainer.run(on_eval=on_eval, should_stop=should_stop)

@@ -73,6 +73,44 @@ def test_bad_spec_is_one_line_and_writes_nothing(
     assert not (tmp_path / "ganhpo.db").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param(
+            'name = "mnist-subset"',
+            'name = "image-folder"\npath = "faces"',
+            "the classifier extractor needs labels to train on, and dataset 'image-folder' "
+            "(faces) has none; use extractor 'inception' (pip install 'ganhpo[inception]')",
+            id="classifier-without-labels",
+        ),
+        pytest.param(
+            'extractor = "classifier"',
+            'extractor = "inception"',
+            "the 'inception' feature extractor cannot be used here: pytorch-fid is not installed; "
+            "run: pip install 'ganhpo[inception]', or use extractor 'classifier'",
+            id="inception-not-installed",
+        ),
+    ],
+)
+def test_an_extractor_that_cannot_work_is_refused_at_create(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    old: str,
+    new: str,
+    message: str,
+) -> None:
+    """Every trial would fail on it; the folder need not exist here (the workers may have it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    for name in ("pytorch_fid", "pytorch_fid.inception"):  # not importable, installed or not
+        monkeypatch.setitem(sys.modules, name, None)
+    code, out, err = run(capsys, "study", "create", str(spec_with(tmp_path, old, new)))
+    assert code == 1 and out == ""
+    assert one_line_error(err) == f"ganhpo: error: {message}"
+    assert not (tmp_path / "ganhpo.db").exists()  # nothing written
+
+
 def database_tables(url: str) -> list[str]:
     """The tables in the database at ``url`` (none until a study was created there)."""
     import sqlalchemy

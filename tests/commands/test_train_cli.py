@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from ganhpo.cli import main
 
@@ -97,3 +100,32 @@ def test_bad_input_is_one_line(
     assert got == code and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ganhpo: error: ") and message in lines[0]
+
+
+def test_an_extractor_that_cannot_work_fails_before_the_first_step(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlabelled photos and the classifier extractor: refused before training, not after it."""
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(faces / f"{i:02d}.png")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        TINY.replace('name = "mnist-subset"', f'name = "image-folder"\npath = "{faces}"')
+        .replace("[model]", "resolution = 16\n[model]")
+        .replace("batch_size = 16", "batch_size = 8\ncheckpoint_every = 1")
+    )
+    for name in ("pytorch_fid", "pytorch_fid.inception"):  # not importable, installed or not
+        monkeypatch.setitem(sys.modules, name, None)
+    out_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", str(config), "--out", str(out_dir))
+    assert code == 1 and out == ""
+    assert err.strip().splitlines() == [
+        "ganhpo: error: the classifier extractor needs labels to train on, and dataset "
+        "'image-folder' has none; use extractor 'inception' (pip install 'ganhpo[inception]')"
+    ]
+    # No step was trained: the first would have written a checkpoint (checkpoint_every = 1).
+    assert not out_dir.exists() or list(out_dir.iterdir()) == []

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +20,7 @@ from ganhpo.metrics import (
     SHIPPED_WEIGHTS_DIR,
     ClassifierExtractor,
     FeatureExtractor,
+    check_extractor,
     classifier_accuracy,
     extract_features,
     get_extractor,
@@ -184,3 +189,134 @@ def test_broken_weight_file_is_an_extractor_error(tmp_path):
     broken.write_bytes(b"not a torch file")
     with pytest.raises(ExtractorError, match="delete the file"):
         ClassifierExtractor.from_file(broken)
+
+
+# --- refusals that name what works for this dataset ------------------------------------------
+
+FAKE_PACKAGES = ("pytorch_fid", "torchvision")
+
+
+@pytest.fixture
+def clean_imports() -> Iterator[None]:
+    """Forget, afterwards, whatever a test imported of pytorch-fid and torchvision."""
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if name.split(".")[0] in FAKE_PACKAGES:
+            del sys.modules[name]
+
+
+@pytest.fixture
+def no_pytorch_fid(monkeypatch: pytest.MonkeyPatch, clean_imports: None) -> None:
+    """pytorch-fid not importable, whether or not it is installed (None in sys.modules makes
+    Python's import fail with ModuleNotFoundError, as for a package that is not there)."""
+    for name in ("pytorch_fid", "pytorch_fid.inception"):  # also when imported before
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+@pytest.fixture
+def broken_torchvision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_imports: None
+) -> None:
+    """A torchvision that fails on import as the CUDA build does next to a CPU torch, and a
+    pytorch_fid whose inception module imports it (as the real one does)."""
+    root = tmp_path / "site"
+    (root / "torchvision").mkdir(parents=True)
+    (root / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    (root / "pytorch_fid").mkdir()
+    (root / "pytorch_fid" / "__init__.py").write_text("")
+    (root / "pytorch_fid" / "inception.py").write_text("import torchvision\n")
+    for name in FAKE_PACKAGES:  # the fakes, not an installed copy
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(root))
+
+
+def one_line(error: pytest.ExceptionInfo[ExtractorError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_broken_torchvision_is_one_extractor_error_with_the_fix(broken_torchvision, mnist_train):
+    with pytest.raises(ExtractorError) as caught:
+        get_extractor("inception", dataset=mnist_train)
+    message = one_line(caught)
+    assert (
+        f"torchvision does not match torch {torch.__version__} (operator torchvision::nms does "
+        "not exist); install the torchvision built for this torch" in message
+    )
+    assert message.endswith(", or use extractor 'classifier'")  # MNIST: the classifier works
+    assert isinstance(caught.value.__cause__, RuntimeError)  # the traceback is kept, chained
+
+
+def test_broken_torchvision_is_refused_before_training(broken_torchvision):
+    with pytest.raises(ExtractorError, match="install the torchvision built for this torch"):
+        check_extractor("inception", dataset="mnist-subset")
+    faces = ImageDataset.from_images("faces", torch.zeros((20, 3, 8, 8), dtype=torch.uint8))
+    with pytest.raises(ExtractorError) as caught:
+        get_extractor("classifier", dataset=faces)
+    assert one_line(caught).endswith(
+        "use extractor 'inception' (after installing the torchvision built for torch "
+        f"{torch.__version__})"
+    )
+
+
+def test_missing_inception_on_unlabelled_photos_names_only_the_install(no_pytorch_fid):
+    photos = ImageDataset.from_images("image-folder", torch.zeros((20, 3, 8, 8), dtype=torch.uint8))
+    with pytest.raises(ExtractorError) as caught:
+        get_extractor("inception", dataset=photos)
+    message = one_line(caught)
+    assert message.endswith("pytorch-fid is not installed; run: pip install 'ganhpo[inception]'")
+    assert "classifier" not in message  # it cannot work without labels
+    with pytest.raises(ExtractorError) as caught:
+        get_extractor("classifier", dataset=photos)
+    assert one_line(caught).endswith(
+        "has none; use extractor 'inception' (pip install 'ganhpo[inception]')"
+    )
+
+
+def test_missing_inception_on_labelled_data_offers_the_classifier(no_pytorch_fid, mnist_train):
+    with pytest.raises(ExtractorError, match=r"\[inception\]', or use extractor 'classifier'$"):
+        get_extractor("inception", dataset=mnist_train)
+    with pytest.raises(ExtractorError, match=r"\[inception\]', or use extractor 'classifier'$"):
+        check_extractor("inception", dataset="fashion-mnist")
+
+
+def write_npz(path: Path, *, labels: bool) -> Path:
+    images = np.zeros((40, 8, 8), dtype=np.uint8)
+    arrays = {"images": images, **({"labels": np.arange(40) % 2} if labels else {})}
+    np.savez(path, **arrays)
+    return path
+
+
+def test_check_extractor_refuses_a_classifier_without_labels(no_pytorch_fid, tmp_path):
+    # An image folder never has labels, whether or not it is on this machine.
+    with pytest.raises(ExtractorError) as caught:
+        check_extractor("classifier", dataset="image-folder", path=tmp_path / "elsewhere")
+    assert one_line(caught) == (
+        f"the classifier extractor needs labels to train on, and dataset 'image-folder' "
+        f"({tmp_path / 'elsewhere'}) has none; use extractor 'inception' "
+        "(pip install 'ganhpo[inception]')"
+    )
+    unlabelled = write_npz(tmp_path / "unlabelled.npz", labels=False)
+    with pytest.raises(ExtractorError, match=r"or store one integer class label per image"):
+        check_extractor("classifier", dataset="npz", path=unlabelled)
+    just_images = tmp_path / "images.npy"
+    np.save(just_images, np.zeros((40, 8, 8), dtype=np.uint8))
+    with pytest.raises(ExtractorError, match="has none"):
+        check_extractor("classifier", dataset="npz", path=just_images)
+
+
+def test_check_extractor_passes_what_may_work(tmp_path):
+    for dataset in ("mnist", "mnist-subset", "fashion-mnist"):
+        check_extractor("classifier", dataset=dataset)
+    check_extractor("classifier", dataset="npz", path=write_npz(tmp_path / "l.npz", labels=True))
+    # Not on this machine, or not readable here: the workers may have it (and load_dataset
+    # says what is wrong with it).
+    check_extractor("classifier", dataset="npz", path=tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not numpy")
+    check_extractor("classifier", dataset="npz", path=tmp_path / "junk.npz")
+    with pytest.raises(UnknownNameError, match="choose one of: classifier, inception"):
+        check_extractor("vgg", dataset="mnist")

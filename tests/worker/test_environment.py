@@ -72,17 +72,40 @@ def test_the_same_error_twice_in_a_row_stops_the_worker(
     check_all_finished(postgres_url, 2)
 
 
+def python_path(env: dict[str, str], first: Path) -> dict[str, str]:
+    """``env`` with ``first`` ahead of everything else on the module search path."""
+    rest = env.get("PYTHONPATH")
+    return {**env, "PYTHONPATH": f"{first}{':' + rest if rest else ''}"}
+
+
 def test_unusable_extractor_stops_the_worker_before_any_trial(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    # pytorch-fid (the inception extractor) is an optional extra the test venv does not have.
-    create_study(
-        postgres_url, tmp_path, env, {'extractor = "classifier"': 'extractor = "inception"'}
+    # study create checks that pytorch-fid imports: the study is created where it does (a
+    # stand-in whose inception module imports), the worker runs where torchvision is the
+    # build for another torch, which raises on import (as the CUDA one next to a CPU torch).
+    here, there = tmp_path / "create-site", tmp_path / "worker-site"
+    for site, inception in ((here, ""), (there, "import torchvision\n")):
+        (site / "pytorch_fid").mkdir(parents=True)
+        (site / "pytorch_fid" / "__init__.py").write_text("")
+        (site / "pytorch_fid" / "inception.py").write_text(inception)
+    (there / "torchvision").mkdir()
+    (there / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
     )
-    a = start_worker(postgres_url, tmp_path, env, "a")
+    create_study(
+        postgres_url,
+        tmp_path,
+        python_path(env, here),
+        {'extractor = "classifier"': 'extractor = "inception"'},
+    )
+    a = start_worker(postgres_url, tmp_path, python_path(env, there), "a")
     assert finish(a, timeout=120) != 0
     log = (tmp_path / "a.log").read_text()
-    assert log.strip().splitlines()[-1].startswith("ganhpo: error: "), log
+    line = log.strip().splitlines()[-1]
+    assert line.startswith("ganhpo: error: "), log
+    assert "torchvision does not match torch" in line, line
+    assert "install the torchvision built for this torch" in line, line
     assert "Traceback" not in log
     assert not started(postgres_url)  # no trial taken, none spent
 
