@@ -115,7 +115,11 @@ def test_dataset_gone_stops_the_worker_before_any_trial(
 ) -> None:
     images = tmp_path / "images.npz"
     rng = np.random.default_rng(0)
-    np.savez(images, x=rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8))
+    np.savez(
+        images,
+        x=rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8),
+        labels=np.arange(200) % 10,  # the classifier extractor needs labels (checked at create)
+    )
     create_study(
         postgres_url,
         tmp_path,
