@@ -53,6 +53,12 @@ def mnist_dir() -> Path:
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first: in two test processes (pytest-xdist) they then overlap the
+    many short tests instead of running last, side by side, while the other process idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+
 _GANHPO_LOGGER = logging.getLogger("ganhpo")
 _PRISTINE_LOGGING = (_GANHPO_LOGGER.handlers[:], _GANHPO_LOGGER.level, _GANHPO_LOGGER.propagate)
 

@@ -12,6 +12,8 @@ from procs import QUICK, finish, ganhpo, start, worker_env
 
 from ganhpo.storage import open_storage
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
+
 
 @pytest.fixture
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:

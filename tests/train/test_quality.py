@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ganhpo.data import load_dataset
 from ganhpo.train import EvalConfig, TrainConfig, Trainer, TrainParams
+
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
 
 def test_default_preset_improves_fid_by_a_large_factor(mnist_dir: Path) -> None:

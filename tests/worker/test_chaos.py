@@ -15,11 +15,14 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from faults import check_no_orphans, create_study, handed_over, load, retry_of, start_worker
 from optuna.trial import TrialState
 from procs import finish, ganhpo
 
 from ganhpo.chains import counted_trials
+
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
 BUDGET = 8
 CHAOS_SECONDS = 120

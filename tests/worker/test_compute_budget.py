@@ -11,11 +11,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from faults import checkpoint_of, create_study, load, retry_of, start_worker
 from optuna.trial import TrialState
 from procs import finish, ganhpo, wait_for
 
 from ganhpo.chains import steps_spent
+
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
 MAX_STEPS = 1040  # 13 evaluation intervals of 80 steps: about 4 trials of 240
 

@@ -100,6 +100,7 @@ def test_second_sigterm_during_the_hand_back_loses_nothing(
     check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
 
 
+@pytest.mark.slow
 def test_frozen_worker_whose_trial_was_taken_over_drops_its_copy(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
