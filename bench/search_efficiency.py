@@ -8,8 +8,8 @@ Every method searches the same space (that of ``studies/mnist-dcgan.toml`` less 
 that change the cost of a step) for a small DCGAN on the full real MNIST, under the same compute
 budget: a total number of training steps across all its trials, counting the steps pruned
 trials actually trained (the trial running when the budget runs out is stopped there). A method
-is a sampler and a pruner built by name with :func:`ganhpo.study.build_sampler` /
-:func:`ganhpo.study.build_pruner`; each trial goes through the worker's logic
+is a sampler and a pruner built by name with :func:`ganhpo.components.build_sampler` /
+:func:`ganhpo.components.build_pruner`; each trial goes through the worker's logic
 (:func:`ganhpo.study.suggest_params`, :func:`ganhpo.worker.trial_seed`, ``trial.report`` at each
 evaluation, ``trial.should_prune``, divergence = pruned) on an in-memory Optuna study driving
 :class:`ganhpo.train.Trainer`. Repetition ``r`` uses study seed ``r`` for every method, so all
@@ -176,11 +176,11 @@ def run_study(job: dict[str, Any]) -> dict[str, Any]:
     """Run one method for one repetition until its step budget is spent."""
     import optuna
 
+    from ganhpo.components import ComponentSpec, build_pruner, build_sampler
     from ganhpo.data import load_dataset
     from ganhpo.errors import DivergenceError
     from ganhpo.metrics import Evaluator
-    from ganhpo.spec import ComponentSpec
-    from ganhpo.study import build_pruner, build_sampler, suggest_params
+    from ganhpo.study import suggest_params
     from ganhpo.train import Trainer
     from ganhpo.worker import trial_seed
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ganhpo.components import ComponentSpec, validate_components
 from ganhpo.errors import ConfigError
 from ganhpo.registry import closest
 from ganhpo.train.config import TrainConfig
@@ -191,27 +192,6 @@ class Choice:
 
 
 ParamSpace = FloatRange | IntRange | Choice
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """A sampler or pruner: a registered name and its keyword arguments."""
-
-    name: str
-    args: tuple[tuple[str, Any], ...] = ()
-    wrapped: ComponentSpec | None = None  # the pruner that ``patient`` wraps
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """The arguments as a dict."""
-        return dict(self.args)
-
-    def describe(self) -> str:
-        """One line, e.g. ``median(n_startup_trials=3, n_warmup_steps=0)``."""
-        args = [f"{k}={v!r}" for k, v in self.args]
-        if self.wrapped is not None:
-            args.append(f"wrapped={self.wrapped.describe()}")
-        return f"{self.name}({', '.join(args)})"
 
 
 @dataclass(frozen=True)
@@ -414,8 +394,6 @@ def parse_study_spec(
     data: dict[str, Any], *, source: str = "spec", check_data: bool = True
 ) -> StudySpec:
     """A :class:`StudySpec` from parsed TOML; every error names the key and the fix."""
-    from ganhpo.study import validate_components
-
     try:
         valid_tables = [
             "study", "dataset", "model", "train", "eval", "device",

@@ -1,4 +1,4 @@
-"""The Optuna driver: samplers and pruners by name, the search space, study create/load.
+"""The Optuna driver: the search space, study create/load, summaries of a study's trials.
 
 A study's resolved spec is stored in the study itself (user attribute ``ganhpo:spec``), so a
 worker needs only the storage URL and the study name.
@@ -6,9 +6,7 @@ worker needs only the storage URL and the study name.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -23,12 +21,12 @@ from ganhpo.chains import (
     retry_history,
     steps_spent,
 )
-from ganhpo.errors import ConfigError, StorageError
-from ganhpo.registry import Registry, closest
+from ganhpo.components import build_pruner, build_sampler
+from ganhpo.errors import StorageError
+from ganhpo.registry import closest
 from ganhpo.spec import (
     CONDITIONS,
     Choice,
-    ComponentSpec,
     FloatRange,
     IntRange,
     StudySpec,
@@ -39,13 +37,9 @@ from ganhpo.train.config import TrainConfig
 
 __all__ = [
     "ARTIFACTS_ATTR",
-    "PRUNERS",
-    "SAMPLERS",
     "SPEC_ATTR",
     "apply_params",
     "best_config",
-    "build_pruner",
-    "build_sampler",
     "create_study",
     "list_studies",
     "load_study",
@@ -55,7 +49,6 @@ __all__ = [
     "trial_config",
     "trial_rows",
     "trial_status",
-    "validate_components",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,77 +56,6 @@ logger = logging.getLogger(__name__)
 SPEC_ATTR = "ganhpo:spec"
 ARTIFACTS_ATTR = "ganhpo:artifacts"
 VERSION_ATTR = "ganhpo:version"
-
-SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
-SAMPLERS.add("tpe", optuna.samplers.TPESampler)  # constant_liar=True by default in Optuna 5
-SAMPLERS.add("random", optuna.samplers.RandomSampler)
-SAMPLERS.add("gp", optuna.samplers.GPSampler)
-SAMPLERS.add("cmaes", optuna.samplers.CmaEsSampler)
-SAMPLERS.add("qmc", optuna.samplers.QMCSampler)
-
-PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
-PRUNERS.add("median", optuna.pruners.MedianPruner)
-PRUNERS.add("percentile", optuna.pruners.PercentilePruner)
-PRUNERS.add("successive-halving", optuna.pruners.SuccessiveHalvingPruner)
-PRUNERS.add("hyperband", optuna.pruners.HyperbandPruner)
-PRUNERS.add("patient", optuna.pruners.PatientPruner)
-PRUNERS.add("wilcoxon", optuna.pruners.WilcoxonPruner)
-PRUNERS.add("threshold", optuna.pruners.ThresholdPruner)
-PRUNERS.add("none", optuna.pruners.NopPruner)
-
-
-def _construct(kind: str, factory: Callable[..., Any], name: str, kwargs: dict[str, Any]) -> Any:
-    params = inspect.signature(factory).parameters
-    valid = [p for p in params if p not in ("self", "wrapped_pruner")]
-    for key in kwargs:
-        if key not in valid and key not in params:
-            hint = closest(key, valid)
-            raise ConfigError(
-                f"{kind} {name!r} has no argument {key!r}"
-                + (f"; did you mean {hint!r}?" if hint else "")
-                + f"; valid: {', '.join(valid)}"
-            )
-    try:
-        return factory(**kwargs)
-    except ImportError as e:
-        raise ConfigError(
-            f"{kind} {name!r} needs a package that is not installed ({e}); install it "
-            "or choose another"
-        ) from e
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{kind} {name!r}: invalid arguments ({e})") from e
-
-
-def build_sampler(spec: ComponentSpec, *, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The sampler a spec names; ``seed`` is used unless the spec sets one."""
-    factory = SAMPLERS.get(spec.name)
-    kwargs = spec.kwargs
-    if "seed" in inspect.signature(factory).parameters:
-        kwargs.setdefault("seed", seed)
-    return _construct("sampler", factory, spec.name, kwargs)  # type: ignore[no-any-return]
-
-
-def build_pruner(spec: ComponentSpec) -> optuna.pruners.BasePruner:
-    """The pruner a spec names (``patient`` wraps ``[pruner.wrapped]``)."""
-    factory = PRUNERS.get(spec.name)
-    kwargs = spec.kwargs
-    if spec.name == "patient":
-        if spec.wrapped is None:
-            raise ConfigError(
-                'pruner "patient" wraps another: add [pruner.wrapped] with name = "median" (say)'
-            )
-        kwargs["wrapped_pruner"] = build_pruner(spec.wrapped)
-    elif spec.wrapped is not None:
-        raise ConfigError(f"pruner {spec.name!r} wraps nothing; drop [pruner.wrapped]")
-    if spec.name == "patient" and "patience" not in kwargs:
-        raise ConfigError('pruner "patient" needs patience = N (evaluations without improvement)')
-    return _construct("pruner", factory, spec.name, kwargs)  # type: ignore[no-any-return]
-
-
-def validate_components(sampler: ComponentSpec, pruner: ComponentSpec, *, seed: int) -> None:
-    """Build both once so bad names and arguments fail before anything is written."""
-    build_sampler(sampler, seed=seed)
-    build_pruner(pruner)
 
 
 def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:

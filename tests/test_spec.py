@@ -123,3 +123,23 @@ def test_ganhpo_train_refuses_a_batch_larger_than_the_data_before_loading(tmp_pa
         f"(image-folder, {images}, train split: 3 images); use a batch size of at most 3"
     )
     assert done.stdout == "" and not (tmp_path / "run").exists()
+
+
+def test_the_spec_parser_imports_nothing_above_it() -> None:
+    """The one parser of user input depends on nothing that uses it: importing it (and parsing
+    a study spec with it) in a fresh interpreter loads neither the study driver nor the worker."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ganhpo.spec import load_study_spec\n"
+        f"load_study_spec({str(Path(__file__).parents[1] / 'studies' / 'quick.toml')!r})\n"
+        "print(sorted(m for m in sys.modules if m in ('ganhpo.study', 'ganhpo.worker', "
+        "'ganhpo.commands', 'ganhpo.cli')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
