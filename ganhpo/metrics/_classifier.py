@@ -2,8 +2,10 @@
 
 Inception-v3 features are meaningless on 28×28 digits and far too slow for scoring every trial
 on a CPU; a classifier trained on the data itself is the usual substitute. The network sees
-28×28 grayscale input: other sizes are resized and RGB is converted to gray by
-:func:`prepare_input`, so generators of any resolution are scored in the same feature space.
+28×28 input with the channels of the data it was trained on: other sizes are resized by
+:func:`prepare_input`, so generators of any resolution are scored in the same feature space. A
+classifier for RGB data sees all three channels (a gray copy of colour images must not look
+like them); one for gray data sees luma.
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ class ClassifierNet(nn.Module):
     makes a few epochs enough.
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         self.num_classes = num_classes
+        self.in_channels = in_channels
         self.body = nn.Sequential(
-            _conv_block(1, 16),  # 28×28
+            _conv_block(in_channels, 16),  # 28×28
             nn.MaxPool2d(2),
             _conv_block(16, 32),  # 14×14
             nn.MaxPool2d(2),
@@ -67,11 +72,11 @@ class ClassifierNet(nn.Module):
         self.head = nn.Linear(FEATURE_DIM, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations [N, 128] (after the ReLU) of prepared [N, 1, 28, 28] input."""
+        """Penultimate activations [N, 128] (after the ReLU) of prepared [N, C, 28, 28] input."""
         return F.relu(self.fc(self.body(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits [N, num_classes] of prepared [N, 1, 28, 28] input."""
+        """Class logits [N, num_classes] of prepared [N, C, 28, 28] input."""
         return self.head(self.features(x))
 
 
@@ -81,11 +86,13 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-def prepare_input(images: torch.Tensor) -> torch.Tensor:
-    """Float images [N, C, H, W] in [-1, 1] (C = 1 or 3) as the network's [N, 1, 28, 28] input.
+def prepare_input(images: torch.Tensor, channels: int = 1) -> torch.Tensor:
+    """Float images [N, C, H, W] in [-1, 1] (C = 1 or 3) as a network's [N, channels, 28, 28]
+    input.
 
-    RGB becomes gray with luma weights; other sizes are resized bilinearly (antialiased when
-    shrinking). Raises ExtractorError on other shapes.
+    For a gray network (``channels=1``) RGB becomes gray with luma weights; for an RGB network
+    gray images are repeated to three channels, as pytorch-fid does for Inception. Other sizes
+    are resized bilinearly (antialiased when shrinking). Raises ExtractorError on other shapes.
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ExtractorError(
@@ -93,7 +100,9 @@ def prepare_input(images: torch.Tensor) -> torch.Tensor:
             f"got {tuple(images.shape)}"
         )
     x = images.to(torch.float32)
-    if x.shape[1] == 3:
+    if channels == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif channels == 1 and x.shape[1] == 3:
         luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         x = (x * luma).sum(dim=1, keepdim=True)
     h, w = x.shape[-2:]
@@ -134,10 +143,11 @@ def train_classifier(
             )
     assert dataset.labels is not None and test_dataset.labels is not None
     num_classes = int(max(dataset.labels.max(), test_dataset.labels.max())) + 1
+    channels = int(dataset.images.shape[1])
     # Seed the initial weights without touching the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ClassifierNet(num_classes).to(device)
+        model = ClassifierNet(num_classes, in_channels=channels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = -(-len(dataset) // batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -151,7 +161,7 @@ def train_classifier(
         total_loss = 0.0
         for start in range(0, len(dataset), batch_size):
             index = order[start : start + batch_size]
-            x = prepare_input(to_unit_range(dataset.images[index].to(device)))
+            x = prepare_input(to_unit_range(dataset.images[index].to(device)), channels)
             y = dataset.labels[index].to(device)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -187,7 +197,8 @@ def classifier_accuracy(
     model.eval()
     correct = 0
     for start in range(0, len(dataset), batch_size):
-        x = prepare_input(to_unit_range(dataset.images[start : start + batch_size].to(device)))
+        images = dataset.images[start : start + batch_size].to(device)
+        x = prepare_input(to_unit_range(images), model.in_channels)
         predicted = model(x).argmax(dim=1).cpu()
         correct += int((predicted == dataset.labels[start : start + batch_size]).sum())
     model.train(was_training)
@@ -212,7 +223,10 @@ def load_classifier(path: str | Path) -> tuple[ClassifierNet, str]:
     try:
         data = path.read_bytes()
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        model = ClassifierNet(num_classes=state["head.weight"].shape[0])
+        model = ClassifierNet(
+            num_classes=state["head.weight"].shape[0],
+            in_channels=state["body.0.0.weight"].shape[1],
+        )
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, AttributeError, EOFError, pickle.UnpicklingError) as e:
         raise ExtractorError(

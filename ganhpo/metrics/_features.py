@@ -82,7 +82,8 @@ _TRAIN_BATCH_SIZE = 128
 _CLASSIFIER_SEED = 0
 # Part of the cached file's name; bump when training changes so older files are not reused.
 # v2: stratified random hold-out and the accuracy check (v1 held out the last images).
-_CLASSIFIER_FORMAT = "v2"
+# v3: the network sees the data's channels (v2 made RGB gray).
+_CLASSIFIER_FORMAT = "v3"
 
 
 @runtime_checkable
@@ -165,8 +166,10 @@ class _ModuleExtractor:
 class ClassifierExtractor(_ModuleExtractor):
     """Penultimate features (128-d) of a small CNN trained to classify the real data.
 
-    Any image size and 1 or 3 channels: inputs are made 28×28 gray inside (see
-    :func:`ganhpo.metrics.prepare_input`). ``digest`` is the sha256 of the weight file.
+    Any image size and 1 or 3 channels: inputs are resized to 28×28 inside and given the
+    channels the network was trained on (see :func:`ganhpo.metrics.prepare_input`): the shipped
+    MNIST network sees gray, one trained on RGB data sees colour. ``digest`` is the sha256 of
+    the weight file.
     """
 
     name = "classifier"
@@ -186,7 +189,7 @@ class ClassifierExtractor(_ModuleExtractor):
         return cls(model, digest, device)
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.features(prepare_input(images))
+        return self.model.features(prepare_input(images, self.model.in_channels))
 
 
 class InceptionExtractor(_ModuleExtractor):
