@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -373,7 +374,9 @@ def check_extractor(name: str, *, dataset: str, path: str | Path | None = None) 
     imports (pytorch-fid, and a torchvision that matches torch); "classifier" on a dataset other
     than MNIST has labels to train on ("image-folder" has none; an "npz" file at ``path`` has
     them when it stores a labels array). A file not on this machine passes: the workers may
-    have it. Raises UnknownNameError, or ExtractorError naming what works for this dataset.
+    have it. The labels of an .npz are read (that array only) and must hold at least two
+    classes of 10 images or more. Raises UnknownNameError, or ExtractorError naming what works
+    for this dataset.
     """
     EXTRACTORS.get(name)
     labelled = _has_labels(dataset, path)
@@ -388,6 +391,11 @@ def check_extractor(name: str, *, dataset: str, path: str | Path | None = None) 
             f"the classifier extractor needs labels to train on, and dataset {dataset!r}"
             f"{'' if path is None else f' ({path})'} has none; {_no_labels_advice(dataset)}"
         )
+    elif name == "classifier" and labelled and dataset == "npz" and path is not None:
+        labels = _npz_labels(Path(path).expanduser())
+        if labels is not None and labels.ndim == 1 and labels.dtype.kind in "iub":
+            classes, counts = np.unique(labels, return_counts=True)
+            _check_classes(dataset, classes.tolist(), counts.tolist())
 
 
 @EXTRACTORS.register("classifier")
@@ -462,6 +470,36 @@ def _trained_classifier(
     return path
 
 
+def _check_classes(dataset: str, classes: list[int], counts: list[int]) -> None:
+    """Refuse labels a classifier cannot learn features from: one class, or a class with
+    fewer than 10 images (an id per image is the extreme case)."""
+    if len(classes) < 2:
+        raise ExtractorError(
+            f"dataset {dataset!r} has one class ({sum(counts)} images labelled "
+            f"{classes[0] if classes else '-'}); a classifier needs at least two to "
+            f"learn features that tell images apart; {_inception_advice()}"
+        )
+    smallest = min(range(len(counts)), key=counts.__getitem__)
+    if counts[smallest] < _MIN_IMAGES_PER_CLASS:
+        raise ExtractorError(
+            f"class {classes[smallest]} of dataset {dataset!r} has only "
+            f"{counts[smallest]} image(s); training a classifier needs at least "
+            f"{_MIN_IMAGES_PER_CLASS} per class; {_inception_advice()}"
+        )
+
+
+def _npz_labels(path: Path) -> np.ndarray | None:
+    """The labels array of the .npz at ``path`` (only that array is read), or None."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys = list(data.keys())
+            images = next((k for k in IMAGE_KEYS if k in keys), None)
+            key = next((k for k in LABEL_KEYS if k in keys and k != images), None)
+            return None if key is None else np.asarray(data[key])
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None  # load_dataset says what is wrong with the file
+
+
 def split_holdout(dataset: ImageDataset, *, seed: int) -> tuple[ImageDataset, ImageDataset]:
     """A labelled dataset as (train, hold-out): a random split stratified by class, from ``seed``.
 
@@ -477,19 +515,7 @@ def split_holdout(dataset: ImageDataset, *, seed: int) -> tuple[ImageDataset, Im
             f"{_no_labels_advice(dataset.name)}"
         )
     classes, counts = torch.unique(labels, return_counts=True)
-    if len(classes) < 2:
-        raise ExtractorError(
-            f"dataset {dataset.name!r} has one class ({len(dataset)} images labelled "
-            f"{int(classes[0]) if len(classes) else '-'}); a classifier needs at least two to "
-            f"learn features that tell images apart; {_inception_advice()}"
-        )
-    smallest = int(counts.argmin())
-    if int(counts[smallest]) < _MIN_IMAGES_PER_CLASS:
-        raise ExtractorError(
-            f"class {int(classes[smallest])} of dataset {dataset.name!r} has only "
-            f"{int(counts[smallest])} image(s); training a classifier needs at least "
-            f"{_MIN_IMAGES_PER_CLASS} per class; {_inception_advice()}"
-        )
+    _check_classes(dataset.name, classes.tolist(), counts.tolist())
     fraction = min(_HOLDOUT_FRACTION, _HOLDOUT_MAX / len(dataset))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     held: list[torch.Tensor] = []
