@@ -26,6 +26,7 @@ __all__ = [
     "ARTIFACTS_ENV",
     "DEFAULT_ARTIFACTS",
     "ArtifactStore",
+    "mimetype_of",
     "new_artifact_id",
     "open_artifact_store",
     "read_artifact",
@@ -93,6 +94,22 @@ class _PrefixedStore:
 
     def remove(self, artifact_id: str) -> None:
         self._store.remove(f"{self._prefix}/{artifact_id}")
+
+
+# The MIME type of each kind of file attached to a trial, given explicitly: guessed from the
+# name, a PyTorch ".pt" file is "application/vnd.snesdev-page-table" (the system's MIME table),
+# which a browser cannot handle; a pickled state dict has no type of its own, so it is bytes.
+MIMETYPES = {
+    ".pt": "application/octet-stream",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".toml": "application/toml",
+}
+
+
+def mimetype_of(filename: str) -> str:
+    """The MIME type to upload ``filename`` with (``application/octet-stream`` when unknown)."""
+    return MIMETYPES.get(Path(filename).suffix.lower(), "application/octet-stream")
 
 
 def new_artifact_id(kind: str) -> str:

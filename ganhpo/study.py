@@ -37,12 +37,14 @@ from ganhpo.train.config import TrainConfig
 
 __all__ = [
     "ARTIFACTS_ATTR",
+    "METRIC_NAMES",
     "SPEC_ATTR",
     "apply_params",
     "best_config",
     "create_study",
     "list_studies",
     "load_study",
+    "name_metrics",
     "study_spec",
     "suggest_params",
     "summarize",
@@ -56,6 +58,10 @@ logger = logging.getLogger(__name__)
 SPEC_ATTR = "ganhpo:spec"
 ARTIFACTS_ATTR = "ganhpo:artifacts"
 VERSION_ATTR = "ganhpo:version"
+
+# The name of each objective as Optuna's metric name: what optuna-dashboard and Optuna's plots
+# label the values with (instead of "Objective 0").
+METRIC_NAMES = {"fid": "FID", "kid": "KID"}
 
 
 def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -109,6 +115,7 @@ def create_study(
         pruner=build_pruner(spec.pruner),
     )
     try:
+        name_metrics(study, spec.objective)
         study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
         study.set_user_attr(VERSION_ATTR, __version__)
         if artifacts is not None:
@@ -122,6 +129,17 @@ def create_study(
         optuna.delete_study(study_name=spec.name, storage=storage)
         raise
     return study
+
+
+def name_metrics(study: optuna.Study, objective: str) -> None:
+    """Name the study's objective (``FID`` or ``KID``) as Optuna's metric name, unless it is.
+
+    Called when a study is created, and by the commands that open one (worker, study show,
+    dashboard), which name the objective of a study created before ganhpo named it.
+    """
+    names = [METRIC_NAMES[objective]]
+    if study.metric_names != names:
+        study.set_metric_names(names)  # two workers doing this at once: both write the same
 
 
 def study_spec(study: optuna.Study) -> StudySpec:

@@ -79,6 +79,19 @@ def _studies_artifacts(storage: Any) -> list[str]:
     return found
 
 
+def _name_metrics(storage: Any) -> None:
+    """Name the objective of each ganhpo study (FID or KID) where one created before ganhpo
+    named it would show "Objective 0"."""
+    import optuna
+
+    from ganhpo.study import SPEC_ATTR, name_metrics, study_spec
+
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if SPEC_ATTR in s.user_attrs:  # studies of other tools are shown as they are
+            study = optuna.load_study(study_name=s.study_name, storage=storage)
+            name_metrics(study, study_spec(study).objective)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo dashboard``; serves until interrupted."""
     try:
@@ -93,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     storage = storage_from_args(args)
     list_studies(storage)  # a database without ganhpo's tables fails here, in one line
+    _name_metrics(storage)
     location = args.artifacts
     if location is None:
         stores = _studies_artifacts(storage)

@@ -121,9 +121,11 @@ def _clean(value: Any) -> Any:
 
 def show(args: argparse.Namespace) -> int:
     """Print a study's summary."""
-    from ganhpo.study import load_study, summarize
+    from ganhpo.study import load_study, name_metrics, summarize
 
-    info = summarize(load_study(args.name, storage_from_args(args)))
+    study = load_study(args.name, storage_from_args(args))
+    info = summarize(study)
+    name_metrics(study, info["objective"])  # a study created before ganhpo named it
     if args.json:
         print(json.dumps(info, indent=2, default=_clean))
         return 0

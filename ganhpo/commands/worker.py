@@ -49,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         resolve_device(args.device)  # a bad or unavailable device fails before any trial
     from ganhpo.artifacts import resolve_artifacts
-    from ganhpo.study import ARTIFACTS_ATTR
+    from ganhpo.study import ARTIFACTS_ATTR, name_metrics
 
     study, spec, storage = open_worker_study(
         args.study, lambda **heartbeat: storage_from_args(args, **heartbeat)
     )
+    name_metrics(study, spec.objective)  # a study created before ganhpo named it
     artifacts = args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR)
     options = WorkerOptions(
         n_trials=args.n_trials,

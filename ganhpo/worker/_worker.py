@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from ganhpo._failpoints import failpoint
 from ganhpo.artifacts import (
+    mimetype_of,
     new_artifact_id,
     open_artifact_store,
     read_artifact,
@@ -526,6 +527,7 @@ class Worker:
                 artifact_store=self.artifacts,
                 file_path=str(path),
                 study_or_trial=trial,
+                mimetype=mimetype_of(filename),
             )
 
     def run_trial(self, trial: optuna.Trial) -> TrialState | None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -35,18 +38,15 @@ def get(url: str) -> bytes:
         return response.read()  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def dashboard(quick_study: dict[str, str]) -> Iterator[str]:
-    """``python -m ganhpo dashboard`` in the study's directory; yields its base URL.
-
-    No --artifacts: the store comes from the study, as for a user who just types the command.
-    """
+@contextlib.contextmanager
+def serving(cwd: str | Path, *args: str) -> Iterator[str]:
+    """``python -m ganhpo dashboard ARGS`` in ``cwd``; yields its base URL."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GANHPO_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ganhpo", "dashboard", "--port", str(port)],
-        cwd=quick_study["dir"],
+        [sys.executable, "-m", "ganhpo", "dashboard", "--port", str(port), *args],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -78,6 +78,16 @@ def dashboard(quick_study: dict[str, str]) -> Iterator[str]:
             proc.stderr.close()
 
 
+@pytest.fixture(scope="module")
+def dashboard(quick_study: dict[str, str]) -> Iterator[str]:
+    """``ganhpo dashboard`` in the study's directory; yields its base URL.
+
+    No --artifacts: the store comes from the study, as for a user who just types the command.
+    """
+    with serving(quick_study["dir"]) as base:
+        yield base
+
+
 def study_detail(base: str) -> tuple[int, dict[str, Any]]:
     studies = json.loads(get(f"{base}/api/studies"))["study_summaries"]
     (quick,) = [s for s in studies if s["study_name"] == "quick"]
@@ -101,6 +111,23 @@ def test_dashboard_serves_trials_and_their_curves(
     assert detail["best_trials"][0]["number"] == study.best_trial.number
 
 
+def test_dashboard_names_the_objective(dashboard: str) -> None:
+    """optuna-dashboard labels the values FID (Optuna's metric name), not "Objective 0"."""
+    _, detail = study_detail(dashboard)
+    assert detail["objective_names"] == ["FID"]
+
+
+def test_dashboard_names_the_objective_of_a_study_created_before_ganhpo_did(
+    quick_study: dict[str, str], tmp_path: Path
+) -> None:
+    shutil.copy(Path(quick_study["dir"]) / "ganhpo.db", tmp_path / "ganhpo.db")
+    with contextlib.closing(sqlite3.connect(tmp_path / "ganhpo.db")) as db, db:
+        db.execute("DELETE FROM study_system_attributes WHERE key = 'study:metric_names'")
+    with serving(tmp_path, "--artifacts", quick_study["artifacts"]) as base:
+        _, detail = study_detail(base)
+    assert detail["objective_names"] == ["FID"]
+
+
 def test_dashboard_serves_the_trials_artifacts(dashboard: str, quick_study: dict[str, str]) -> None:
     study_id, detail = study_detail(dashboard)
     artifacts = [(t, a) for t in detail["trials"] for a in t["artifacts"]]
@@ -117,6 +144,21 @@ def test_dashboard_serves_the_trials_artifacts(dashboard: str, quick_study: dict
     else:
         saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         assert "G" in saved
+
+
+def test_dashboard_serves_each_artifact_with_its_mime_type(dashboard: str) -> None:
+    """Explicit types, not guessed from the name (a ".pt" file guesses as a SNES page table)."""
+    study_id, detail = study_detail(dashboard)
+    served: dict[str, set[str]] = {}
+    for trial in detail["trials"]:
+        for artifact in trial["artifacts"]:
+            url = f"{dashboard}/artifacts/{study_id}/{trial['trial_id']}/{artifact['artifact_id']}"
+            with urllib.request.urlopen(url, timeout=30) as response:
+                content_type = response.headers["Content-Type"]
+            assert content_type == artifact["mimetype"]
+            served.setdefault(Path(artifact["filename"]).suffix, set()).add(content_type)
+    assert served[".pt"] == {"application/octet-stream"}
+    assert served[".png"] == {"image/png"}
 
 
 def test_dashboard_without_the_package_says_what_to_install(

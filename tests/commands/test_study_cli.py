@@ -358,3 +358,55 @@ def test_password_never_printed_by_the_real_command(private_postgres) -> None:
     assert proc.returncode == 1
     assert "s3cret-Pa55" not in proc.stdout + proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def forget_metric_names(url: str) -> None:
+    """Make the studies at ``url`` look created before ganhpo named their objective."""
+    import sqlalchemy
+
+    from ganhpo.storage import _with_driver
+
+    engine = sqlalchemy.create_engine(_with_driver(url), poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text(
+                    "DELETE FROM study_system_attributes WHERE key = 'study:metric_names'"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def metric_names(url: str, name: str) -> list[str] | None:
+    return optuna.load_study(study_name=name, storage=open_storage(url)).metric_names
+
+
+def test_the_objective_is_named_at_create_and_when_an_old_study_is_opened(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Optuna's metric name is what optuna-dashboard and Optuna's plots label the values with."""
+    from procs import ganhpo, spec_variant, worker_env
+
+    env = worker_env(tmp_path / "cache")
+    kid = spec_variant(
+        tmp_path, {'name = "quick"': 'name = "kid"', 'objective = "fid"': 'objective = "kid"'}
+    )
+    for spec in (QUICK, kid):
+        done = ganhpo(
+            "study", "create", str(spec), "--storage", postgres_url, cwd=tmp_path, env=env
+        )
+        assert done.returncode == 0, done.stderr
+    assert metric_names(postgres_url, "quick") == ["FID"]
+    assert metric_names(postgres_url, "kid") == ["KID"]
+
+    forget_metric_names(postgres_url)
+    assert metric_names(postgres_url, "quick") is None
+    done = ganhpo("study", "show", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert metric_names(postgres_url, "quick") == ["FID"]
+    # A worker names it too (one trial of the tiny study, about 10 s).
+    argv = ["worker", "--study", "kid", "--storage", postgres_url, "--n-trials", "1"]
+    done = ganhpo(*argv, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert metric_names(postgres_url, "kid") == ["KID"]
