@@ -7,9 +7,11 @@ builds them to run the study), so that neither imports the other.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import optuna
@@ -18,9 +20,12 @@ from ganhpo.errors import ConfigError
 from ganhpo.registry import Registry, closest
 
 __all__ = [
+    "NOISE_MARGIN",
     "PRUNERS",
     "SAMPLERS",
+    "STD_ATTRS",
     "ComponentSpec",
+    "NoiseMarginPruner",
     "build_pruner",
     "build_sampler",
     "validate_components",
@@ -97,10 +102,57 @@ def build_sampler(spec: ComponentSpec, *, seed: int | None) -> optuna.samplers.B
     return _construct("sampler", factory, spec.name, kwargs)  # type: ignore[no-any-return]
 
 
-def build_pruner(spec: ComponentSpec) -> optuna.pruners.BasePruner:
-    """The pruner a spec names (``patient`` wraps ``[pruner.wrapped]``)."""
-    factory = PRUNERS.get(spec.name)
+# The trial attribute holding each evaluation's sampling std of the objective, {step: std}.
+STD_ATTRS = {"fid": "fid_std", "kid": "kid_std_curve"}
+# The [pruner] key that makes any pruner noise-aware (see NoiseMarginPruner).
+NOISE_MARGIN = "noise_margin"
+
+
+class NoiseMarginPruner(optuna.pruners.BasePruner):
+    """Any Optuna pruner, shown each trial's value ``margin`` sampling stds better than measured.
+
+    An intermediate FID is an estimate from a few thousand samples: its std (recorded with the
+    evaluation in the trial attribute ``std_attr`` as {step: std}) says how far it may be from
+    the generator's true FID. With ``margin = 2`` a trial is pruned only when even FID − 2·std is
+    worse than the wrapped pruner's threshold, so sampling noise alone rarely stops a trial
+    that is as good as the others. Steps without a recorded std are judged as measured.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, margin: float, std_attr: str) -> None:
+        if not (margin >= 0 and math.isfinite(margin)):
+            raise ConfigError(f"pruner.{NOISE_MARGIN} = {margin} is invalid; use a number >= 0")
+        self.pruner = pruner
+        self.margin = margin
+        self.std_attr = std_attr
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        stds = trial.user_attrs.get(self.std_attr)
+        std = stds.get(str(step)) if isinstance(stds, dict) and step is not None else None
+        if isinstance(std, (int, float)) and math.isfinite(std) and std > 0 and self.margin > 0:
+            assert step is not None
+            trial = copy.copy(trial)
+            values = dict(trial.intermediate_values)
+            values[step] -= self.margin * float(std)  # FID and KID are minimised
+            trial.intermediate_values = values
+        return bool(self.pruner.prune(study, trial))
+
+
+def build_pruner(
+    spec: ComponentSpec, *, std_attr: str = STD_ATTRS["fid"]
+) -> optuna.pruners.BasePruner:
+    """The pruner a spec names (``patient`` wraps ``[pruner.wrapped]``); with ``noise_margin``
+    it is wrapped in a :class:`NoiseMarginPruner` reading the stds from ``std_attr``."""
     kwargs = spec.kwargs
+    if NOISE_MARGIN in kwargs:
+        margin = kwargs.pop(NOISE_MARGIN)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+            raise ConfigError(
+                f"pruner.{NOISE_MARGIN} = {margin!r} is invalid; use a number of stds >= 0, e.g. 2"
+            )
+        inner = replace(spec, args=tuple(kwargs.items()))
+        return NoiseMarginPruner(build_pruner(inner), float(margin), std_attr)
+    factory = PRUNERS.get(spec.name)
     if spec.name == "patient":
         if spec.wrapped is None:
             raise ConfigError(

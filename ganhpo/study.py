@@ -21,7 +21,7 @@ from ganhpo.chains import (
     retry_history,
     steps_spent,
 )
-from ganhpo.components import build_pruner, build_sampler
+from ganhpo.components import STD_ATTRS, build_pruner, build_sampler
 from ganhpo.errors import StorageError
 from ganhpo.registry import closest
 from ganhpo.spec import (
@@ -112,7 +112,7 @@ def create_study(
         study_name=spec.name,
         direction="minimize",  # FID and KID; the spec parser accepts nothing else
         sampler=build_sampler(spec.sampler, seed=spec.seed),
-        pruner=build_pruner(spec.pruner),
+        pruner=build_pruner(spec.pruner, std_attr=STD_ATTRS[spec.objective]),
     )
     try:
         name_metrics(study, spec.objective)
@@ -177,7 +177,7 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
         study_name=name,
         storage=storage,
         sampler=build_sampler(spec.sampler, seed=None),
-        pruner=build_pruner(spec.pruner),
+        pruner=build_pruner(spec.pruner, std_attr=STD_ATTRS[spec.objective]),
     )
 
 

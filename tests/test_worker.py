@@ -37,6 +37,10 @@ def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.tr
         assert t.intermediate_values, t.number  # FID stored at every evaluation
         assert set(t.intermediate_values) <= {80, 160, 240}
         assert all(v > 0 for v in t.intermediate_values.values())
+        # Each evaluation's sampling std, recorded before its report (the pruner may read it).
+        stds = t.user_attrs["fid_std"]
+        assert set(stds) == {str(step) for step in t.intermediate_values}, t.number
+        assert all(0 < std < 0.2 * t.intermediate_values[int(s)] for s, std in stds.items())
         status = t.user_attrs["status"]
         if t.state == TrialState.COMPLETE:
             assert status == "completed"

@@ -7,13 +7,15 @@ covariance does not lose precision to cancellation when the mean is large next t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-__all__ = ["RunningStats"]
+__all__ = ["BlockedStats", "RunningStats", "jackknife_std"]
 
 
 class RunningStats:
@@ -105,3 +107,66 @@ class RunningStats:
             self._shift = x64.mean(axis=0)
         centred = x64 - self._shift
         return centred.sum(axis=0), centred.T @ centred
+
+
+class BlockedStats:
+    """Running statistics of ``count`` rows, kept as ``blocks`` contiguous blocks of rows.
+
+    Rows are fed in order through :meth:`update`; row i belongs to block ``i * blocks // count``.
+    :meth:`total` is the statistics of every row and :meth:`leave_one_out` those of all blocks
+    but one: what a delete-a-group jackknife needs to say how much a statistic computed from
+    these rows would vary over new draws of them, without drawing any.
+    """
+
+    def __init__(self, dim: int, count: int, blocks: int) -> None:
+        if blocks < 2 or count < 2 * blocks:
+            raise ValueError(f"need 2 <= blocks and 2 rows per block, got {blocks}, {count}")
+        self.count = count
+        self.blocks = [RunningStats(dim) for _ in range(blocks)]
+        self._seen = 0
+
+    def update(self, x: torch.Tensor | NDArray[Any]) -> BlockedStats:
+        """Add the next rows [n, dim] (split across blocks as needed); returns self."""
+        k = len(self.blocks)
+        start = 0
+        while start < x.shape[0]:
+            row = self._seen + start
+            if row >= self.count:
+                raise ValueError(f"more than the {self.count} rows announced")
+            block = row * k // self.count
+            end_row = -(-(block + 1) * self.count // k)  # first row of the next block
+            stop = min(x.shape[0], start + end_row - row)
+            self.blocks[block].update(x[start:stop])
+            start = stop
+        self._seen += x.shape[0]
+        return self
+
+    def total(self) -> RunningStats:
+        """The statistics of every row seen."""
+        return self._merged(range(len(self.blocks)))
+
+    def leave_one_out(self, block: int) -> RunningStats:
+        """The statistics of every row seen outside ``block``."""
+        return self._merged(i for i in range(len(self.blocks)) if i != block)
+
+    def _merged(self, blocks: Any) -> RunningStats:
+        merged = RunningStats(self.blocks[0].dim)
+        for i in blocks:
+            merged.merge(self.blocks[i])
+        return merged
+
+    def jackknife_std(self, statistic: Callable[[RunningStats], float]) -> float:
+        """The delete-a-block jackknife estimate of the std of ``statistic(self.total())``."""
+        return jackknife_std([statistic(self.leave_one_out(i)) for i in range(len(self.blocks))])
+
+
+def jackknife_std(estimates: Sequence[float]) -> float:
+    """The jackknife std from the k leave-one-group-out estimates of a statistic:
+    sqrt((k - 1) / k * Σ (θᵢ - θ̄)²) (Efron and Stein; groups of equal size)."""
+    k = len(estimates)
+    if k < 2:
+        raise ValueError(f"the jackknife needs at least 2 estimates, got {k}")
+    if not all(math.isfinite(e) for e in estimates):
+        return math.nan
+    mean = sum(estimates) / k
+    return math.sqrt((k - 1) / k * sum((e - mean) ** 2 for e in estimates))

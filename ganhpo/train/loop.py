@@ -68,6 +68,8 @@ class EvalRecord:
     images_per_sec: float  # real images per second of training time so far
     final: bool = False
     grid: str | None = None  # path of the sample-grid PNG, when one was written
+    # FID's sampling std: how much it would vary over new draws of the samples (jackknife).
+    fid_std: float = math.nan
 
     def describe(self, total_steps: int, eta_seconds: float | None = None) -> str:
         """One progress line."""
@@ -79,10 +81,15 @@ class EvalRecord:
             "" if math.isnan(self.kid) else f"  KID {self.kid:.4g} ± {self.kid_std:.2g} (unscaled)"
         )
         return (
-            f"step {self.step}/{total_steps}  FID {self.fid:.3f}{kid}  "
+            f"step {self.step}/{total_steps}  FID {self.fid:.3f}{_plus_minus(self.fid_std)}{kid}  "
             f"D {self.d_loss:.3f}  G {self.g_loss:.3f}  {self.images_per_sec:.0f} img/s  "
             f"(eval {self.eval_seconds:.1f}s){eta}{'  final' if self.final else ''}"
         )
+
+
+def _plus_minus(std: float) -> str:
+    """`` ± 0.52`` for a finite std, nothing otherwise (too few samples to estimate one)."""
+    return f" ± {std:.2g}" if math.isfinite(std) else ""
 
 
 def _duration(seconds: float) -> str:
@@ -358,6 +365,7 @@ class Trainer:
             images_per_sec=self.images_per_sec,
             final=final,
             grid=grid_path,
+            fid_std=result.fid_std,
         )
         self.history.append(record)
         return record

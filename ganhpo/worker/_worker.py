@@ -51,6 +51,7 @@ from ganhpo.artifacts import (
     write_artifact,
 )
 from ganhpo.chains import chain_links, counted_trials, retry_history, steps_spent
+from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
     ConfigError,
@@ -567,8 +568,14 @@ class Worker:
                 config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
             )
 
+            stds: dict[str, float] = dict(trial.user_attrs.get(STD_ATTRS[objective]) or {})
+
             def on_eval(record: EvalRecord) -> None:
                 value = record.fid if objective == "fid" else record.kid
+                std = record.fid_std if objective == "fid" else record.kid_std
+                if math.isfinite(std):  # before the report: the pruner reads it
+                    stds[str(record.step)] = std
+                    self._db(trial.set_user_attr, STD_ATTRS[objective], stds)
                 self._db(trial.report, value, record.step)
                 spent = (
                     f"  budget {self.steps_spent}/{self.max_steps} steps"

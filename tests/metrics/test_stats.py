@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ganhpo.metrics import RunningStats
+from ganhpo.metrics._stats import BlockedStats, jackknife_std
 
 
 def batches(rng, shift=0.0):
@@ -77,3 +78,31 @@ def test_rejects_bad_batches_without_changing_state():
         _ = stats.cov
     with pytest.raises(ValueError, match="dim 4"):
         stats.merge(RunningStats(4))
+
+
+def test_blocked_stats_total_and_leave_one_out_equal_their_rows():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(103, 5))
+    blocked = BlockedStats(5, 103, 10)
+    for start in range(0, 103, 17):  # batches that straddle the block boundaries
+        blocked.update(torch.from_numpy(x[start : start + 17]))
+    # Block b holds rows ceil(10.3 b) up to ceil(10.3 (b + 1)): 0-10, 11-20, 21-30, 31-41, ...
+    assert [b.count for b in blocked.blocks] == [11, 10, 10, 11, 10, 10, 11, 10, 10, 10]
+    np.testing.assert_allclose(blocked.total().cov, np.cov(x, rowvar=False), rtol=1e-12)
+    rest = np.delete(x, np.s_[42:52], axis=0)  # block 4
+    np.testing.assert_allclose(blocked.leave_one_out(4).mean, rest.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(blocked.leave_one_out(4).cov, np.cov(rest, rowvar=False), rtol=1e-11)
+    with pytest.raises(ValueError, match="more than the 103 rows"):
+        blocked.update(torch.zeros(1, 5))
+
+
+def test_jackknife_std_of_a_mean_is_its_standard_error():
+    rng = np.random.default_rng(1)
+    errors = []
+    for _ in range(200):
+        x = rng.normal(0.0, 1.0, size=(1000, 1))
+        blocked = BlockedStats(1, 1000, 10).update(x)
+        errors.append(blocked.jackknife_std(lambda s: float(s.mean[0])))
+    # σ / √n = 0.0316; a 10-group jackknife std has about 9 degrees of freedom.
+    assert np.mean(errors) == pytest.approx(1 / np.sqrt(1000), rel=0.05)
+    assert jackknife_std([1.0, float("inf")]) != jackknife_std([1.0, float("inf")])  # nan
