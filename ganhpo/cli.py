@@ -32,10 +32,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every command registered."""
     from ganhpo.commands import COMMANDS
+    from ganhpo.commands._common import add_storage_args
 
     parser = _Parser(prog="ganhpo", description="Hyperparameter optimization for GANs.")
     parser.add_argument("--version", action="version", version=f"ganhpo {__version__}")
     _add_verbosity(parser, default=False)
+    add_storage_args(parser, top_level=True)  # before the command too, as in Optuna's CLI
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(sub)
@@ -63,6 +65,21 @@ def _add_verbosity_everywhere(parser: argparse.ArgumentParser) -> None:
                 _add_verbosity_everywhere(child)
 
 
+def _reject_unused_storage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A storage option given before a command that opens no study database is a mistake."""
+    from ganhpo.commands._common import STORAGE_DEFAULTS
+
+    if getattr(args, "opens_storage", False):
+        return
+    for dest, default in STORAGE_DEFAULTS.items():
+        if getattr(args, dest) != default:
+            option = "--" + dest.replace("_", "-")
+            parser.error(
+                f"{option} does not apply to 'ganhpo {args.command}' (it opens no study "
+                f"database); drop {option}"
+            )
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
@@ -85,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _reject_unused_storage(parser, args)
     _setup_logging(args.quiet, args.verbose)
     try:
         return int(args.func(args) or 0)

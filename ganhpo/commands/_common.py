@@ -10,7 +10,13 @@ from typing import Any
 
 import optuna
 
-__all__ = ["add_storage_args", "non_negative", "positive", "storage_from_args"]
+__all__ = [
+    "STORAGE_DEFAULTS",
+    "add_storage_args",
+    "non_negative",
+    "positive",
+    "storage_from_args",
+]
 
 
 def positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
@@ -40,26 +46,42 @@ def _number(kind: type[int] | type[float], *, zero_ok: bool) -> Callable[[str], 
     return parse
 
 
-def add_storage_args(p: argparse.ArgumentParser) -> None:
-    """``--storage`` / ``--storage-file`` / ``--connect-timeout``."""
+# The storage options' values when none is given. They are set once, by the top-level parser
+# (``ganhpo --storage URL study list``, as in Optuna's CLI); a command's own copy of an option
+# has no default (SUPPRESS), so that it overwrites only what is given after the command.
+STORAGE_DEFAULTS: dict[str, Any] = {"storage": None, "storage_file": None, "connect_timeout": 30.0}
+
+
+def add_storage_args(p: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """``--storage`` / ``--storage-file`` / ``--connect-timeout`` on a command that opens the
+    study database (``top_level``: on ``ganhpo`` itself, before any command, with the defaults).
+    """
+
+    def default(dest: str) -> Any:
+        return STORAGE_DEFAULTS[dest] if top_level else argparse.SUPPRESS
+
     p.add_argument(
         "--storage",
         metavar="URL",
+        default=default("storage"),
         help="study database URL (default: $GANHPO_STORAGE, else sqlite:///ganhpo.db)",
     )
     p.add_argument(
         "--storage-file",
         type=Path,
         metavar="FILE",
+        default=default("storage_file"),
         help="read the storage URL from FILE (keeps passwords off the command line)",
     )
     p.add_argument(
         "--connect-timeout",
         type=non_negative(float),
-        default=30.0,
-        metavar="S",
-        help="keep retrying an unreachable database for S seconds (default 30)",
+        default=default("connect_timeout"),
+        metavar="SECONDS",
+        help="keep retrying an unreachable database this long (default 30)",
     )
+    if not top_level:
+        p.set_defaults(opens_storage=True)
 
 
 def storage_from_args(

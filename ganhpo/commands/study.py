@@ -1,4 +1,4 @@
-"""``ganhpo study create|list|show|trials|delete``."""
+"""``ganhpo study [create|list|show|trials|best|delete]``; without an action, the list."""
 
 from __future__ import annotations
 
@@ -15,13 +15,29 @@ from ganhpo.errors import ConfigError
 
 __all__ = ["register"]
 
+_NAME_HELP = "the study name (ganhpo study list)"
+_JSON_HELP = "print JSON (indented) instead of text"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``study`` command group."""
-    p = sub.add_parser("study", help="create and inspect studies", description=__doc__)
-    group = p.add_subparsers(dest="study_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "study",
+        help="create and inspect studies",
+        description="Create a study from a spec file and inspect studies: list them, show "
+        "one's progress, its trials, its best trial, or delete it. Without an action, lists "
+        "the studies (as 'ganhpo study list').",
+    )
+    add_storage_args(p)  # also before the action: ganhpo study --storage URL list
+    p.set_defaults(func=list_, json=False)
+    group = p.add_subparsers(dest="study_command", metavar="[ACTION]")
 
-    c = group.add_parser("create", help="create a study from a spec file; prints its name")
+    c = group.add_parser(
+        "create",
+        help="create a study from a spec file; prints its name",
+        description="Create a study from a spec file (studies/*.toml), check it, store it in "
+        "the study database and enqueue its baselines; prints the study's name.",
+    )
     c.add_argument("spec", type=Path, help="a study spec, e.g. studies/quick.toml")
     c.add_argument("--name", help="study name (default: the spec's study.name)")
     c.add_argument(
@@ -38,38 +54,64 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_storage_args(c)
     c.set_defaults(func=create)
 
-    ls = group.add_parser("list", help="list the studies in the storage")
+    ls = group.add_parser(
+        "list",
+        help="list the studies in the storage (the default action)",
+        description="List the studies in the study database: name, trials, best value.",
+    )
     add_storage_args(ls)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help=_JSON_HELP)
     ls.set_defaults(func=list_)
 
-    s = group.add_parser("show", help="state counts, best trial and parameters")
-    s.add_argument("name")
-    s.add_argument("--json", action="store_true")
+    s = group.add_parser(
+        "show",
+        help="state counts, budget, best trial and parameters",
+        description="Summarize a study: its sampler and pruner, trials by state, the budget "
+        "spent, hand-overs, and the best trial with its parameters.",
+    )
+    s.add_argument("name", help=_NAME_HELP)
+    s.add_argument("--json", action="store_true", help=_JSON_HELP)
     add_storage_args(s)
     s.set_defaults(func=show)
 
-    t = group.add_parser("trials", help="one row per trial")
-    t.add_argument("name")
+    t = group.add_parser(
+        "trials",
+        help="one row per trial",
+        description="One row per trial: number, state, value, status, chain, parameters, "
+        "attributes and the objective's curve; a table, CSV or JSON.",
+    )
+    t.add_argument("name", help=_NAME_HELP)
     fmt = t.add_mutually_exclusive_group()
-    fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
-    fmt.add_argument("--json", action="store_true", help="JSON on stdout")
+    fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    fmt.add_argument("--json", action="store_true", help=_JSON_HELP)
     add_storage_args(t)
     t.set_defaults(func=trials)
 
-    b = group.add_parser("best", help="the best trial; --as-config prints it for ganhpo train")
-    b.add_argument("name")
-    b.add_argument(
+    b = group.add_parser(
+        "best",
+        help="the best trial; --as-config prints it for ganhpo train",
+        description="Print the best completed trial: its number and value; with --json, "
+        "its whole configuration too; with --as-config, that configuration as a TOML file "
+        "for 'ganhpo train'.",
+    )
+    b.add_argument("name", help=_NAME_HELP)
+    how = b.add_mutually_exclusive_group()
+    how.add_argument(
         "--as-config",
         action="store_true",
         help="print the best trial's full configuration as a TOML file for 'ganhpo train'",
     )
-    b.add_argument("--json", action="store_true")
+    how.add_argument("--json", action="store_true", help=_JSON_HELP)
     add_storage_args(b)
     b.set_defaults(func=best)
 
-    d = group.add_parser("delete", help="delete a study and all its trials")
-    d.add_argument("name")
+    d = group.add_parser(
+        "delete",
+        help="delete a study and all its trials",
+        description="Delete a study and all its trials from the study database (asks first, "
+        "unless --yes). Its artifacts stay in the artifact store.",
+    )
+    d.add_argument("name", help=_NAME_HELP)
     d.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     add_storage_args(d)
     d.set_defaults(func=delete)

@@ -43,17 +43,36 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TOML file with [dataset], [model], [train], [eval] (default: the built-in "
         "small MNIST preset)",
     )
-    p.add_argument("--data-dir", type=Path, help="where the dataset files are (GANHPO_DATA_DIR)")
-    p.add_argument("--cache-dir", type=Path, help="real-data statistics cache (GANHPO_CACHE_DIR)")
-    p.add_argument("--out", type=Path, help="write sample grids and the checkpoint here")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="dataset files (default: $GANHPO_DATA_DIR, else the user data directory)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="real-data statistics cache (default: $GANHPO_CACHE_DIR, else the user cache "
+        "directory)",
+    )
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="write sample grids and the checkpoint here"
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the file)")
-    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--steps", type=int, metavar="N", help="override train.steps")
     p.add_argument(
         "--seeds",
         type=_seeds,
+        metavar="SEED,SEED,...",
         help="comma-separated seeds: train once per seed and print mean ± std FID",
     )
-    p.add_argument("--resume", type=Path, help="continue from a checkpoint written with --out")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FILE",
+        help="continue from a checkpoint written with --out",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -91,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     elif len(runs) == 1:
         r = runs[0]
         kid = "" if r["kid"] is None else f"  KID {r['kid']:.4g} ± {r['kid_std']:.2g} (unscaled)"
-        print(f"FID {r['fid']:.4f}{kid}  (step {r['step']})")
+        std = "" if r["fid_std"] is None else f" ± {r['fid_std']:.2g}"
+        print(f"FID {r['fid']:.4f}{std}{kid}  (step {r['step']})")
     else:
         for r in runs:
             print(f"seed {r['seed']}: FID {r['fid']:.4f}")

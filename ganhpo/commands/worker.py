@@ -1,4 +1,4 @@
-"""``ganhpo worker --study NAME``: pull trials, train them, report FID; run one per machine/GPU."""
+"""``ganhpo worker --study NAME``: pull trials, train them, report FID; one per machine/GPU."""
 
 from __future__ import annotations
 
@@ -12,19 +12,46 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``worker`` command."""
-    p = sub.add_parser("worker", help="run trials of a study", description=__doc__)
-    p.add_argument("--study", required=True, help="the study name (ganhpo study list)")
+    p = sub.add_parser(
+        "worker",
+        help="run trials of a study",
+        description="Pull trials of a study from its database, train them and report their "
+        "FID (or KID) until the study's budget is spent. Run one per machine or GPU; any "
+        "number share a study.",
+    )
+    p.add_argument(
+        "--study", required=True, metavar="NAME", help="the study name (ganhpo study list)"
+    )
     add_storage_args(p)
-    p.add_argument("--n-trials", type=positive(int), help="stop after N trials of this worker")
-    p.add_argument("--timeout", type=positive(float), help="start no trial after S seconds")
+    p.add_argument(
+        "--n-trials", type=positive(int), metavar="N", help="stop after N trials of this worker"
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive(float),
+        metavar="SECONDS",
+        help="start no new trial after this long (the running one finishes)",
+    )
     p.add_argument(
         "--max-total-trials",
         type=positive(int),
+        metavar="N",
         help="the study's total budget, shared by all workers (default: the spec's max_trials)",
     )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
-    p.add_argument("--data-dir", type=Path, help="dataset files (GANHPO_DATA_DIR)")
-    p.add_argument("--cache-dir", type=Path, help="real-data statistics cache (GANHPO_CACHE_DIR)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="dataset files (default: $GANHPO_DATA_DIR, else the user data directory)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="real-data statistics cache (default: $GANHPO_CACHE_DIR, else the user cache "
+        "directory)",
+    )
     p.add_argument(
         "--artifacts",
         metavar="DIR|s3://BUCKET/PREFIX",
@@ -35,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--db-retry-timeout",
         type=positive(float),
         default=300.0,
-        metavar="S",
-        help="retry database errors for S seconds before giving up (default 300)",
+        metavar="SECONDS",
+        help="retry database errors this long before giving up (default 300)",
     )
     p.set_defaults(func=run)
 

@@ -410,3 +410,28 @@ def test_the_objective_is_named_at_create_and_when_an_old_study_is_opened(
     done = ganhpo(*argv, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert metric_names(postgres_url, "kid") == ["KID"]
+
+
+def test_study_without_an_action_lists_and_storage_goes_anywhere(
+    capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    """The storage options work before the command (as in Optuna's CLI), before the action and
+    after it; ``ganhpo study`` alone is ``ganhpo study list``."""
+    assert run(capsys, "--storage", postgres_url, "study", "create", str(QUICK))[:2] == (
+        0,
+        "quick\n",
+    )
+    listing = run(capsys, "study", "list", "--storage", postgres_url)
+    assert listing[0] == 0 and listing[1].startswith("quick\t1 trials\t")
+    for argv in (
+        ["--storage", postgres_url, "study", "list"],
+        ["study", "--storage", postgres_url, "list"],
+        ["study", "--storage", postgres_url],
+        ["--storage", postgres_url, "study"],
+        ["-q", "--storage", postgres_url, "--connect-timeout", "5", "study"],
+        # The one given last wins.
+        ["--storage", "sqlite:///nowhere.db", "study", "list", "--storage", postgres_url],
+    ):
+        assert run(capsys, *argv) == listing, argv
+    code, out, _ = run(capsys, "--storage", postgres_url, "study", "list", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["quick"]
