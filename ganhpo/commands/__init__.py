@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import dashboard, plot, study, train, worker
+from ganhpo.commands import dashboard, plot, score, study, train, worker
 
 __all__ = ["COMMANDS"]
 
@@ -14,5 +14,6 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     study.register,
     worker.register,
     plot.register,
+    score.register,
     dashboard.register,
 ]

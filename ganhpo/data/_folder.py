@@ -1,7 +1,9 @@
-"""A directory tree of PNG/JPEG images, centre-cropped to squares and resized."""
+"""A directory tree of PNG/JPEG images, centre-cropped to squares, at their native size and
+channels unless a resolution or channel count is asked for."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,19 +11,16 @@ import torch
 from PIL import Image, ImageOps
 
 from ganhpo.data._source import LoadRequest, RawImages
+from ganhpo.data._transforms import MIN_RESOLUTION
 from ganhpo.errors import DataError
 
-__all__ = [
-    "DEFAULT_CHANNELS",
-    "DEFAULT_RESOLUTION",
-    "IMAGE_SUFFIXES",
-    "count_image_folder",
-    "load_image_folder",
-]
+__all__ = ["IMAGE_SUFFIXES", "count_image_folder", "load_image_folder", "native_shape"]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # matched case-insensitively
-DEFAULT_RESOLUTION = 64  # the size photos are brought to when no resolution is asked for
-DEFAULT_CHANNELS = 3
+# Pillow modes without colour: a folder of only these is read as 1 channel.
+_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -45,6 +44,31 @@ def _read(path: Path, resolution: int, mode: str) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
+def native_shape(files: list[Path]) -> tuple[int, int]:
+    """(channels, side) the images are read at when the spec names neither: 1 channel when
+    every image is gray, else 3; the side of the smallest centre-cropped square, rounded down
+    to a size the networks take (a multiple of 4, at least 8). Only the headers are read."""
+    sides, gray = [], True
+    for path in files:
+        try:
+            with Image.open(path) as opened:
+                sides.append(min(opened.size))
+                gray = gray and opened.mode in _GRAY_MODES
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise DataError(f"cannot read image {path}: {e}; fix or remove the file") from e
+    smallest = min(sides)
+    side = max(MIN_RESOLUTION, smallest - smallest % 4)
+    if side != smallest or len(set(sides)) > 1:
+        logger.info(
+            "images are %s pixels square; reading all at %dx%d (set dataset.resolution to "
+            "choose another size)",
+            f"{smallest}" if len(set(sides)) == 1 else f"{smallest} to {max(sides)}",
+            side,
+            side,
+        )
+    return (1 if gray else 3), side
+
+
 def count_image_folder(request: LoadRequest) -> int | None:
     """How many images :func:`load_image_folder` would read (files are listed, not opened);
     None when the folder is missing or empty here (it may be elsewhere on the workers)."""
@@ -56,7 +80,9 @@ def count_image_folder(request: LoadRequest) -> int | None:
 
 
 def load_image_folder(request: LoadRequest) -> RawImages:
-    """Every PNG/JPEG under ``request.path``, as square images (default 64x64 RGB)."""
+    """Every PNG/JPEG under ``request.path``, as square images: at ``request.resolution`` and
+    ``request.channels`` when given, else as :func:`native_shape` says (8×8 gray PNGs stay 8×8
+    gray; a folder of photos is RGB at the smallest photo's size)."""
     request.only_train_split()
     root = request.require_path("a directory of PNG or JPEG images (searched recursively)")
     if not root.is_dir():
@@ -69,8 +95,11 @@ def load_image_folder(request: LoadRequest) -> RawImages:
         )
     if request.limit is not None:
         files = files[: request.limit]
-    resolution = request.resolution or DEFAULT_RESOLUTION
-    channels = request.channels or DEFAULT_CHANNELS
+    resolution, channels = request.resolution, request.channels
+    if resolution is None or channels is None:
+        native_channels, native_side = native_shape(files)
+        resolution = resolution or native_side
+        channels = channels or native_channels
     mode = "L" if channels == 1 else "RGB"
     images = torch.empty((len(files), channels, resolution, resolution), dtype=torch.uint8)
     for i, path in enumerate(files):

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from ganhpo._files import CACHE_DIR_ENV, resolve_cache_dir
-from ganhpo.metrics._cache import RealStats, real_statistics
+from ganhpo.metrics._cache import RealStats, real_sample_indices, real_statistics
 from ganhpo.metrics._classifier import (
     ClassifierNet,
     classifier_accuracy,
@@ -63,6 +63,7 @@ __all__ = [
     "load_classifier",
     "polynomial_mmd2",
     "prepare_input",
+    "real_sample_indices",
     "real_statistics",
     "resolve_cache_dir",
     "serialize_classifier",

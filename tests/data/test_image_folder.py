@@ -32,9 +32,11 @@ def folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_default_is_64_pixel_rgb(folder: Path):
+def test_default_is_the_smallest_native_size_in_rgb_when_any_image_has_colour(folder: Path):
+    """48, 40 and 30 pixel images, some RGB: all are read at 28 (30 rounded down to a multiple
+    of 4, so no image is enlarged), in RGB."""
     dataset = load_dataset("image-folder", path=folder)
-    assert dataset.images.shape == (6, 3, 64, 64)
+    assert dataset.images.shape == (6, 3, 28, 28)
     assert dataset.images.dtype == torch.uint8 and dataset.images.is_contiguous()
     assert dataset.labels is None and (dataset.name, dataset.split) == ("image-folder", "train")
     # Sorted by relative path: color/0.PNG, color/1.PNG, color/deep/photo.jpg, gray/0..2.png.
@@ -42,6 +44,23 @@ def test_default_is_64_pixel_rgb(folder: Path):
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 0], gray[:, 2])
     photo = dataset.images[2].float().mean(dim=(1, 2))
     assert torch.allclose(photo, torch.tensor([200.0, 30.0, 60.0]), atol=4)  # JPEG is lossy
+
+
+def test_small_gray_pngs_stay_small_and_gray(tmp_path: Path):
+    """8×8 gray PNGs used to be loaded as 64×64 RGB: 48 times the pixels, none of them new."""
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        Image.fromarray(image, mode="L").save(tmp_path / f"{i}.png")
+    dataset = load_dataset("image-folder", path=tmp_path)
+    assert dataset.images.shape == (5, 1, 8, 8)
+    assert torch.equal(dataset.images[:, 0], torch.from_numpy(pixels))
+    # Asked for, size and channels are what the spec says.
+    assert load_dataset("image-folder", path=tmp_path, resolution=16, channels=3).shape == (
+        3,
+        16,
+        16,
+    )
 
 
 def test_grayscale_at_native_size_keeps_the_pixels(folder: Path):

@@ -1,0 +1,168 @@
+"""``ganhpo score IMAGES``: FID (and KID) of images made elsewhere, as trials measure them.
+
+The command GAN people know from pytorch-fid (``python -m pytorch_fid path1 path2``), through
+ganhpo's own code path: the same extractors and their checks, the same seeded real reference,
+the same Fréchet distance and sampling std as every evaluation of a study. The reference is a
+study's dataset (``--study``: exactly the numbers its trials report), a registered dataset
+(``--dataset``), or a second folder or ``.npz`` (``--against``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from ganhpo.commands._common import add_storage_args, positive, storage_from_args
+from ganhpo.errors import ConfigError
+
+__all__ = ["register", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``score`` command."""
+    p = sub.add_parser(
+        "score",
+        help="FID/KID of a folder or .npz of images against real data",
+        description="Score images made anywhere (a folder of PNG/JPEG files, or an .npz/.npy "
+        "of uint8 images) against a reference, with the extractor, real sample and distance "
+        "that trials use: against a study's dataset (--study, the numbers its trials report), "
+        "a registered dataset (--dataset) or a second folder or .npz (--against).",
+    )
+    p.add_argument("images", type=Path, help="folder of PNG/JPEG images, or .npz/.npy file")
+    ref = p.add_mutually_exclusive_group(required=True)
+    ref.add_argument(
+        "--study", metavar="NAME", help="compare as this study's trials do (its dataset, "
+        "extractor and evaluation seed)"
+    )  # fmt: skip
+    ref.add_argument(
+        "--dataset", metavar="NAME", help="a registered dataset, e.g. mnist or fashion-mnist"
+    )
+    ref.add_argument(
+        "--against", type=Path, metavar="PATH", help="a second folder or .npz as the reference"
+    )
+    p.add_argument("--split", default="train", help="the --dataset split (default: train)")
+    p.add_argument(
+        "--extractor",
+        help="feature extractor: classifier or inception (default: the study's, else classifier)",
+    )
+    p.add_argument(
+        "--samples",
+        type=positive(int),
+        metavar="N",
+        help="score a seeded random N of the images (default: all); the real reference has as many",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the real reference sample (default: the study's evaluation seed, else 0)",
+    )
+    p.add_argument("--no-kid", action="store_true", help="FID only (KID is most of the time)")
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help="dataset files (GANHPO_DATA_DIR)")
+    p.add_argument(
+        "--cache-dir", type=Path, metavar="DIR", help="real-data statistics (GANHPO_CACHE_DIR)"
+    )
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+
+
+def _image_source(path: Path) -> str:
+    """The dataset loader for a path of images: a folder or an .npz/.npy file."""
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; give a folder of images or an .npz/.npy file")
+    if path.is_dir():
+        return "image-folder"
+    if path.suffix.lower() in (".npz", ".npy"):
+        return "npz"
+    raise ConfigError(f"{path} is neither a folder nor an .npz/.npy file; give one of those")
+
+
+def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
+    """(load_dataset keyword arguments, extractor, seed) of the reference the arguments name."""
+    if args.study is not None:
+        from ganhpo.study import load_study, study_spec
+
+        spec = study_spec(load_study(args.study, storage_from_args(args)))
+        ds, ev = spec.base.dataset, spec.base.eval
+        dataset = {
+            "name": ds.name,
+            "split": ds.split,
+            "resolution": ds.resolution,
+            "channels": ds.channels,
+            "path": ds.path,
+            "limit": ds.limit,
+        }
+        return dataset, args.extractor or ev.extractor, ev.seed if args.seed is None else args.seed
+    if args.dataset is not None:
+        dataset = {"name": args.dataset, "split": args.split}
+    else:
+        dataset = {"name": _image_source(args.against), "path": args.against}
+    return dataset, args.extractor or "classifier", 0 if args.seed is None else args.seed
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``ganhpo score``."""
+    from ganhpo.data import load_dataset
+    from ganhpo.metrics import Evaluator, check_extractor, real_sample_indices
+    from ganhpo.train import resolve_device
+
+    device = resolve_device(args.device or "auto")
+    source = _image_source(args.images)
+    reference, extractor, seed = _reference(args)
+    # What can be told without loading anything fails first (an extractor that cannot work).
+    check_extractor(extractor, dataset=reference["name"], path=reference.get("path"))
+    fake = load_dataset(source, path=args.images, data_dir=args.data_dir)
+    real = load_dataset(data_dir=args.data_dir, **reference)
+    images = fake.images
+    if args.samples is not None and args.samples < len(images):
+        # Another draw than the reference's (seed): the same file on both sides must not
+        # compare an image with itself.
+        images = images[real_sample_indices(len(images), args.samples, seed + 1)]
+    if len(images) < 2:
+        raise ConfigError(f"{args.images} holds {len(images)} image(s); FID needs at least 2")
+    evaluator = Evaluator(
+        real, extractor=extractor, device=device, cache_dir=args.cache_dir, seed=seed,
+        latent_dim=1,
+    )  # fmt: skip
+    result = evaluator.evaluate_images(images, kid=not args.no_kid)
+    real_n = evaluator.real_stats(len(images)).num_samples
+    out = {
+        "fid": result.fid,
+        "fid_std": _finite(result.fid_std),
+        "kid": _finite(result.kid),
+        "kid_std": _finite(result.kid_std),
+        "num_samples": result.num_samples,
+        "real_samples": real_n,
+        "reference": f"{real.name}/{real.split}",
+        "extractor": extractor,
+        "seed": seed,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    std = "" if out["fid_std"] is None else f" ± {result.fid_std:.2g}"
+    kid = "" if out["kid"] is None else f"  KID {result.kid:.4g} ± {result.kid_std:.2g} (unscaled)"
+    print(f"FID {result.fid:.4f}{std}{kid}")
+    logger.info(
+        "%d images of %s against %d real images of %s (extractor %s, seed %d)",
+        result.num_samples,
+        args.images,
+        real_n,
+        out["reference"],
+        extractor,
+        seed,
+    )
+    return 0
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: not computed is null."""
+    return None if math.isnan(value) else value
