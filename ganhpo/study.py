@@ -276,8 +276,9 @@ def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One flat row per trial: number, state, value, status, its chain (``resumed_from``,
-    ``resumed_as``), params_*, user attributes, curve."""
+    """One row per trial: number, state, value, params_*, user attributes, status, whether it
+    is a baseline, its chain (``resumed_from``, ``resumed_as``), and its curve
+    (``intermediate``: the objective at each evaluation, a list of ``{step, value}``)."""
     trials = study.get_trials(deepcopy=False)
     links = chain_links(trials)
     rows = []
@@ -293,9 +294,13 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row |= {f"params_{k}": v for k, v in t.params.items()}
         row |= {k: v for k, v in t.user_attrs.items() if not isinstance(v, dict | list)}
         row["status"] = trial_status(t, links)
+        row["baseline"] = "baseline" in t.user_attrs  # enqueued from the spec's [[baselines]]
         row["resumed_from"] = history[-1] if history else None
         row["resumed_as"] = links.get(t.number)
-        row["intermediate"] = curve_text(t.intermediate_values)
+        row["intermediate"] = [
+            {"step": step, "value": t.intermediate_values[step]}
+            for step in sorted(t.intermediate_values)
+        ]
         rows.append(row)
     return rows
 
@@ -328,8 +333,3 @@ def best_config(study: optuna.Study) -> tuple[int, float, TrainConfig]:
     b = study.best_trial
     assert b.value is not None
     return b.number, b.value, trial_config(study_spec(study), b)
-
-
-def curve_text(values: dict[int, float]) -> str:
-    """Intermediate values as ``step:value`` pairs, in step order."""
-    return " ".join(f"{step}:{values[step]:.6g}" for step in sorted(values))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +16,25 @@ __all__ = [
     "add_storage_args",
     "non_negative",
     "positive",
+    "print_json",
     "storage_from_args",
 ]
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` on stdout as every ``--json`` output is: indented JSON, in which a
+    non-finite number (a diverged value) is null, since JSON has no NaN or Infinity."""
+    print(json.dumps(_finite(data), indent=2, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def positive(kind: type[int] | type[float]) -> Callable[[str], Any]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from ganhpo.commands._common import add_storage_args, storage_from_args
+from ganhpo.commands._common import add_storage_args, print_json, storage_from_args
 from ganhpo.errors import ConfigError
 
 __all__ = ["register"]
@@ -147,18 +145,12 @@ def list_(args: argparse.Namespace) -> int:
 
     rows = list_studies(storage_from_args(args))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
     else:
         for r in rows:
             best = f"best {r['best_value']:.4f}" if r["best_value"] is not None else "no result"
             print(f"{r['name']}\t{r['n_trials']} trials\t{best}")
     return 0
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def show(args: argparse.Namespace) -> int:
@@ -169,7 +161,7 @@ def show(args: argparse.Namespace) -> int:
     info = summarize(study)
     name_metrics(study, info["objective"])  # a study created before ganhpo named it
     if args.json:
-        print(json.dumps(info, indent=2, default=_clean))
+        print_json(info)
         return 0
     print(f"study      {info['name']}  ({info['objective']}, {info['direction']})")
     print(f"sampler    {info['sampler']}")
@@ -208,7 +200,7 @@ def trials(args: argparse.Namespace) -> int:
 
     rows = trial_rows(load_study(args.name, storage_from_args(args)))
     if args.json:
-        print(json.dumps(rows, indent=2, default=_clean))
+        print_json(rows)
         return 0
     columns: list[str] = []
     for r in rows:
@@ -216,7 +208,7 @@ def trials(args: argparse.Namespace) -> int:
     if args.csv:
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: _csv_cell(v) for k, v in r.items()} for r in rows)
         return 0
     shown: list[str] = [
         c
@@ -235,6 +227,13 @@ def trials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell: a curve (a list of step/value points) as ``step:value`` pairs."""
+    if isinstance(value, list):
+        return " ".join(f"{p['step']}:{p['value']:.6g}" for p in value)
+    return value
+
+
 def best(args: argparse.Namespace) -> int:
     """Print the best trial, or its configuration as TOML."""
     import tomli_w
@@ -250,7 +249,7 @@ def best(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(header + tomli_w.dumps(config_to_dict(config)))
     elif args.json:
-        print(json.dumps({"number": number, "value": value, "config": config_to_dict(config)}))
+        print_json({"number": number, "value": value, "config": config_to_dict(config)})
     else:
         print(f"trial {number}  {value:.4f}")
     return 0

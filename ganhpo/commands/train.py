@@ -10,6 +10,7 @@ import statistics
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ganhpo.commands._common import print_json
 from ganhpo.errors import ConfigError
 from ganhpo.train import TrainConfig, resolve_device
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         "runs": runs,
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     elif len(runs) == 1:
         r = runs[0]
         kid = "" if r["kid"] is None else f"  KID {r['kid']:.4g} ± {r['kid_std']:.2g} (unscaled)"

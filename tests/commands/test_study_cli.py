@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import socket
 import subprocess
@@ -435,3 +437,37 @@ def test_study_without_an_action_lists_and_storage_goes_anywhere(
         assert run(capsys, *argv) == listing, argv
     code, out, _ = run(capsys, "--storage", postgres_url, "study", "list", "--json")
     assert code == 0 and [r["name"] for r in json.loads(out)] == ["quick"]
+
+
+def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_data(
+    capsys: pytest.CaptureFixture[str], quick_study: dict[str, str]
+) -> None:
+    storage = quick_study["storage"]
+    outputs = {}
+    for argv in (["list"], ["show", "quick"], ["trials", "quick"], ["best", "quick"]):
+        code, out, _ = run(capsys, "study", *argv, "--json", "--storage", storage)
+        assert code == 0
+        data = json.loads(out)
+        assert out == json.dumps(data, indent=2) + "\n", argv  # every --json output alike
+        outputs[argv[0]] = data
+    study = optuna.load_study(study_name="quick", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    rows = outputs["trials"]
+    assert [r["number"] for r in rows] == [t.number for t in trials]
+    for row, trial in zip(rows, trials, strict=True):
+        curve = [{"step": s, "value": v} for s, v in sorted(trial.intermediate_values.items())]
+        assert row["intermediate"] == curve and len(curve) >= 1
+    # Trial 0 is the spec's [[baselines]] entry; nothing else is.
+    assert [r["baseline"] for r in rows] == [True] + [False] * (len(rows) - 1)
+    assert outputs["best"]["number"] == study.best_trial.number
+
+    code, out, _ = run(capsys, "study", "trials", "quick", "--csv", "--storage", storage)
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [int(r["number"]) for r in table] == [t.number for t in trials]
+    assert [r["baseline"] for r in table] == ["True"] + ["False"] * (len(rows) - 1)
+    for cells, row in zip(table, rows, strict=True):
+        pairs = [p.split(":") for p in cells["intermediate"].split()]
+        assert [int(s) for s, _ in pairs] == [p["step"] for p in row["intermediate"]]
+        assert [float(v) for _, v in pairs] == pytest.approx(
+            [p["value"] for p in row["intermediate"]], rel=1e-5
+        )
