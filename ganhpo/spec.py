@@ -322,8 +322,9 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
         choices = [_convert(c, tp, f"{key}.choices") for c in choices]
         if len(set(choices)) != len(choices):
             raise ConfigError(f"{key}.choices has duplicates; list each value once")
+        for value in choices:  # every choice must make a valid configuration
+            _check_searched(base, name, value, f"{key}.choices", choice=True)
         space = Choice(tuple(choices))
-        probes = list(choices)
     elif tp in (int, float):
         _reject_unknown(raw, ["low", "high", "log", "step"], f"[{key}]")
         for bound in ("low", "high"):
@@ -332,6 +333,11 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
         cls: type[FloatRange | IntRange] = FloatRange if tp is float else IntRange
         rng = from_dict(cls, raw, prefix=f"{key}.")
         space = rng
+        # Each end must make a valid configuration; checked first, so that the advice below
+        # (log = false) is only given where it works.
+        for bound in ("low", "high"):
+            value = getattr(rng, bound)
+            _check_searched(base, name, value, f"{key}.{bound}", choice=False)
         if rng.low > rng.high:
             raise ConfigError(
                 f"{key}: low = {rng.low} is greater than high = {rng.high}; swap them"
@@ -345,15 +351,24 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
             raise ConfigError(f"{key}: step cannot be used with log = true; drop one of them")
         if rng.step is not None and rng.step <= 0:
             raise ConfigError(f"{key}.step = {rng.step} must be positive")
-        probes = [rng.low, rng.high]
     else:
         raise ConfigError(f"{key} is a {tp.__name__}: give {{ choices = [...] }}")
-    for value in probes:  # every end of the range must make a valid configuration
-        try:
-            base.replace_params(**{name: value})
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from e
     return space
+
+
+def _check_searched(base: TrainConfig, name: str, value: Any, where: str, *, choice: bool) -> None:
+    """Refuse a searched value that makes no valid configuration, in words that name what the
+    user wrote (``where``: ``search.lr_g.low``, ``search.loss.choices``), not the ``train.`` key
+    the value sets."""
+    try:
+        base.replace_params(**{name: value})
+    except ConfigError as e:
+        message = str(e)
+        as_set = f"train.{name} = {value!r}"  # TrainParams' words: "<as_set> is invalid; use..."
+        if message.startswith(as_set):
+            written = f"{where}: {value!r}" if choice else f"{where} = {value!r}"
+            raise type(e)(written + message[len(as_set) :]) from e
+        raise type(e)(f"{where}: {message}") from e
 
 
 def _contains(space: ParamSpace, value: Any) -> bool:

@@ -91,7 +91,7 @@ def test_parsed_space_types() -> None:
         ),
         (
             base(search={"lr_g": {"low": 1e-4, "high": 2.0}}),
-            r"search.lr_g: train.lr_g = 2.0 is invalid",
+            r"search.lr_g.high = 2.0 is invalid; use a value in \(0, 1\)",
         ),
         (base(search={"lr_g": {"low": 1e-4}}), r"search.lr_g needs high"),
         (base(search={"lr_g": 1e-3}), r"must be a table .* put fixed values in \[train\]"),
@@ -123,6 +123,43 @@ def test_parsed_space_types() -> None:
 def test_bad_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_study_spec(data)
+
+
+def error(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_study_spec(data)
+    return str(e.value)
+
+
+def test_a_bad_searched_value_is_named_as_written_with_a_fix_that_works() -> None:
+    """A log range with a negative low advised log = false, which then failed as well, naming
+    train.lr_g where the user wrote search.lr_g: now the value's own range comes first."""
+    for log in (True, False):
+        lr = {"low": -1e-4, "high": 1e-2, "log": log}
+        assert error(base(search={"lr_g": lr})) == (
+            "spec: search.lr_g.low = -0.0001 is invalid; use a value in (0, 1)"
+        )
+    assert error(base(search={"lr_g": {"low": 0.0, "high": 1e-2, "log": True}})) == (
+        "spec: search.lr_g.low = 0.0 is invalid; use a value in (0, 1)"
+    )
+    # Where log = false is the advice, it works.
+    beta1 = {"low": 0.0, "high": 0.9, "log": True}
+    assert error(base(search={"beta1": beta1})) == (
+        "spec: search.beta1: a log range needs low > 0, got low = 0.0; use a positive low or "
+        "log = false"
+    )
+    spec = parse_study_spec(base(search={"beta1": {**beta1, "log": False}}))
+    assert spec.space["beta1"] == FloatRange(0.0, 0.9)
+    # Choices are named as written too.
+    assert error(base(search={"beta1": {"choices": [0.5, 1.5]}})) == (
+        "spec: search.beta1.choices: 1.5 is invalid; use a value in [0, 1)"
+    )
+    assert error(base(search={"loss": {"choices": ["ns", "lsgan"]}})) == (
+        "spec: search.loss.choices: unknown loss 'lsgan'; choose one of: hinge, ns, wasserstein"
+    )
+    assert error(base(search={"batch_size": {"low": 1, "high": 64}})) == (
+        "spec: search.batch_size.low = 1 is invalid; use at least 2"
+    )
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,13 @@ def spec_with(tmp_path: Path, old: str, new: str) -> Path:
         ("lr_g = {", "lr_gg = {", "unknown search parameter 'lr_gg'; did you mean 'lr_g'?"),
         ("seed = 0", "sed = 0", "unknown key 'sed' in [study]; did you mean 'seed'?"),
         ("low = 5e-5, high = 5e-3", "low = 5e-3, high = 5e-5", "is greater than high"),
-        ("low = 5e-5, high = 5e-3", "low = 0.0, high = 5e-3", "a log range needs low > 0"),
+        ("low = 5e-5, high = 5e-3", "low = 0.0, high = 5e-3", "search.lr_g.low = 0.0 is invalid"),
+        (
+            "beta1 = { choices = [0.0, 0.5] }",
+            "beta1 = { low = 0.0, high = 0.5, log = true }",
+            "search.beta1: a log range needs low > 0, got low = 0.0; use a positive low or "
+            "log = false",
+        ),
         ('name = "tpe"', 'name = "tpee"', "unknown sampler 'tpee' (did you mean 'tpe'?)"),
         ('name = "percentile"', 'name = "mediun"', "unknown pruner 'mediun'"),
         ('name = "mnist-subset"', 'name = "cifar"', "unknown dataset 'cifar'"),
