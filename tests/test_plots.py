@@ -1,4 +1,6 @@
-"""``ganhpo.plots``: the data behind every figure (no plotly, no browser), and ``ganhpo plot``."""
+"""``ganhpo.plots`` and ``ganhpo.report``: the data behind every figure (no plotly, no browser),
+how Optuna's figures are restyled (plotly objects, no browser), the written report, and
+``ganhpo plot``."""
 
 from __future__ import annotations
 
@@ -8,14 +10,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from PIL import Image
+from procs import QUICK
 
-from ganhpo import plots
+from ganhpo import plots, report
 from ganhpo.cli import main
 from ganhpo.storage import open_storage
 
@@ -103,23 +105,13 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
 
 
 # ------------------------------------------------------------------------------- data functions
-def test_history_has_completed_values_best_so_far_and_pruned_last_values(mixed: Any) -> None:
+def test_history_has_completed_trials_and_pruned_last_values(mixed: Any) -> None:
     study, _ = mixed
     info = plots._history_info(study)
-    assert (info.objective, info.direction) == ("fid", "minimize")
-    assert info.numbers == [0, 2, 3]
-    assert info.values == [600.0, 250.0, 700.0]
-    assert info.best_so_far == [600.0, 250.0, 250.0]
+    assert (info.label, info.direction) == ("FID", "minimize")
+    assert info.completed == [0, 2, 3]
     assert (info.pruned_numbers, info.pruned_values) == ([1], [1200.0])
-
-
-def test_history_of_a_maximized_study_keeps_the_largest(tmp_path: Path) -> None:
-    storage = open_storage(f"sqlite:///{tmp_path / 'max.db'}", create_schema=True)
-    study = optuna.create_study(storage=storage, direction="maximize")
-    for v in (1.0, 3.0, 2.0):
-        study.add_trial(optuna.trial.create_trial(value=v))
-    info = plots._history_info(study)
-    assert (info.objective, info.best_so_far) == ("value", [1.0, 3.0, 3.0])
+    assert info.drawable
 
 
 def test_curves_mark_pruned_trials_and_leave_failed_ones_out(mixed: Any) -> None:
@@ -133,6 +125,34 @@ def test_curves_mark_pruned_trials_and_leave_failed_ones_out(mixed: Any) -> None
     assert by_number[0].steps == [80, 160] and by_number[0].values == [900.0, 700.0]
     assert by_number[0].pruned_at is None
     assert by_number[5].state == "RUNNING"
+    # No trial recorded its sampling std: no error bars and no note about them.
+    assert all(s is None for c in info.curves for s in c.stds)
+    assert not any("Error bars" in n for n in info.notes)
+
+
+STD_TRIALS = [
+    {"params": p(2e-4, 2e-4), "curve": {80: 900.0, 160: 700.0, 240: 650.0}, "value": 650.0,
+     "attrs": {"fid_std": {"80": 3.2, "160": 1.9}}},  # none at 240
+    {"params": p(1e-3, 1e-4), "curve": {80: 1200.0}, "state": TrialState.PRUNED,
+     # unusable entries are skipped, not fatal
+     "attrs": {"fid_std": {"80": 4.5, "x": 1.0, "160": -1.0, "240": "wide"}}},
+    {"params": p(3e-3, 1e-3), "curve": {80: 500.0}, "value": 400.0},  # no attribute
+]  # fmt: skip
+
+
+def test_curves_carry_the_fid_sampling_std_where_recorded(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, STD_TRIALS)
+    info = plots._curves_info(study)
+    stds = {c.number: c.stds for c in info.curves}
+    assert stds == {0: [3.2, 1.9, None], 1: [4.5], 2: [None]}
+    assert any(n.startswith("Error bars: ± one standard deviation of FID") for n in info.notes)
+
+
+def test_fid_std_is_not_drawn_on_a_kid_study(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, STD_TRIALS, objective="kid")
+    info = plots._curves_info(study)
+    assert info.label == "KID"
+    assert all(s is None for c in info.curves for s in c.stds)
 
 
 def test_importances_need_two_completed_trials(tmp_path: Path) -> None:
@@ -140,7 +160,7 @@ def test_importances_need_two_completed_trials(tmp_path: Path) -> None:
     info = plots._importance_info(study)
     assert info.params == [] and info.importances == []
     assert info.notes == ["Importances need at least 2 completed trials; this study has 1."]
-    assert not plots.PAGES[2].drawable(info)
+    assert not info.drawable
 
 
 def test_importances_rank_parameters(mixed: Any) -> None:
@@ -151,26 +171,15 @@ def test_importances_rank_parameters(mixed: Any) -> None:
     assert math.isclose(sum(info.importances), 1.0, abs_tol=1e-6)
 
 
-def test_parallel_axes_log10_choices_as_indices_conditional_left_out(mixed: Any) -> None:
+def test_parallel_and_slices_note_conditional_parameters(mixed: Any) -> None:
     study, _ = mixed
     info = plots._parallel_info(study)
-    axes = {a.name: a for a in info.axes}
-    assert list(axes) == ["lr_g", "lr_d", "beta1", "loss"]
-    assert info.numbers == [0, 2, 3] and info.values == [600.0, 250.0, 700.0]
-    assert axes["lr_g"].log
-    assert axes["lr_g"].values == pytest.approx([math.log10(2e-4), math.log10(3e-3), -4.0])
-    assert axes["lr_g"].ticktext == ["1e-5", "1e-4", "1e-3", "1e-2"]
-    assert axes["loss"].values == [0.0, 0.0, 0.0] and axes["loss"].ticktext == ["ns", "hinge"]
+    assert info.numbers == [0, 2, 3]
+    assert list(info.params) == ["lr_g", "lr_d", "beta1", "loss", "r1_gamma"]
+    assert info.params["r1_gamma"] == [3] and info.params["lr_d"] == [0, 2, 3]
+    assert info.conditional == ["r1_gamma"]
     assert any("r1_gamma" in n for n in info.notes)
-
-
-def test_slices_show_conditional_parameters_where_set(mixed: Any) -> None:
-    study, _ = mixed
-    info = plots._slice_info(study)
-    by_name = {s.name: s for s in info.params}
-    assert by_name["r1_gamma"].numbers == [3] and by_name["r1_gamma"].y == [700.0]
-    assert by_name["lr_d"].log and by_name["lr_d"].x == pytest.approx([2e-4, 1e-3, 3e-3])
-    assert by_name["beta1"].categories == ["0.0", "0.5"]
+    assert plots._slice_info(study).notes == []  # the slices show them where set
 
 
 def test_contour_only_when_both_learning_rates_are_searched(tmp_path: Path) -> None:
@@ -182,48 +191,94 @@ def test_contour_only_when_both_learning_rates_are_searched(tmp_path: Path) -> N
     assert plots._contour_info(study) is None
 
 
-def test_contour_surface_spans_the_ranges_and_stays_between_the_values(mixed: Any) -> None:
+def test_contour_needs_two_values_of_each_parameter(mixed: Any, tmp_path: Path) -> None:
     study, _ = mixed
     info = plots._contour_info(study)
-    assert info is not None
-    assert (info.x_name, info.y_name, info.x_log, info.y_log) == ("lr_g", "lr_d", True, True)
-    assert info.numbers == [0, 2, 3]
-    assert len(info.x_grid) == len(info.y_grid) == plots.GRID_POINTS
-    assert info.x_grid[0] == pytest.approx(5e-5) and info.x_grid[-1] == pytest.approx(5e-3)
-    z = np.array(info.z)
-    assert z.shape == (plots.GRID_POINTS, plots.GRID_POINTS)
-    assert z.min() >= 250.0 - 1e-9 and z.max() <= 700.0 + 1e-9  # a weighted mean of the values
-
-
-def test_interpolation_is_exact_at_the_points_and_between_them_elsewhere() -> None:
-    px, py, pz = np.array([0.0, 1.0]), np.array([0.0, 1.0]), np.array([10.0, 20.0])
-    z = plots._interpolate(px, py, pz, np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))
-    assert z[0, 0] == pytest.approx(10.0) and z[2, 2] == pytest.approx(20.0)
-    assert z[1, 1] == pytest.approx(15.0)  # equidistant
-    assert 10.0 < z[0, 2] < 20.0
-
-
-def test_contour_with_one_point_has_a_note_and_no_surface(tmp_path: Path) -> None:
-    study, _ = make_study(tmp_path, [{"params": p(2e-4, 2e-4), "value": 600.0}])
+    assert info is not None and info.drawable
+    assert (info.x_name, info.y_name, info.numbers, info.distinct) == ("lr_g", "lr_d", [0, 2, 3],
+                                                                       (3, 3))  # fmt: skip
+    study, _ = make_study(tmp_path, [{"params": p(2e-4, 2e-4), "value": 600.0},
+                                     {"params": p(2e-4, 1e-3), "value": 500.0}])  # fmt: skip
     info = plots._contour_info(study)
-    assert info is not None and info.z == [] and info.x == [2e-4]
-    assert "2 or more" in info.notes[0]
+    assert info is not None and not info.drawable and info.distinct == (1, 2)
+    assert "2 or more values of both lr_g and lr_d; there are 1 and 2" in info.notes[0]
+
+
+def test_timeline_counts_states_and_explains_failures(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._timeline_info(study)
+    assert info.states == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
+    assert any("dead or stopped worker" in n for n in info.notes)
 
 
 def test_index_ranks_the_best_completed_trials(mixed: Any) -> None:
     study, _ = mixed
-    info = plots._index_info(study, top=2)
+    info = report._index_info(study, top=2)
     assert [r.number for r in info.best] == [2, 0]
     assert (info.best[0].fid, info.best[0].kid, info.best[0].status) == (250.0, 0.2, "completed")
     assert info.states == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1, "RUNNING": 1}
-    assert plots._index_info(study).best[-1].number == 3  # no fid attribute: the value
+    assert report._index_info(study).best[-1].number == 3  # no fid attribute: the value
+
+
+# ------------------------------------------- Optuna's figures, restyled (plotly, no browser)
+def test_history_draws_optunas_best_so_far_and_the_pruned_trials(mixed: Any) -> None:
+    study, _ = mixed
+    fig = plots._draw_history(study, plots._history_info(study))
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["FID (completed)"].x) == [0, 2, 3]
+    best = dict(zip(traces["best so far"].x, traces["best so far"].y, strict=True))
+    assert [best[n] for n in (0, 2, 3)] == [600.0, 250.0, 250.0]
+    pruned = traces["pruned (last value)"]
+    assert (list(pruned.x), list(pruned.y)) == ([1], [1200.0])
+    assert pruned.marker.color == plots.PRUNED["color"]
+    assert fig.layout.yaxis.title.text == "FID"
+
+
+def test_history_of_a_maximized_study_keeps_the_largest(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'max.db'}", create_schema=True)
+    study = optuna.create_study(storage=storage, direction="maximize")
+    for v in (1.0, 3.0, 2.0):
+        study.add_trial(optuna.trial.create_trial(value=v))
+    info = plots._history_info(study)
+    assert (info.label, info.direction) == ("value", "maximize")
+    best = next(t for t in plots._draw_history(study, info).data if t.name == "best so far")
+    assert list(best.y) == [1.0, 3.0, 3.0]
+
+
+def test_curves_draw_pruned_gray_dashed_and_the_std_as_error_bars(tmp_path: Path) -> None:
+    study, _ = make_study(tmp_path, STD_TRIALS)
+    fig = plots._draw_curves(study, plots._curves_info(study))
+    traces = {t.name: t for t in fig.data if t.name}
+    assert set(traces) == {"#0 complete", "#1 pruned", "#2 complete"}
+    assert list(traces["#0 complete"].error_y.array) == [3.2, 1.9, None]
+    assert traces["#2 complete"].error_y.array is None  # no attribute: nothing extra
+    pruned = traces["#1 pruned"]
+    assert (pruned.line.color, pruned.line.dash) == (plots.PRUNED["color"], "dash")
+    assert list(pruned.error_y.array) == [4.5]
+    assert fig.layout.yaxis.title.text == "FID" and fig.layout.showlegend
+
+
+def test_importances_are_drawn_from_the_computed_ones(mixed: Any) -> None:
+    study, _ = mixed
+    info = plots._importance_info(study)
+    (bars,) = plots._draw_importances(study, info).data
+    drawn = dict(zip(bars.y, bars.x, strict=True))
+    assert drawn == pytest.approx(dict(zip(info.params, info.importances, strict=True)))
+
+
+def test_timeline_draws_pruned_trials_gray(mixed: Any) -> None:
+    study, _ = mixed
+    fig = plots._draw_timeline(study, plots._timeline_info(study))
+    colors = {t.name: t.marker.color for t in fig.data}
+    assert colors["pruned"] == plots.PRUNED["color"]
+    assert set(colors) == {"complete", "pruned", "fail", "running"}
 
 
 # ----------------------------------------------------------------------------- written report
 def test_report_shows_each_best_trials_latest_grid(mixed: Any, tmp_path: Path) -> None:
     study, storage = mixed
     store = Path(storage.engine.url.database).parent / "artifacts"
-    index = plots.write_report(study, tmp_path / "report", storage=storage, artifacts=str(store))
+    index = report.write_report(study, tmp_path / "report", storage=storage, artifacts=str(store))
     text = index.read_text()
     grids = tmp_path / "report" / "grids"
     assert "src='grids/trial-00002.png'" in text
@@ -231,7 +286,7 @@ def test_report_shows_each_best_trials_latest_grid(mixed: Any, tmp_path: Path) -
     assert (grids / "trial-00003.png").read_bytes() == png(30)  # the one its attribute names
     assert text.count("no sample grid") == 1  # trial 0
     for page in plots.PAGES:
-        assert (tmp_path / "report" / page.filename).is_file()
+        assert 'id="plot"' in (tmp_path / "report" / page.filename).read_text(), page.filename
         assert f"href='{page.filename}'" in text
 
 
@@ -239,20 +294,22 @@ def test_report_without_an_artifact_store_has_no_grids(
     mixed: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     study, storage = mixed
-    index = plots.write_report(
+    index = report.write_report(
         study, tmp_path / "r", storage=storage, artifacts=str(tmp_path / "gone")
     )
     assert "<img" not in index.read_text()
-    assert "not found" in caplog.text
+    assert "not found" in caplog.text and "--artifacts DIR" in caplog.text
     assert not (tmp_path / "gone").exists()  # a report never creates a store
 
 
 def test_report_of_an_empty_study_writes_notes_not_plots(tmp_path: Path) -> None:
     study, _ = make_study(tmp_path, [])
-    index = plots.write_report(study, tmp_path / "r")
+    index = report.write_report(study, tmp_path / "r")
     assert "No trial has completed yet" in index.read_text()
-    history = (tmp_path / "r" / "history.html").read_text()
-    assert "No trial has completed yet" in history and 'id="plot"' not in history
+    for page, note in (("history", "No trial has completed yet"),
+                       ("timeline", "The study has no trials yet")):  # fmt: skip
+        text = (tmp_path / "r" / f"{page}.html").read_text()
+        assert note in text and 'id="plot"' not in text
     assert not (tmp_path / "r" / "contour.html").exists()  # nothing searched
 
 
@@ -292,7 +349,7 @@ def test_plot_a_real_study(
     assert set(info.params) == {"lr_g", "lr_d", "beta1", "loss"}
     n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
     assert info.notes[-1].startswith(f"Only {n_complete} completed trials")
-    index = plots._index_info(study)
+    index = report._index_info(study)
     assert index.best[0].value == study.best_value and index.best[0].kid is not None
 
 
@@ -331,3 +388,31 @@ def test_plot_unwritable_out_is_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ganhpo: error: ")
     assert str(out) in lines[0] or str(blocker) in lines[0]
+
+
+@pytest.mark.parametrize("running", [0, 1])
+def test_plot_before_any_trial_completed_says_what_to_do(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    running: int,
+) -> None:
+    """Not '--artifacts DIR': no grid is missing, no trial has finished to have one."""
+    monkeypatch.chdir(tmp_path)  # no ./ganhpo-artifacts
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert run(capsys, "study", "create", str(QUICK), "--storage", url)[0] == 0
+    if running:  # a worker has started a trial and is still training it
+        storage = open_storage(url)
+        optuna.load_study(study_name="quick", storage=storage).ask()
+        storage.engine.dispose()
+    code, out, err = run(capsys, "plot", "quick", "--out", "r", "--storage", url)
+    assert code == 0 and out == "r/index.html\n"
+    assert "--artifacts" not in err and "not found" not in err
+    (warning,) = [line for line in err.splitlines() if not line.startswith("wrote ")]
+    assert warning.startswith("no trial of 'quick' has completed yet")
+    fix = (
+        "wait for the 1 running trial(s)"
+        if running
+        else "run a worker ('ganhpo worker --study quick', with the same storage)"
+    )
+    assert f": {fix} until a trial completes, then run 'ganhpo plot' again" in warning

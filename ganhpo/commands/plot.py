@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from ganhpo.commands._common import add_storage_args, positive, storage_from_args
 from ganhpo.errors import ConfigError
 
 __all__ = ["register", "run"]
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo plot``."""
+    from optuna.trial import TrialState
+
     from ganhpo.artifacts import resolve_artifacts
-    from ganhpo.plots import write_report
+    from ganhpo.report import write_report
     from ganhpo.study import ARTIFACTS_ATTR, load_study
 
     if args.out.exists() and not args.out.is_dir():
@@ -51,5 +56,16 @@ def run(args: argparse.Namespace) -> int:
     study = load_study(args.name, storage)
     artifacts = resolve_artifacts(args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR))
     index = write_report(study, args.out, storage=storage, artifacts=artifacts, top=args.top)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    if TrialState.COMPLETE not in states:
+        running = states.count(TrialState.RUNNING)
+        logger.warning(
+            "no trial of %r has completed yet, so the report has no results and no sample "
+            "grids: %s until a trial completes, then run 'ganhpo plot' again",
+            args.name,
+            f"wait for the {running} running trial(s)"
+            if running
+            else f"run a worker ('ganhpo worker --study {args.name}', with the same storage)",
+        )
     print(index)
     return 0

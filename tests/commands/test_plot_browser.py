@@ -6,8 +6,8 @@ skips, without them.
 
 from __future__ import annotations
 
-import io
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from PIL import Image
 from ganhpo import plots
 from ganhpo.cli import main
 
-SCREENSHOT = Path("/tmp/ganhpo-history.png")  # for a person to look at
+SCREENSHOTS = Path(tempfile.gettempdir()) / "ganhpo-report-screenshots"  # for a person to look at
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -100,19 +100,26 @@ def wait_drawn(driver: Any) -> int:
     return int(drawn)
 
 
+def screenshot(driver: Any, name: str) -> Image.Image:
+    """Save the window under ``SCREENSHOTS`` and return it; a drawn page has many colors."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    shot = Image.open(SCREENSHOTS / f"{name}.png")
+    assert shot.size[0] >= 1000 and len(shot.getcolors(1 << 16) or ()) > 10, name
+    return shot
+
+
 @pytest.mark.parametrize("page", [pg.filename for pg in plots.PAGES])
-def test_page_draws_its_plot_without_console_errors(
-    browser: Any, report: Path, page: str, tmp_path: Path
-) -> None:
+def test_page_draws_its_plot_without_console_errors(browser: Any, report: Path, page: str) -> None:
     browser.get((report / page).as_uri())
     assert wait_drawn(browser) == 1
     assert browser.execute_script("return typeof Plotly") == "object"  # the local plotly.min.js
     assert errors(browser) == []
-    if page == "history.html":
-        browser.save_screenshot(str(tmp_path / "history.png"))
-        shutil.copyfile(tmp_path / "history.png", SCREENSHOT)
-        with Image.open(tmp_path / "history.png") as shot:
-            assert shot.size[0] >= 1000 and len(shot.getcolors(1 << 16) or ()) > 10
+    title = browser.execute_script(
+        "return document.querySelector('.js-plotly-plot')._fullLayout.title.text"
+    )
+    assert "FID" in title or page == "timeline.html", title  # the objective named, as FID
+    screenshot(browser, page.removesuffix(".html")).close()
 
 
 def test_index_links_every_page_and_shows_the_grid(
@@ -135,5 +142,4 @@ def test_index_links_every_page_and_shows_the_grid(
     else:  # a study from before grids were uploaded: a note instead of a picture
         assert "no sample grid" in browser.execute_script(f"return {first_row}.textContent")
     assert errors(browser) == []
-    with Image.open(io.BytesIO(browser.get_screenshot_as_png())) as shot:
-        assert shot.size[0] >= 1000
+    screenshot(browser, "index").close()
