@@ -114,13 +114,21 @@ class Evaluator:
         return self._real_stats[num_samples]
 
     def evaluate(
-        self, generator: nn.Module, num_samples: int, *, batch_size: int = 500, kid: bool = True
+        self,
+        generator: nn.Module,
+        num_samples: int,
+        *,
+        batch_size: int = 500,
+        kid: bool = True,
+        real_samples: int | None = None,
     ) -> EvalResult:
         """FID and KID of ``num_samples`` images from ``generator`` on the study's fixed latents.
 
         The generator maps z [B, latent_dim] to images [B, C, H, W] in [-1, 1]; it runs in eval
         mode without autograd, on the device of its parameters, and its mode is restored.
         ``kid=False`` skips KID (most of an evaluation's time with 100 subsets); it is then nan.
+        The real reference has ``real_samples`` images (default: as many as generated; the
+        dataset's size for the whole split, as the FID-50k protocol does).
         """
         started = time.perf_counter()
         latents = fixed_latents(self.seed, num_samples, self.latent_dim)
@@ -133,7 +141,7 @@ class Evaluator:
                     generator(latents[start : start + batch_size].to(device))
                     for start in range(0, num_samples, batch_size)
                 )
-                return self._score(batches, num_samples, started, kid)
+                return self._score(batches, num_samples, started, kid, real_samples)
         finally:
             generator.train(was_training)
 
@@ -146,11 +154,16 @@ class Evaluator:
         return self._score(batches, len(images), started, kid)
 
     def _score(
-        self, batches: Iterable[torch.Tensor], num_samples: int, started: float, with_kid: bool
+        self,
+        batches: Iterable[torch.Tensor],
+        num_samples: int,
+        started: float,
+        with_kid: bool,
+        real_samples: int | None = None,
     ) -> EvalResult:
         if num_samples < 2:
             raise ValueError(f"FID needs at least 2 samples, got {num_samples}")
-        real = self.real_stats(num_samples)
+        real = self.real_stats(num_samples if real_samples is None else real_samples)
         groups = FID_STD_GROUPS if num_samples >= 2 * FID_STD_GROUPS else None
         blocked = None if groups is None else BlockedStats(self.extractor.dim, num_samples, groups)
         stats = RunningStats(self.extractor.dim)

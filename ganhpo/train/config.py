@@ -132,6 +132,7 @@ class TrainParams:
 
 
 KID_MODES = ("final", "every", "off")
+FINAL_REFERENCES = ("sample", "full")
 # The most images one evaluation may generate: 20x the 50,000 papers use for FID. Beyond it a
 # count is a typo that would fail every trial on memory (latents, images, features).
 MAX_EVAL_SAMPLES = 1_000_000
@@ -151,12 +152,23 @@ class EvalConfig:
     # When to compute KID (100 subsets: most of an evaluation's time): "final" (the final
     # evaluation only), "every" (every evaluation; needed when a study minimizes KID), "off".
     kid: str = "final"
+    # What the final evaluation compares with: "sample", a seeded random sample of as many real
+    # images as it generates (like every intermediate evaluation), or "full", the statistics of
+    # the whole split: with final_samples = 50000 and extractor = "inception" that is the FID-50k
+    # protocol papers report (README, "Metrics").
+    final_reference: str = "sample"
 
     def __post_init__(self) -> None:
         from ganhpo.metrics import EXTRACTORS
 
         EXTRACTORS.get(self.extractor)
         _require(self.kid in KID_MODES, "eval.kid", self.kid, f"use {', '.join(KID_MODES)}")
+        _require(
+            self.final_reference in FINAL_REFERENCES,
+            "eval.final_reference",
+            self.final_reference,
+            f"use {' or '.join(FINAL_REFERENCES)}",
+        )
         _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
         for key in ("samples", "final_samples"):
             value = getattr(self, key)

@@ -312,7 +312,12 @@ class Trainer:
         next_eval = (self.step // ev.every + 1) * ev.every if ev.every else tp.steps
         if next_eval < tp.steps:
             evaluator.real_stats(ev.samples)
-        evaluator.real_stats(ev.final_samples)
+        evaluator.real_stats(self._final_real_samples())
+
+    def _final_real_samples(self) -> int:
+        """Real images the final evaluation compares with (see ``eval.final_reference``)."""
+        ev = self.config.eval
+        return len(self.data) if ev.final_reference == "full" else ev.final_samples
 
     def evaluate(self, num_samples: int, *, final: bool = False) -> EvalRecord:
         """Score the generator on ``num_samples`` fixed latents; write a sample grid."""
@@ -330,6 +335,7 @@ class Trainer:
                 num_samples,
                 batch_size=self.config.eval.batch_size,
                 kid=mode == "every" or (final and mode == "final"),
+                real_samples=self._final_real_samples() if final else None,
             )
         except ValueError as e:  # non-finite generated images or features
             raise DivergenceError("generated images", self.step, math.nan) from e

@@ -176,6 +176,24 @@ def test_eval_kid_must_be_a_known_mode() -> None:
         EvalConfig(kid="sometimes")
 
 
+def test_full_final_reference_compares_with_the_whole_split(
+    mnist_small: ImageDataset, tmp_path: Path
+) -> None:
+    """eval.final_reference = "full" (the FID-50k protocol's reference): the final evaluation
+    against the statistics of all 1000 images; the intermediate ones against 200 as before."""
+    config = tiny_config()
+    config = replace(config, eval=replace(config.eval, final_reference="full", grid=False))
+    trainer = Trainer(config, data=mnist_small, cache_dir=tmp_path)
+    history = trainer.run().history
+    evaluator = trainer.evaluator
+    final = evaluator.evaluate(trainer.generator, 300, batch_size=100, kid=False, real_samples=1000)
+    assert history[-1].final and history[-1].fid == final.fid
+    assert {p.name.split("-")[3] for p in (tmp_path / "stats").glob("*.npz")} == {"200", "1000"}
+    assert history[-1].fid != evaluator.evaluate(trainer.generator, 300, kid=False).fid
+    with pytest.raises(ConfigError, match=r"eval.final_reference = 'all' is invalid; use sample"):
+        EvalConfig(final_reference="all")
+
+
 def test_should_stop_ends_the_run_early(mnist_small: ImageDataset) -> None:
     t = Trainer(tiny_config(steps=100), data=mnist_small)
     evals = []
