@@ -20,6 +20,7 @@ from ganhpo.metrics import (
     SHIPPED_WEIGHTS_DIR,
     ClassifierExtractor,
     FeatureExtractor,
+    InceptionExtractor,
     check_extractor,
     classifier_accuracy,
     extract_features,
@@ -320,3 +321,32 @@ def test_check_extractor_passes_what_may_work(tmp_path):
     check_extractor("classifier", dataset="npz", path=tmp_path / "junk.npz")
     with pytest.raises(UnknownNameError, match="choose one of: classifier, inception"):
         check_extractor("vgg", dataset="mnist")
+
+
+class _InputRecorder(torch.nn.Module):
+    """Stands in for pytorch-fid's InceptionV3 (not installable beside this CPU torch): returns
+    [pool features] like it and keeps what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.seen.append(x)
+        return [x.mean(dim=(2, 3), keepdim=True).repeat(1, 683, 1, 1)[:, :2048]]
+
+
+def test_inception_gets_gray_and_small_images_as_pytorch_fid_gives_them():
+    """pytorch-fid reads every image as RGB (gray repeated to three channels) in [0, 1] and
+    leaves the resizing to 299×299 to the network (resize_input=True): 8×8 gray images go in
+    at 8×8, as three equal channels."""
+    network = _InputRecorder()
+    extractor = InceptionExtractor(network, digest="0" * 64)
+    gray = torch.linspace(-1, 1, 2 * 8 * 8).view(2, 1, 8, 8)
+    features = extractor(gray)
+    (seen,) = network.seen
+    assert seen.shape == (2, 3, 8, 8) and features.shape == (2, 2048)
+    assert torch.equal(seen[:, 0], seen[:, 1]) and torch.equal(seen[:, 0], seen[:, 2])
+    assert torch.allclose(seen[:, 0], (gray[:, 0] + 1) / 2)
+    with pytest.raises(ExtractorError, match="takes 1 or 3 channels; got 2"):
+        extractor(torch.zeros(1, 2, 8, 8))
