@@ -35,6 +35,7 @@ __all__ = [
     "redact",
     "resolve_storage_url",
     "scrub",
+    "sqlite_lock_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -307,6 +308,12 @@ def open_storage(
             ) from None
 
 
+def sqlite_lock_path(database: str | Path) -> Path:
+    """The file beside a SQLite database that :func:`budget_lock` locks (``ganhpo.db.lock``)."""
+    path = Path(database)
+    return path.with_suffix(path.suffix + ".lock")
+
+
 @contextlib.contextmanager
 def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """A lock shared by every worker of a study, held while one counts trials and starts one.
@@ -339,8 +346,7 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
     elif backend == "sqlite" and url.database and url.database != ":memory:":
-        lock_path = Path(url.database).with_suffix(Path(url.database).suffix + ".lock")
-        with open(lock_path, "a+") as f:
+        with open(sqlite_lock_path(url.database), "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

@@ -50,3 +50,43 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     test_command = next(line for line in code_lines() if "pytest" in line)
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert test_command in ci_lines
+
+
+def default_locations() -> dict[str, str]:
+    """What ganhpo writes in the working directory by default, as the code names it."""
+    from sqlalchemy.engine import make_url
+
+    from ganhpo.artifacts import DEFAULT_ARTIFACTS
+    from ganhpo.storage import DEFAULT_STORAGE, sqlite_lock_path
+
+    database = make_url(DEFAULT_STORAGE).database
+    assert database is not None
+    return {
+        "study database": database,
+        "its budget lock": str(sqlite_lock_path(database)),
+        "artifact store": f"{DEFAULT_ARTIFACTS}/",
+    }
+
+
+def test_the_gitignore_names_what_ganhpo_writes_by_default() -> None:
+    import fnmatch
+
+    patterns = [
+        line.strip().strip("/")
+        for line in (ROOT / ".gitignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    # The report lands where the README's example puts it: ganhpo plot quick --out report.
+    written = [*default_locations().values(), "report/"]
+    for path in written:
+        name = path.rstrip("/")
+        assert any(fnmatch.fnmatch(name, p) for p in patterns), f".gitignore misses {path}"
+
+
+def test_the_readme_says_where_each_default_location_is() -> None:
+    section = README.split("### Where ganhpo writes", 1)[1].split("\n#", 1)[0]
+    for what, path in default_locations().items():
+        assert f"`{path}`" in section, what
+    for variable in ("GANHPO_STORAGE", "GANHPO_ARTIFACTS", "GANHPO_DATA_DIR", "GANHPO_CACHE_DIR"):
+        assert f"`${variable}`" in section
+    assert "ganhpo plot quick --out report" in README
