@@ -278,9 +278,12 @@ def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial: number, state, value, params_*, user attributes, status, whether it
     is a baseline, its chain (``resumed_from``, ``resumed_as``), and its curve
-    (``intermediate``: the objective at each evaluation, a list of ``{step, value}``)."""
+    (``intermediate``: the objective at each evaluation, a list of ``{step, value, std}``; the
+    std is the evaluation's sampling std, None where none was recorded). ``value_std`` is the
+    std of the last evaluation."""
     trials = study.get_trials(deepcopy=False)
     links = chain_links(trials)
+    std_attr = STD_ATTRS[study_spec(study).objective]
     rows = []
     for t in trials:
         history = retry_history(t)
@@ -297,10 +300,14 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row["baseline"] = "baseline" in t.user_attrs  # enqueued from the spec's [[baselines]]
         row["resumed_from"] = history[-1] if history else None
         row["resumed_as"] = links.get(t.number)
+        stds = t.user_attrs.get(std_attr)
+        stds = stds if isinstance(stds, dict) else {}
         row["intermediate"] = [
-            {"step": step, "value": t.intermediate_values[step]}
+            {"step": step, "value": t.intermediate_values[step], "std": stds.get(str(step))}
             for step in sorted(t.intermediate_values)
         ]
+        last = row["intermediate"][-1] if row["intermediate"] else None
+        row["value_std"] = None if last is None else last["std"]
         rows.append(row)
     return rows
 

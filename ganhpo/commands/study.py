@@ -212,7 +212,16 @@ def trials(args: argparse.Namespace) -> int:
         return 0
     shown: list[str] = [
         c
-        for c in ("number", "state", "value", "status", "steps", "resumed_from", "resumed_as")
+        for c in (
+            "number",
+            "state",
+            "value",
+            "value_std",
+            "status",
+            "steps",
+            "resumed_from",
+            "resumed_as",
+        )
         if c in columns
     ]
     shown += [c for c in columns if c.startswith("params_")]
@@ -228,9 +237,13 @@ def trials(args: argparse.Namespace) -> int:
 
 
 def _csv_cell(value: Any) -> Any:
-    """A CSV cell: a curve (a list of step/value points) as ``step:value`` pairs."""
+    """A CSV cell: a curve (a list of step/value/std points) as ``step:value`` or
+    ``step:value±std`` pairs."""
     if isinstance(value, list):
-        return " ".join(f"{p['step']}:{p['value']:.6g}" for p in value)
+        return " ".join(
+            f"{p['step']}:{p['value']:.6g}" + ("" if p.get("std") is None else f"±{p['std']:.2g}")
+            for p in value
+        )
     return value
 
 

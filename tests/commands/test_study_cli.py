@@ -461,8 +461,13 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
     rows = outputs["trials"]
     assert [r["number"] for r in rows] == [t.number for t in trials]
     for row, trial in zip(rows, trials, strict=True):
-        curve = [{"step": s, "value": v} for s, v in sorted(trial.intermediate_values.items())]
+        stds = trial.user_attrs["fid_std"]  # each evaluation's sampling std, by step
+        curve = [
+            {"step": s, "value": v, "std": stds[str(s)]}
+            for s, v in sorted(trial.intermediate_values.items())
+        ]
         assert row["intermediate"] == curve and len(curve) >= 1
+        assert row["value_std"] == curve[-1]["std"] > 0
     # Trial 0 is the spec's [[baselines]] entry; nothing else is.
     assert [r["baseline"] for r in rows] == [True] + [False] * (len(rows) - 1)
     assert outputs["best"]["number"] == study.best_trial.number
@@ -472,8 +477,11 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
     assert code == 0 and [int(r["number"]) for r in table] == [t.number for t in trials]
     assert [r["baseline"] for r in table] == ["True"] + ["False"] * (len(rows) - 1)
     for cells, row in zip(table, rows, strict=True):
-        pairs = [p.split(":") for p in cells["intermediate"].split()]
+        pairs = [p.split(":") for p in cells["intermediate"].split()]  # step:value±std
         assert [int(s) for s, _ in pairs] == [p["step"] for p in row["intermediate"]]
-        assert [float(v) for _, v in pairs] == pytest.approx(
+        assert [float(v.split("±")[0]) for _, v in pairs] == pytest.approx(
             [p["value"] for p in row["intermediate"]], rel=1e-5
+        )
+        assert [float(v.split("±")[1]) for _, v in pairs] == pytest.approx(
+            [p["std"] for p in row["intermediate"]], rel=0.05
         )
