@@ -13,6 +13,7 @@ import optuna
 
 __all__ = [
     "STORAGE_DEFAULTS",
+    "add_data_args",
     "add_storage_args",
     "non_negative",
     "positive",
@@ -68,6 +69,23 @@ def _number(kind: type[int] | type[float], *, zero_ok: bool) -> Callable[[str], 
 # (``ganhpo --storage URL study list``, as in Optuna's CLI); a command's own copy of an option
 # has no default (SUPPRESS), so that it overwrites only what is given after the command.
 STORAGE_DEFAULTS: dict[str, Any] = {"storage": None, "storage_file": None, "connect_timeout": 30.0}
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--cache-dir``: where datasets and real-data statistics live."""
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="dataset files (default: $GANHPO_DATA_DIR, else the user data directory)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="real-data statistics cache (default: $GANHPO_CACHE_DIR, else the user cache "
+        "directory)",
+    )
 
 
 def add_storage_args(p: argparse.ArgumentParser, *, top_level: bool = False) -> None:

@@ -10,13 +10,18 @@ study's dataset (``--study``: exactly the numbers its trials report), a register
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
-from ganhpo.commands._common import add_storage_args, positive, storage_from_args
+from ganhpo.commands._common import (
+    add_data_args,
+    add_storage_args,
+    positive,
+    print_json,
+    storage_from_args,
+)
 from ganhpo.errors import ConfigError
 
 __all__ = ["register", "run"]
@@ -64,10 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seed of the real reference sample (default: the study's evaluation seed, else 0)",
     )
     p.add_argument("--no-kid", action="store_true", help="FID only (KID is most of the time)")
-    p.add_argument("--data-dir", type=Path, metavar="DIR", help="dataset files (GANHPO_DATA_DIR)")
-    p.add_argument(
-        "--cache-dir", type=Path, metavar="DIR", help="real-data statistics (GANHPO_CACHE_DIR)"
-    )
+    add_data_args(p)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -136,9 +138,9 @@ def run(args: argparse.Namespace) -> int:
     real_n = evaluator.real_stats(len(images)).num_samples
     out = {
         "fid": result.fid,
-        "fid_std": _finite(result.fid_std),
-        "kid": _finite(result.kid),
-        "kid_std": _finite(result.kid_std),
+        "fid_std": result.fid_std,
+        "kid": result.kid,
+        "kid_std": result.kid_std,
         "num_samples": result.num_samples,
         "real_samples": real_n,
         "reference": f"{real.name}/{real.split}",
@@ -146,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
         "seed": seed,
     }
     if args.json:
-        print(json.dumps(out, indent=2))
+        print_json(out)  # not computed or not finite: null
         return 0
-    std = "" if out["fid_std"] is None else f" ± {result.fid_std:.2g}"
-    kid = "" if out["kid"] is None else f"  KID {result.kid:.4g} ± {result.kid_std:.2g} (unscaled)"
+    std = f" ± {result.fid_std:.2g}" if math.isfinite(result.fid_std) else ""
+    kid = (
+        ""
+        if math.isnan(result.kid)
+        else f"  KID {result.kid:.4g} ± {result.kid_std:.2g} (unscaled)"
+    )
     print(f"FID {result.fid:.4f}{std}{kid}")
     logger.info(
         "%d images of %s against %d real images of %s (extractor %s, seed %d)",
@@ -161,8 +167,3 @@ def run(args: argparse.Namespace) -> int:
         seed,
     )
     return 0
-
-
-def _finite(value: float) -> float | None:
-    """JSON has no NaN: not computed is null."""
-    return None if math.isnan(value) else value

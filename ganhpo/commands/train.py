@@ -10,7 +10,7 @@ import statistics
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ganhpo.commands._common import print_json
+from ganhpo.commands._common import add_data_args, print_json
 from ganhpo.errors import ConfigError
 from ganhpo.train import TrainConfig, resolve_device
 
@@ -44,19 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TOML file with [dataset], [model], [train], [eval] (default: the built-in "
         "small MNIST preset)",
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help="dataset files (default: $GANHPO_DATA_DIR, else the user data directory)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="real-data statistics cache (default: $GANHPO_CACHE_DIR, else the user cache "
-        "directory)",
-    )
+    add_data_args(p)
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="write sample grids and the checkpoint here"
     )

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ganhpo.commands._common import add_storage_args, positive, storage_from_args
+from ganhpo.commands._common import add_data_args, add_storage_args, positive, storage_from_args
 
 __all__ = ["register"]
 
@@ -39,19 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the study's total budget, shared by all workers (default: the spec's max_trials)",
     )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the spec's)")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        metavar="DIR",
-        help="dataset files (default: $GANHPO_DATA_DIR, else the user data directory)",
-    )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="real-data statistics cache (default: $GANHPO_CACHE_DIR, else the user cache "
-        "directory)",
-    )
+    add_data_args(p)
     p.add_argument(
         "--artifacts",
         metavar="DIR|s3://BUCKET/PREFIX",
