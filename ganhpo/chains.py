@@ -6,6 +6,10 @@ retry to the trials before it). The chain is one trial of the study's budget; it
 are *hand-overs*. The compute a study spent is the sum of the training steps its trials
 reserved (``steps_reserved``), each link of a chain counting what it trained. This module reads
 that bookkeeping; ``ganhpo.worker`` writes it.
+
+Population-based training uses the same links: a member is a chain, each of its trials one
+interval of training (``PBT_ATTR`` on a trial that ended its interval says how its successor
+goes on), so a population of N members is N trials of the budget however long they train.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from collections.abc import Sequence
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
+    "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
+    "PBT_ATTR",
     "STARTED_STATES",
     "chain_links",
     "counted_trials",
+    "handovers",
+    "member_of",
     "retry_history",
     "steps_spent",
 ]
@@ -26,6 +34,14 @@ __all__ = [
 # A system attribute set on a trial, while it still runs, before it is failed for a hand-over:
 # {"reason": "..."}. A FAIL trial with it and without a retry is repaired by the next worker.
 HANDOVER_ATTR = "ganhpo:handover"
+
+# A system attribute set on a PBT member's trial at the end of its interval, before it is
+# pruned: {"params", "checkpoint", "parent", ...}, what its successor starts from. A PRUNED
+# trial with it and without a successor is repaired like a hand-over.
+PBT_ATTR = "ganhpo:pbt-next"
+# A system attribute: how many times the chain up to this trial was handed over (lost, stopped,
+# broken); study.max_retry bounds it. PBT intervals do not count.
+HANDOVERS_ATTR = "ganhpo:handovers"
 
 # States of trials that count against the total budget (unless handed over to a retry).
 STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -35,6 +51,18 @@ def retry_history(trial: FrozenTrial) -> list[int]:
     """The numbers of the trials this one retries, oldest first (Optuna's ``retry_history``
     system attribute, which ``RetryHeartbeatStaleTrialCallback.retry_history`` reads)."""
     return list(trial.system_attrs.get("retry_history", []))
+
+
+def member_of(trial: FrozenTrial) -> int:
+    """The number of the first trial of ``trial``'s chain (a PBT member's id)."""
+    history = retry_history(trial)
+    return history[0] if history else trial.number
+
+
+def handovers(trial: FrozenTrial) -> int:
+    """How many times the chain up to ``trial`` was handed over (not counting PBT intervals);
+    chains recorded before PBT count every link."""
+    return int(trial.system_attrs.get(HANDOVERS_ATTR, len(retry_history(trial))))
 
 
 def chain_links(trials: Sequence[FrozenTrial]) -> dict[int, int]:

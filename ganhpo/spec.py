@@ -194,6 +194,28 @@ class Choice:
 ParamSpace = FloatRange | IntRange | Choice
 
 
+STRATEGIES = ("optuna", "pbt")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """How a study spends its budget (``[strategy]``).
+
+    ``optuna`` (the default): the sampler proposes each trial's parameters and the pruner stops
+    poor trials early. ``pbt``: population-based training (Jaderberg et al. 2017, as in Ray
+    Tune): ``study.max_trials`` members train side by side; at each evaluation a member in the
+    bottom ``quantile`` continues from the full training state of one in the top ``quantile``
+    (exploit), with its ``hyperparams`` multiplied by one of ``perturbation_factors`` or, with
+    ``resample_probability``, drawn again from ``[search]`` (explore).
+    """
+
+    name: str = "optuna"
+    quantile: float = 0.25
+    resample_probability: float = 0.25
+    perturbation_factors: tuple[float, ...] = (0.8, 1.2)
+    hyperparams: tuple[str, ...] = ()  # pbt: searched parameters it perturbs
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """A whole study: what to train, what to search, how to sample and prune."""
@@ -214,6 +236,7 @@ class StudySpec:
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
     grace_period: int = 120  # a trial silent this long is failed and handed to another worker
     max_retry: int = 3  # times one trial is handed over before it stays failed
+    strategy: StrategySpec = StrategySpec()
 
     @property
     def space(self) -> dict[str, ParamSpace]:
@@ -412,7 +435,7 @@ def parse_study_spec(
     try:
         valid_tables = [
             "study", "dataset", "model", "train", "eval", "device",
-            "search", "sampler", "pruner", "baselines",
+            "search", "sampler", "pruner", "baselines", "strategy",
         ]  # fmt: skip
         _reject_unknown(data, valid_tables, "the top level")
         study = data.get("study")
@@ -503,6 +526,9 @@ def parse_study_spec(
             if "pruner" in data
             else DEFAULT_PRUNER
         )
+        strategy = _parse_strategy(data.get("strategy"), base, parsed, max_trials, data)
+        if strategy.name == "pbt":
+            pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
         validate_components(sampler, pruner, seed=seed)
 
         baselines = []
@@ -549,10 +575,109 @@ def parse_study_spec(
             max_steps=max_steps,
             baselines=tuple(baselines),
             description=str(study.get("description", "")),
+            strategy=strategy,
             **fault,
         )
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from e
+
+
+def _parse_strategy(
+    raw: Any,
+    base: TrainConfig,
+    space: dict[str, ParamSpace],
+    max_trials: int | None,
+    data: dict[str, Any],
+) -> StrategySpec:
+    """The ``[strategy]`` table, checked against the rest of the spec."""
+    from ganhpo.train import ADOPTABLE
+
+    if raw is None:
+        return StrategySpec()
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError('[strategy] must be a table with name = "optuna" or "pbt"')
+    raw = dict(raw)
+    for key in ("perturbation_factors", "hyperparams"):
+        if key in raw:
+            if not isinstance(raw[key], list) or not raw[key]:
+                raise ConfigError(f"strategy.{key} must be a non-empty list")
+            raw[key] = tuple(raw[key])
+    name = raw.get("name", "optuna")
+    if name not in STRATEGIES:
+        raise ConfigError(f"strategy.name = {name!r} is invalid; use {' or '.join(STRATEGIES)}")
+    if name == "optuna":
+        if set(raw) - {"name"}:
+            raise ConfigError(
+                f'strategy.{sorted(set(raw) - {"name"})[0]} belongs to strategy "pbt"; '
+                'drop it or set strategy.name = "pbt"'
+            )
+        return StrategySpec()
+    names = [f.name for f in dataclasses.fields(StrategySpec)]
+    for key in raw:
+        if key not in names:
+            hint = closest(key, names)
+            raise ConfigError(
+                f"unknown key 'strategy.{key}'; "
+                + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(names)}")
+            )
+    values: dict[str, Any] = {"name": name}
+    for key in ("quantile", "resample_probability"):
+        if key in raw:
+            values[key] = _convert(raw[key], float, f"strategy.{key}")
+    if "perturbation_factors" in raw:
+        values["perturbation_factors"] = tuple(
+            _convert(v, float, "strategy.perturbation_factors") for v in raw["perturbation_factors"]
+        )
+    searched = [n for n, p in space.items() if n in ADOPTABLE and isinstance(p, FloatRange)]
+    if "hyperparams" in raw:
+        for n in raw["hyperparams"]:
+            if n not in searched:
+                raise ConfigError(
+                    f"strategy.hyperparams names {n!r}, which PBT cannot perturb; use searched "
+                    f"float ranges among {', '.join(ADOPTABLE)}"
+                    + (f" (searched here: {', '.join(searched)})" if searched else "")
+                )
+        values["hyperparams"] = tuple(str(n) for n in raw["hyperparams"])
+    else:
+        values["hyperparams"] = tuple(searched)
+    strategy = StrategySpec(**values)
+    if not strategy.hyperparams:
+        raise ConfigError(
+            "strategy pbt perturbs searched float ranges of "
+            f"{', '.join(ADOPTABLE)}; add one to [search], e.g. lr_g = "
+            "{ low = 5e-5, high = 5e-3, log = true }"
+        )
+    if not 0 < strategy.quantile <= 0.5:
+        raise ConfigError(f"strategy.quantile = {strategy.quantile} is invalid; use (0, 0.5]")
+    if not 0 <= strategy.resample_probability <= 1:
+        raise ConfigError(
+            f"strategy.resample_probability = {strategy.resample_probability} is invalid; use "
+            "0 to 1"
+        )
+    if any(not (f > 0 and f < float("inf")) for f in strategy.perturbation_factors):
+        raise ConfigError("strategy.perturbation_factors must be positive numbers, e.g. [0.8, 1.2]")
+    if max_trials is None or max_trials < 2:
+        raise ConfigError(
+            "strategy pbt trains a population of study.max_trials members; set "
+            "study.max_trials to 2 or more (4 to 16 is usual)"
+        )
+    if base.eval.every < 1 or base.eval.every >= base.train.steps:
+        raise ConfigError(
+            "strategy pbt exploits and explores at every evaluation; set eval.every to fewer "
+            f"steps than train.steps = {base.train.steps} (e.g. {max(1, base.train.steps // 10)})"
+        )
+    every = base.train.checkpoint_every
+    if every is not None and every != base.eval.every:
+        raise ConfigError(
+            "strategy pbt checkpoints at every evaluation; drop train.checkpoint_every"
+        )
+    if "pruner" in data and _parse_component(data["pruner"], "pruner", "pruner").name != "none":
+        raise ConfigError(
+            "strategy pbt does not prune (the worst members exploit the best); drop [pruner]"
+        )
+    return strategy
 
 
 def load_study_spec(path: str | Path) -> StudySpec:
@@ -572,6 +697,11 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         if c.wrapped is not None:
             out["wrapped"] = component(c.wrapped)
         return out
+
+    def strategy(st: StrategySpec) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(st).items()
+        }
 
     def param(p: ParamSpace) -> dict[str, Any]:
         if isinstance(p, Choice):
@@ -602,4 +732,5 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "sampler": component(spec.sampler),
         "pruner": component(spec.pruner),
         "baselines": [dict(b) for b in spec.baselines],
+        **({"strategy": strategy(spec.strategy)} if spec.strategy.name != "optuna" else {}),
     }

@@ -124,6 +124,12 @@ def create_study(
             values = dict(baseline)
             searched = {k: v for k, v in values.items() if k in spec.space}
             study.enqueue_trial(searched, user_attrs={"baseline": values}, skip_if_exists=True)
+        if spec.strategy.name == "pbt":
+            # The whole population waits from the start, its parameters sampled when a worker
+            # takes each member: members then take turns, one interval each, behind them.
+            assert spec.max_trials is not None  # the spec parser requires it for pbt
+            for _ in range(spec.max_trials - len(spec.baselines)):
+                study.enqueue_trial({})
     except BaseException:
         # Nothing half-written: a study without its spec is useless to workers.
         optuna.delete_study(study_name=spec.name, storage=storage)

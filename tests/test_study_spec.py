@@ -336,3 +336,62 @@ def test_a_compute_budget_round_trips_through_the_stored_spec() -> None:
     spec = parse_study_spec(base(study={"name": "t", "max_steps": 50_000}))
     assert spec.max_steps == 50_000 and spec.max_trials is None
     assert parse_study_spec(study_spec_to_dict(spec)) == spec
+
+
+def pbt(**strategy: object) -> dict[str, object]:
+    """A valid PBT spec: 4 members, evaluations (and PBT decisions) every 5 of 20 steps."""
+    return base(
+        study={"name": "t", "max_trials": 4},
+        train={"steps": 20},
+        eval={"every": 5},
+        search={
+            "lr_g": {"low": 1e-4, "high": 1e-2, "log": True},
+            "lr_d": {"low": 1e-4, "high": 1e-2, "log": True},
+            "loss": {"choices": ["ns", "hinge"]},
+        },
+        strategy={"name": "pbt", **strategy},
+    )
+
+
+def test_pbt_strategy_parses_round_trips_and_does_not_prune() -> None:
+    spec = parse_study_spec(pbt(quantile=0.5))
+    assert spec.strategy.name == "pbt" and spec.strategy.quantile == 0.5
+    assert spec.strategy.hyperparams == ("lr_g", "lr_d")  # the searched adoptable floats
+    assert spec.strategy.perturbation_factors == (0.8, 1.2)
+    assert spec.pruner == ComponentSpec("none")
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    # A spec without [strategy] keeps the Optuna strategy, and stores no [strategy] table.
+    plain = parse_study_spec(base())
+    assert plain.strategy.name == "optuna" and "strategy" not in study_spec_to_dict(plain)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {**pbt(), "study": {"name": "t"}},
+            r"strategy pbt trains a population of study.max_trials members; set study.max_trials",
+        ),
+        ({**pbt(), "eval": {"every": 0}}, r"set eval.every to fewer steps than train.steps"),
+        ({**pbt(), "pruner": {"name": "median"}}, r"strategy pbt does not prune.*drop \[pruner\]"),
+        (pbt(hyperparams=["loss"]), r"strategy.hyperparams names 'loss', which PBT cannot"),
+        (pbt(quantile=0.9), r"strategy.quantile = 0.9 is invalid; use \(0, 0.5\]"),
+        (pbt(quantlie=0.2), r"unknown key 'strategy.quantlie'; did you mean 'quantile'"),
+        (pbt(perturbation_factors=[0.8, -1]), r"perturbation_factors must be positive numbers"),
+        (
+            {**base(), "strategy": {"name": "optuna", "quantile": 0.2}},
+            r'strategy.quantile belongs to strategy "pbt"',
+        ),
+        (
+            {**base(), "strategy": {"name": "asha"}},
+            r"strategy.name = 'asha' is invalid; use optuna",
+        ),
+        (
+            {**pbt(), "search": {"loss": {"choices": ["ns", "hinge"]}}},
+            r"strategy pbt perturbs searched float ranges of lr_g, lr_d",
+        ),
+    ],
+)
+def test_bad_pbt_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_study_spec(data)

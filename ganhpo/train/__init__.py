@@ -18,6 +18,7 @@ from ganhpo.train.config import (
 )
 from ganhpo.train.images import make_grid, save_grid
 from ganhpo.train.loop import (
+    ADOPTABLE,
     EvalRecord,
     Progress,
     Trainer,
@@ -30,6 +31,7 @@ from ganhpo.train.models import ARCHITECTURES, build_models, count_params
 from ganhpo.train.penalties import PENALTIES
 
 __all__ = [
+    "ADOPTABLE",
     "ARCHITECTURES",
     "LOSSES",
     "PENALTIES",

@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     from ganhpo.data import ImageDataset
     from ganhpo.metrics import Evaluator
 
-__all__ = ["EvalRecord", "Progress", "TrainResult", "Trainer", "resolve_device", "train"]
+__all__ = [
+    "ADOPTABLE",
+    "EvalRecord",
+    "Progress",
+    "TrainResult",
+    "Trainer",
+    "resolve_device",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,11 @@ def resolve_device(device: str) -> torch.device:
     if cuda_n and int(index) >= (count := torch.cuda.device_count()):
         raise ConfigError(f"device {device!r} does not exist; use cuda:0 to cuda:{count - 1}")
     return torch.device(device)
+
+
+# Training parameters a run can change in the middle: read at every step (penalty weights,
+# the EMA decay) or held by the optimizers (learning rates, betas).
+ADOPTABLE = ("lr_g", "lr_d", "beta1", "beta2", "gp_weight", "r1_gamma", "ema_decay")
 
 
 @dataclass(frozen=True)
@@ -459,12 +472,21 @@ class Trainer:
             "loss_count": self._loss_count,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state from :meth:`state_dict`; the run must be the same configuration."""
+    def load_state_dict(self, state: dict[str, Any], *, adopt: Collection[str] = ()) -> None:
+        """Restore a state from :meth:`state_dict`; the run must be the same configuration.
+
+        ``adopt`` names training parameters (see :data:`ADOPTABLE`: learning rates, Adam's
+        betas, penalty weights, the EMA decay) that may differ from the checkpoint's: this
+        trainer's values replace the saved ones from the next step on (population-based
+        training continues a state with new hyperparameters this way).
+        """
+        unknown = set(adopt) - set(ADOPTABLE)
+        if unknown:
+            raise ValueError(f"cannot adopt {sorted(unknown)}; adoptable: {', '.join(ADOPTABLE)}")
         saved = state["config"]
         mine = config_to_dict(self.config)
         # The budget and the evaluation cadence may change on resume; nothing else may.
-        ignored = {"steps", "checkpoint_every"}
+        ignored = {"steps", "checkpoint_every", *adopt}
         diffs = []
         for section in ("dataset", "model", "train"):
             a, b = mine.get(section, {}), saved.get(section, {})
@@ -482,6 +504,10 @@ class Trainer:
             self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        tp = self.config.train
+        for optimizer, lr in ((self.opt_g, tp.lr_g), (self.opt_d, tp.lr_d)):
+            for group in optimizer.param_groups:  # as configured: adopted, or equal anyway
+                group["lr"], group["betas"] = lr, (tp.beta1, tp.beta2)
         rng = state["rng"]
         self.rng_data.set_state(rng["data"])
         self.rng_noise.set_state(rng["noise"])

@@ -16,6 +16,9 @@ step leaves a state the next worker repairs:
   worker runs under the budget lock before it counts the budget.
 
 A handed-over trial and its retries count once against the study's budget.
+
+A PBT member ends each interval the same way: its successor is described in the ``PBT_ATTR``
+mark before the trial is pruned, and :func:`repair` enqueues it if the worker died in between.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
-from ganhpo.chains import HANDOVER_ATTR, chain_links, retry_history
+from ganhpo.chains import (
+    HANDOVER_ATTR,
+    HANDOVERS_ATTR,
+    PBT_ATTR,
+    chain_links,
+    handovers,
+    retry_history,
+)
 from ganhpo.storage import budget_lock
 
 __all__ = [
@@ -125,6 +135,12 @@ def repair(
         if t.state == TrialState.FAIL and HANDOVER_ATTR in t.system_attrs and t.number not in links
     ]
     retries = [retry_trial(study, t, max_retry=max_retry) for t in marked]
+    intervals = [
+        t
+        for t in trials
+        if t.state == TrialState.PRUNED and PBT_ATTR in t.system_attrs and t.number not in links
+    ]
+    retries += [_enqueue_next_interval(study, t, trials) for t in intervals]
     return [r for r in retries if r is not None]
 
 
@@ -132,24 +148,27 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> F
     """Enqueue a retry of the failed ``trial`` unless it was retried ``max_retry`` times (then
     it stays failed and counts). The caller holds the budget lock and knows it has no retry."""
     history = [*retry_history(trial), trial.number]
-    if len(history) > max_retry:
+    count = handovers(trial) + 1
+    if count > max_retry:
         logger.warning(
             "trial %d was handed over %d times; it stays failed (study.max_retry = %d)",
             trial.number,
-            len(history),
+            count,
             max_retry,
         )
         return None
-    return _enqueue_retry(study, trial, history)
+    return _enqueue_retry(study, trial, history, count)
 
 
-def _enqueue_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) -> FrozenTrial:
+def _enqueue_retry(
+    study: optuna.Study, trial: FrozenTrial, history: list[int], count: int
+) -> FrozenTrial:
     """A WAITING copy of ``trial``: its parameters, user attributes (seed, checkpoint, grids)
     and FID curve, with Optuna's retry bookkeeping (``RetryHeartbeatStaleTrialCallback``'s)."""
     system_attrs: dict[str, Any] = {
-        k: v for k, v in trial.system_attrs.items() if k != HANDOVER_ATTR
+        k: v for k, v in trial.system_attrs.items() if k not in (HANDOVER_ATTR, PBT_ATTR)
     }
-    system_attrs |= {"failed_trial": history[0], "retry_history": history}
+    system_attrs |= {"failed_trial": history[0], "retry_history": history, HANDOVERS_ATTR: count}
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
     user_attrs = {
         k: v for k, v in trial.user_attrs.items() if k not in ("status", "steps_reserved")
@@ -167,6 +186,59 @@ def _enqueue_retry(study: optuna.Study, trial: FrozenTrial, history: list[int]) 
     retry = study.get_trials(deepcopy=False)[-1]
     logger.info("trial %d handed over as trial %d", trial.number, retry.number)
     return retry
+
+
+def _enqueue_next_interval(
+    study: optuna.Study, trial: FrozenTrial, trials: Sequence[FrozenTrial]
+) -> FrozenTrial:
+    """The WAITING trial that continues the PBT member ``trial`` as its ``PBT_ATTR`` mark says:
+    from its own state, or from a better member's (``parent``) with perturbed parameters, that
+    member's seed and that member's FID curve up to the state's step."""
+    info = trial.system_attrs[PBT_ATTR]
+    history = [*retry_history(trial), trial.number]
+    system_attrs: dict[str, Any] = {
+        k: v for k, v in trial.system_attrs.items() if k not in (HANDOVER_ATTR, PBT_ATTR)
+    }
+    system_attrs |= {"failed_trial": history[0], "retry_history": history}
+    system_attrs[HANDOVERS_ATTR] = handovers(trial)  # an interval is not a hand-over
+    user_attrs = {
+        k: v
+        for k, v in trial.user_attrs.items()
+        if k not in ("status", "steps_reserved", "resumed_from_trial", "resumed_at_step")
+    }
+    user_attrs["checkpoint"] = info["checkpoint"]
+    parent = info.get("parent")
+    source = trial
+    intermediate = dict(trial.intermediate_values)
+    if parent is not None:
+        source = next(t for t in trials if t.number == parent["trial"])
+        user_attrs["seed"] = source.user_attrs.get("seed", user_attrs.get("seed"))
+        intermediate = {s: v for s, v in source.intermediate_values.items() if s <= parent["step"]}
+        for key in ("fid_std", "kid_std_curve", "grid"):
+            if key in source.user_attrs:
+                user_attrs[key] = source.user_attrs[key]
+    user_attrs["pbt"] = {"member": history[0], "interval": len(history), "parent": parent}
+    params = info["params"]
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=params,
+            distributions={k: source.distributions[k] for k in params},
+            user_attrs=user_attrs,
+            system_attrs=system_attrs,
+            intermediate_values=intermediate,
+        )
+    )
+    successor = study.get_trials(deepcopy=False)[-1]
+    logger.info(
+        "PBT member %d goes on as trial %d%s",
+        history[0],
+        successor.number,
+        ""
+        if parent is None
+        else f", from trial {parent['trial']}'s state at step {parent['step']}",
+    )
+    return successor
 
 
 def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int) -> list[int]:

@@ -21,6 +21,7 @@ import dataclasses
 import io
 import logging
 import math
+import random
 import re
 import shutil
 import signal
@@ -50,7 +51,14 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import chain_links, counted_trials, retry_history, steps_spent
+from ganhpo.chains import (
+    PBT_ATTR,
+    chain_links,
+    counted_trials,
+    member_of,
+    retry_history,
+    steps_spent,
+)
 from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
@@ -71,6 +79,7 @@ from ganhpo.worker._handover import (
     repair,
     retry_trial,
 )
+from ganhpo.worker._pbt import choose_donor, explore, rng_for
 
 __all__ = [
     "STOP_GRACE_S",
@@ -469,11 +478,25 @@ class Worker:
             # The predecessor died between writing a checkpoint and recording it.
             remove_artifact(self.artifacts, pending)
             self._db(trial.set_user_attr, "checkpoint_pending", None)
+        if self.artifacts is not None and "pbt" in trial.user_attrs:
+            # A PBT member that went on from another's state no longer needs its own (removed
+            # at the end of its interval, unless its worker died first).
+            before = self._db(
+                self.storage.get_trial,
+                self.study._storage.get_trial_id_from_study_id_trial_number(
+                    self.study._study_id, history[-1]
+                ),
+            )
+            own = before.user_attrs.get("checkpoint")
+            if own and own["id"] != (checkpoint or {}).get("id"):
+                remove_artifact(self.artifacts, own["id"])
         step = 0
         if checkpoint and self.artifacts is not None:
             try:
                 data = read_artifact(self.artifacts, checkpoint["id"])
-                trainer.load_state_dict(parse_checkpoint(data, source="the trial's checkpoint"))
+                state = parse_checkpoint(data, source="the trial's checkpoint")
+                # A PBT interval may go on with perturbed hyperparameters.
+                trainer.load_state_dict(state, adopt=self.spec.strategy.hyperparams)
                 step = trainer.step
             except (OSError, CheckpointError, optuna.artifacts.exceptions.ArtifactNotFound) as e:
                 logger.warning("trial %d: checkpoint unusable (%s); from step 0", trial.number, e)
@@ -556,6 +579,8 @@ class Worker:
         objective = self.spec.objective
         started = time.monotonic()
         pruned_at: list[int] = []
+        pbt = self.spec.strategy.name == "pbt"
+        interval_end: list[int] = []
         best = self._best_value()
         try:
             config = self._config_for(trial)
@@ -594,7 +619,11 @@ class Worker:
                     grid_id = self._upload(trial, Path(record.grid).read_bytes(), name)
                     if grid_id:
                         self._db(trial.set_user_attr, "grid", grid_id)
-                if not record.final and self._db(trial.should_prune):
+                if record.final:
+                    return
+                if pbt:  # a member trains one interval per trial (and is never pruned)
+                    interval_end.append(record.step)
+                elif self._db(trial.should_prune):
                     pruned_at.append(record.step)
 
             self._resume(trial, trainer)
@@ -622,6 +651,7 @@ class Worker:
                 on_eval=on_eval,
                 should_stop=lambda: (
                     bool(pruned_at)
+                    or bool(interval_end)
                     or self.stop_requested is not None
                     or heartbeat.lost.is_set()
                     or out_of_budget()
@@ -649,6 +679,8 @@ class Worker:
         if budget_stop:
             reason = f"stopped at step {budget_stop[0]}: the study's compute budget is spent"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
+        if interval_end:
+            return self._end_interval(trial, result, started)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
             return self._hand_back(trial, trainer, result, started)
         try:
@@ -685,6 +717,78 @@ class Worker:
             return None
         logger.warning("trial %d interrupted at step %d: handed back", trial.number, result.steps)
         return TrialState.FAIL
+
+    def _end_interval(self, trial: optuna.Trial, result: Any, started: float) -> TrialState:
+        """A PBT member's interval is done (evaluated and checkpointed): decide how it goes on,
+        record that in the trial (``PBT_ATTR``), prune it, and enqueue its successor.
+
+        Exploiting copies the better member's checkpoint to a new artifact first (recorded as
+        ``checkpoint_pending`` before it is written, so that whoever resumes this trial after a
+        crash removes a copy nobody uses). Each step leaves a state the next worker repairs,
+        as a hand-over does.
+        """
+        step = result.steps
+        rng = rng_for(self.spec.seed, trial.number, step)
+        trials = self._db(self.study.get_trials, deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        donor = choose_donor(trials, me, step, self.spec.strategy, rng)
+        plan = self._exploit(trial, donor, rng) if donor is not None else None
+        if plan is None:
+            plan = {"params": dict(trial.params), "checkpoint": me.user_attrs.get("checkpoint")}
+            reason = f"interval done at step {step}; goes on from its own state"
+        else:
+            parent = plan["parent"]
+            reason = (
+                f"interval done at step {step}; goes on from trial {parent['trial']}'s state "
+                f"at step {parent['step']} (member {parent['member']}), explored: "
+                + ", ".join(f"{k} {plan['params'][k]:.3g}" for k in self.spec.strategy.hyperparams
+                            if k in plan["params"])
+            )  # fmt: skip
+        self._record(trial, reason, started, result)
+        storage = self.study._storage
+        try:
+            self._db(storage.set_trial_system_attr, trial._trial_id, PBT_ATTR, plan)
+            failpoint("pbt:marked")
+            self._db(self.study.tell, trial, state=TrialState.PRUNED)
+        except UpdateFinishedTrialError as e:
+            raise _TakenOver("the trial is no longer running") from e
+        failpoint("pbt:pruned")
+        with budget_lock(self.storage, self.study.study_name):
+            self._db(repair, self.study, max_retry=self.spec.max_retry)
+        own = me.user_attrs.get("checkpoint")
+        if plan.get("parent") is not None and own and self.artifacts is not None:
+            remove_artifact(self.artifacts, own["id"])  # the successor starts elsewhere
+        logger.info("trial %d: %s", trial.number, reason)
+        return TrialState.PRUNED
+
+    def _exploit(
+        self, trial: optuna.Trial, donor: optuna.trial.FrozenTrial, rng: random.Random
+    ) -> dict[str, Any] | None:
+        """Copy ``donor``'s recorded training state for this member's successor and perturb
+        its parameters; None when the state went away meanwhile (the donor moved on)."""
+        if self.artifacts is None:
+            return None
+        checkpoint = donor.user_attrs.get("checkpoint")
+        if not checkpoint:
+            return None
+        copy_id = new_artifact_id("checkpoint")
+        self._db(trial.set_user_attr, "checkpoint_pending", copy_id)
+        try:
+            data = read_artifact(self.artifacts, checkpoint["id"])
+        except (OSError, optuna.artifacts.exceptions.ArtifactNotFound) as e:
+            logger.info("trial %d: trial %d's state is gone (%s)", trial.number, donor.number, e)
+            return None
+        write_artifact(self.artifacts, data, kind="checkpoint", artifact_id=copy_id)
+        failpoint("pbt:copied")
+        return {
+            "params": explore(dict(donor.params), self.spec.space, self.spec.strategy, rng),
+            "checkpoint": {"id": copy_id, "step": checkpoint["step"]},
+            "parent": {
+                "trial": donor.number,
+                "member": member_of(donor),
+                "step": checkpoint["step"],
+            },
+        }
 
     def _abandon(self, trial: optuna.Trial, e: StorageError) -> None:
         """A stop was asked for while the database is unreachable: exit now, leave the trial

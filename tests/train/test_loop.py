@@ -17,6 +17,7 @@ from ganhpo.train import (
     TrainConfig,
     Trainer,
     TrainParams,
+    parse_checkpoint,
 )
 
 
@@ -105,6 +106,39 @@ def test_resume_with_another_configuration_is_refused(
         other.load(tmp_path / "c.pt")
     # A longer budget is allowed: that is how a run is extended.
     Trainer(tiny_config(steps=50), data=mnist_small).load(tmp_path / "c.pt")
+
+
+def test_adopted_hyperparameters_continue_the_state_bit_exactly(
+    mnist_small: ImageDataset,
+) -> None:
+    """What a PBT member does when it exploits another: the other's full state, loaded
+    bit-exactly, trained on with this trainer's learning rates and penalty weight."""
+    donor = Trainer(tiny_config(penalty="r1", r1_gamma=1.0), data=mnist_small)
+    for _ in range(10):
+        donor.train_step()
+    saved = donor.checkpoint_bytes()  # as the artifact store holds it
+    state = parse_checkpoint(saved, source="test")
+    explored = tiny_config(penalty="r1", r1_gamma=0.5, lr_g=1.6e-4, lr_d=2.4e-4)
+    member = Trainer(explored, data=mnist_small)
+    with pytest.raises(CheckpointError, match=r"train\.lr_d, train\.lr_g, train\.r1_gamma"):
+        member.load_state_dict(state)
+    member.load_state_dict(state, adopt=("lr_g", "lr_d", "r1_gamma"))
+    a, b = state_tensors(donor), state_tensors(member)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-exact
+    assert member.step == 10
+    assert [g["lr"] for g in member.opt_g.param_groups] == [1.6e-4]
+    assert [g["lr"] for g in member.opt_d.param_groups] == [2.4e-4]
+    # From here on it trains as its own configuration says, and deterministically so.
+    twin = Trainer(explored, data=mnist_small)
+    twin.load_state_dict(parse_checkpoint(saved, source="test"), adopt=("lr_g", "lr_d", "r1_gamma"))
+    for trainer in (member, twin, donor):
+        for _ in range(5):
+            trainer.train_step()
+    after, twin_after = state_tensors(member), state_tensors(twin)
+    assert all(torch.equal(after[k], twin_after[k]) for k in after)
+    assert not torch.equal(after["G.net.0.weight"], state_tensors(donor)["G.net.0.weight"])
+    with pytest.raises(ValueError, match="cannot adopt \\['width'\\]"):
+        member.load_state_dict(state, adopt=("width",))
 
 
 def test_corrupt_checkpoint_is_a_clear_error(mnist_small: ImageDataset, tmp_path: Path) -> None:
