@@ -25,6 +25,9 @@ from optuna import visualization as vis
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from ganhpo.chains import retry_history
+from ganhpo.components import STD_ATTRS
+
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
@@ -33,7 +36,6 @@ __all__ = ["PAGES", "Page"]
 CONTOUR_PARAMS = ("lr_g", "lr_d")  # the pair whose interplay matters most for GANs
 ROUGH_IMPORTANCES = 10  # fewer completed trials than this: importances carry a warning
 LABELS = {"fid": "FID", "kid": "KID"}  # the objective's name, for studies without metric names
-STD_ATTRS = {"fid": "fid_std"}  # trial attribute {step: sampling std} of the objective, if any
 PRUNED = {"color": "#999999", "dash": "dash"}  # pruned trials, on every figure that shows them
 STATE_COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#999999", "FAIL": "#d62728", "RUNNING": "#2ca02c"}
 LOOK = {"template": "plotly_white", "font_family": "system-ui, sans-serif", "title_x": 0.02}
@@ -145,6 +147,7 @@ class Curve:
     values: list[float]
     stds: list[float | None]  # per step; None where the trial recorded none
     pruned_at: int | None  # the step of the report after which the trial was pruned
+    lineage: str | None = None  # a PBT member's: whose state its curve continues
 
 
 @dataclass(frozen=True)
@@ -166,13 +169,28 @@ def _curves_info(study: optuna.Study) -> CurvesInfo:
     curves: list[Curve] = []
     reasons: dict[int, str] = {}
     shown = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    # A trial that goes on as another (a PBT interval, a handed-over trial) is drawn as that
+    # one, whose curve starts with it: one line per chain, as it ended or runs now.
+    continued = {history[-1] for t in trials for history in [retry_history(t)] if history}
+    members = 0
+    for t in trials:
         if t.state == TrialState.FAIL:
             status = t.user_attrs.get("status")
             reasons[t.number] = f"#{t.number}" + (f" ({status})" if status else "")
         points = sorted((s, v) for s, v in t.intermediate_values.items() if _finite(v))
-        if t.state not in shown or not points:
+        if t.state not in shown or not points or t.number in continued:
             continue
+        pbt = t.user_attrs.get("pbt")
+        lineage = None
+        if isinstance(pbt, dict):
+            members += 1
+            parent = pbt.get("parent")
+            lineage = f"member {pbt.get('member')}" + (
+                f"; state of trial {parent['trial']} at step {parent['step']}"
+                if isinstance(parent, dict)
+                else ""
+            )
         stds = _stds(t, objective)
         curves.append(
             Curve(
@@ -182,9 +200,16 @@ def _curves_info(study: optuna.Study) -> CurvesInfo:
                 values=[v for _, v in points],
                 stds=[stds.get(s) for s, _ in points],
                 pruned_at=points[-1][0] if t.state == TrialState.PRUNED else None,
+                lineage=lineage,
             )
         )
     notes = [] if curves else ["No trial has reported a value yet."]
+    if members:
+        notes.append(
+            "Population-based training: one line per member, its latest trial. A member that "
+            "took a better member's state continues that member's curve from then on (hover: "
+            "whose state, at which step); its own earlier curve is in its predecessors' trials."
+        )
     if any(s is not None for c in curves for s in c.stds):
         notes.append(
             f"Error bars: ± one standard deviation of {label} over the sample draws it was "
@@ -388,8 +413,9 @@ def _draw_curves(study: optuna.Study, info: CurvesInfo) -> go.Figure:
             name=f"#{c.number} {c.state.lower()}",
             legendgroup=str(c.number),
             text=["" if s is None else f" ± {s:.3g}" for s in bars],
-            hovertemplate=f"trial {c.number}<br>step %{{x}}<br>{label} %{{y:.4g}}%{{text}}"
-            "<extra></extra>",
+            hovertemplate=f"trial {c.number}"
+            + (f" ({c.lineage})" if c.lineage else "")
+            + f"<br>step %{{x}}<br>{label} %{{y:.4g}}%{{text}}<extra></extra>",
         )
         if any(s is not None for s in bars):
             trace.update(error_y={"type": "data", "array": bars, "visible": True, "width": 3})

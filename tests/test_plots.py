@@ -155,6 +155,39 @@ def test_fid_std_is_not_drawn_on_a_kid_study(tmp_path: Path) -> None:
     assert all(s is None for c in info.curves for s in c.stds)
 
 
+def test_curves_draw_one_line_per_chain_with_its_pbt_lineage(tmp_path: Path) -> None:
+    """A PBT member's interval ends and it goes on from member 1's state: member 0's first
+    trial is drawn as its successor, whose curve is member 1's up to step 80."""
+    study, _ = make_study(
+        tmp_path,
+        [
+            {"params": p(2e-4, 2e-4), "curve": {80: 900.0}, "state": TrialState.PRUNED},
+            {"params": p(1e-3, 1e-3), "curve": {80: 400.0}, "state": TrialState.RUNNING},
+        ],
+    )
+    first = study.trials[0]
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.COMPLETE,
+            value=300.0,
+            params=p(1.2e-3, 8e-4),
+            distributions=first.distributions,
+            intermediate_values={80: 400.0, 160: 300.0},
+            user_attrs={"pbt": {"member": 0, "interval": 2, "parent": {"trial": 1, "step": 80}}},
+            system_attrs={"retry_history": [0]},
+        )
+    )
+    info = plots._curves_info(study)
+    curves = {c.number: c for c in info.curves}
+    assert sorted(curves) == [1, 2]  # trial 0 goes on as trial 2
+    assert curves[2].lineage == "member 0; state of trial 1 at step 80"
+    assert curves[2].values == [400.0, 300.0] and curves[1].lineage is None
+    assert any(n.startswith("Population-based training: one line per member") for n in info.notes)
+    figure = plots._draw_curves(study, info)
+    hover = next(t.hovertemplate for t in figure.data if t.name == "#2 complete")
+    assert "trial 2 (member 0; state of trial 1 at step 80)" in hover
+
+
 def test_importances_need_two_completed_trials(tmp_path: Path) -> None:
     study, _ = make_study(tmp_path, [{"params": p(2e-4, 2e-4), "value": 600.0}])
     info = plots._importance_info(study)
