@@ -221,7 +221,8 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
 
     ``states`` counts every trial; ``budget`` counts what the study's budget counts: each chain
     of a trial and its retries once, in the state of its latest trial. ``hand_overs`` is the
-    number of trials whose worker was lost or stopped and that another trial resumed.
+    number of trials whose worker was lost or stopped and that another trial resumed;
+    ``pbt_intervals`` the number of PBT intervals that a member's next trial continued.
     """
     spec = study_spec(study)
     trials = study.get_trials(deepcopy=False)
@@ -247,6 +248,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "name": study.study_name,
         "objective": spec.objective,
         "direction": spec.direction,
+        "strategy": _describe_strategy(spec),
         "sampler": spec.sampler.describe(),
         "pruner": spec.pruner.describe(),
         "max_trials": spec.max_trials,
@@ -259,7 +261,8 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
             "steps": steps_spent(trials),
             "max_steps": spec.max_steps,
         },
-        "hand_overs": len(links),
+        "hand_overs": sum(1 for n in links if trials[n].state == optuna.trial.TrialState.FAIL),
+        "pbt_intervals": sum(1 for n in links if trials[n].state != optuna.trial.TrialState.FAIL),
         "waiting": states["WAITING"],
         "best": best,
     }
@@ -279,6 +282,19 @@ def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
     elif trial.state == optuna.trial.TrialState.WAITING:
         status = "waiting"
     return status
+
+
+def _describe_strategy(spec: StudySpec) -> str:
+    """One line: ``optuna (sampler and pruner)`` or PBT's population and rules."""
+    st = spec.strategy
+    if st.name != "pbt":
+        return "optuna (the sampler proposes, the pruner stops)"
+    factors = "/".join(f"{f:g}" for f in st.perturbation_factors)
+    return (
+        f"pbt (population {spec.max_trials}, every {spec.base.eval.every} steps; bottom "
+        f"{st.quantile:g} exploits top {st.quantile:g}; explores {', '.join(st.hyperparams)} "
+        f"x{factors}, resampled with p {st.resample_probability:g})"
+    )
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:

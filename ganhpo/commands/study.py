@@ -164,8 +164,10 @@ def show(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     print(f"study      {info['name']}  ({info['objective']}, {info['direction']})")
+    print(f"strategy   {info['strategy']}")
     print(f"sampler    {info['sampler']}")
-    print(f"pruner     {info['pruner']}")
+    if not info["strategy"].startswith("pbt"):
+        print(f"pruner     {info['pruner']}")
     budget = info["budget"]
     of = "" if budget["max_trials"] is None else f" of {budget['max_trials']}"
     counts = [f"{k.lower()} {v}" for k, v in budget["states"].items()]
@@ -183,6 +185,11 @@ def show(args: argparse.Namespace) -> int:
         print(
             f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "
             "another trial and counted once: ganhpo study trials shows the chains)"
+        )
+    if info["pbt_intervals"]:
+        print(
+            f"intervals  {info['pbt_intervals']} (PBT members went on as new trials; "
+            "ganhpo study trials shows each member's chain)"
         )
     best = info["best"]
     if best is None:

@@ -289,6 +289,18 @@ def test_wrong_password(capsys: pytest.CaptureFixture[str], private_postgres) ->
     assert "not-the-password" not in err
 
 
+def test_the_default_study_has_a_compute_budget(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    default = ROOT / "studies" / "mnist-dcgan.toml"
+    assert run(capsys, "study", "create", str(default))[:2] == (0, "mnist-dcgan\n")
+    code, out, _ = run(capsys, "study", "show", "mnist-dcgan")
+    assert code == 0
+    assert "compute    0 of 150000 training steps spent (0 %), 150000 left" in out.splitlines()
+
+
 def test_create_show_list_trials_delete(
     capsys: pytest.CaptureFixture[str], postgres_url: str
 ) -> None:
@@ -320,6 +332,7 @@ def test_create_show_list_trials_delete(
     assert info["sampler"] == "tpe(n_startup_trials=3)" and info["max_trials"] == 6
     code, out, _ = run(capsys, "study", "show", "quick", "--storage", postgres_url)
     assert code == 0 and out.splitlines()[1:] == [
+        "strategy   optuna (the sampler proposes, the pruner stops)",
         "sampler    tpe(n_startup_trials=3)",
         "pruner     percentile(n_startup_trials=2, n_warmup_steps=0, percentile=33.0)",
         "trials     0 of 6: waiting 1",

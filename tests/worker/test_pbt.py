@@ -103,6 +103,12 @@ def test_population_exploits_explores_and_survives_kills(
 
     shown = ganhpo("study", "trials", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
     assert shown.returncode == 0 and "interval done at step 80" in shown.stdout
+    shown = ganhpo("study", "show", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
+    assert "strategy   pbt (population 4, every 80 steps; bottom 0.5 exploits top 0.5" in (
+        shown.stdout
+    )
+    assert "trials     4 of 4: complete 4" in shown.stdout
+    assert "hand-overs 2 " in shown.stdout and "\nintervals  " in shown.stdout
     print(
         f"PBT: {len(trials)} trials for 4 members, {len(exploits)} exploits, "
         f"{steps_spent(trials)} of {MAX_STEPS} steps"
