@@ -35,6 +35,16 @@ class UnknownNameError(ConfigError):
     """A name looked up in a registry (loss, penalty, dataset, ...) does not exist."""
 
 
+class ModelError(ConfigError):
+    """A user's network builder (``[model] arch = "package.module:function"``) cannot be
+    imported, fails, or returns networks that do not fit the data."""
+
+
+class ModelImportError(ModelError):
+    """A user's network builder cannot be imported here (its package is not installed on
+    this machine): the environment's fault, not the trial's."""
+
+
 class DataError(GanhpoError):
     """A dataset is missing, corrupt or of the wrong shape."""
 

@@ -104,13 +104,31 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
     """Build the dataclass ``cls`` from a TOML table, checking keys and types."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    options_field = getattr(cls, "OPTIONS_FIELD", None)
+    if options_field is not None and options_field in data:
+        raise ConfigError(
+            f"unknown key '{prefix}{options_field}'; write a builder's keys as they are"
+        )
+    if options_field is not None and cls.accepts_options(data):  # type: ignore[attr-defined]
+        # A user builder's own keys ([model] of arch = "package.module:function").
+        options = {k: v for k, v in data.items() if k not in names}
+        data = {k: v for k, v in data.items() if k in names}
+        data[options_field] = tuple(sorted(options.items()))
     for key in data:
         if key not in names:
-            hint = closest(key, names)
+            valid = [n for n in names if n != options_field]
+            hint = closest(key, valid)
             where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
-            suggestion = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(names)}"
+            suggestion = f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(valid)}"
+            if options_field is not None:
+                suggestion += (
+                    '; keys of your own need your own networks (arch = "package.module:function")'
+                )
             raise ConfigError(f"unknown key '{prefix}{key}' in {where}; {suggestion}")
-    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    kwargs = {
+        k: v if k == options_field else _convert(v, hints[k], f"{prefix}{k}")
+        for k, v in data.items()
+    }
     return cls(**kwargs)
 
 
@@ -316,33 +334,56 @@ def _reject_unknown(table: dict[str, Any], valid: list[str], where: str) -> None
             raise ConfigError(f"unknown key {key!r} in {where}; {suggestion}")
 
 
+def _param_type(name: str, raw: Any, base: TrainConfig) -> Any:
+    """The type of a searched parameter: a ``[train]`` or ``[model]`` key's annotation; for a
+    user builder's own key, its fixed value's type, else what the range is written in."""
+    from ganhpo.train.config import MODEL_SEARCHABLE, ModelConfig, TrainParams
+
+    train = typing.get_type_hints(TrainParams)
+    if name in train:
+        return train[name]
+    if name in MODEL_SEARCHABLE:
+        tp = typing.get_type_hints(ModelConfig)[name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if args else tp  # width_g: int | None -> int
+    fixed = dict(base.model.options)
+    if name in fixed:
+        return type(fixed[name])
+    if isinstance(raw, dict) and "choices" not in raw:
+        bounds = [raw.get("low"), raw.get("high")]
+        return float if any(isinstance(b, float) for b in bounds) else int
+    return object  # choices of a builder's key: any TOML values
+
+
 def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
-    from ganhpo.train.config import TrainParams
+    from ganhpo.train.config import MODEL_SEARCHABLE, TrainParams
 
     key = f"search.{name}"
-    fields = {f.name: f for f in dataclasses.fields(TrainParams)}
+    fields = [f.name for f in dataclasses.fields(TrainParams)] + sorted(MODEL_SEARCHABLE)
     if name in _NOT_SEARCHABLE:
         raise ConfigError(f"{key} cannot be searched: {_NOT_SEARCHABLE[name]}; set it in [train]")
-    if name not in fields:
+    if name not in fields and not base.model.custom:
         hint = closest(name, [f for f in fields if f not in _NOT_SEARCHABLE])
         raise ConfigError(
             f"unknown search parameter {name!r}"
             + (f"; did you mean {hint!r}?" if hint else "")
             + f"; searchable: {', '.join(f for f in fields if f not in _NOT_SEARCHABLE)}"
+            + ' (and, with arch = "package.module:function", the builder\'s own keys)'
         )
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{key} = {raw!r} must be a table such as {{ low = 1e-4, high = 1e-2, log = true }} "
-            "or { choices = [...] }; put fixed values in [train]"
+            "or { choices = [...] }; put fixed values in [train] or [model]"
         )
-    tp = typing.get_type_hints(TrainParams)[name]
+    tp = _param_type(name, raw, base)
     space: ParamSpace
     if "choices" in raw:
         _reject_unknown(raw, ["choices"], f"[{key}]")
         choices = raw["choices"]
         if not isinstance(choices, list) or not choices:
             raise ConfigError(f"{key}.choices must be a non-empty list")
-        choices = [_convert(c, tp, f"{key}.choices") for c in choices]
+        if tp is not object:
+            choices = [_convert(c, tp, f"{key}.choices") for c in choices]
         if len(set(choices)) != len(choices):
             raise ConfigError(f"{key}.choices has duplicates; list each value once")
         for value in choices:  # every choice must make a valid configuration

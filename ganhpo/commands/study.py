@@ -128,6 +128,19 @@ def create(args: argparse.Namespace) -> int:
 
     ds = spec.base.dataset
     check_extractor(spec.base.eval.extractor, dataset=ds.name, path=ds.path)
+    # A user's networks: imported, built and run once for each searched network value.
+    from ganhpo.spec import Choice
+    from ganhpo.train import TrainParams, check_networks
+
+    train_keys = {f.name for f in dataclasses.fields(TrainParams)}
+    extra = [
+        {name: value}
+        for name, space in spec.search
+        if name not in train_keys
+        for value in (space.choices if isinstance(space, Choice) else (space.low, space.high))
+    ]
+    extra += [dict(b) for b in spec.baselines if set(dict(b)) - train_keys]
+    check_networks(spec.base, extra)
     if args.name is not None:
         spec = dataclasses.replace(spec, name=check_study_name(args.name, "--name"))
     from ganhpo.artifacts import resolve_artifacts

@@ -23,6 +23,7 @@ from ganhpo.train.loop import (
     Progress,
     Trainer,
     TrainResult,
+    check_networks,
     resolve_device,
     train,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "build_models",
+    "check_networks",
     "config_to_dict",
     "count_params",
     "dump_checkpoint",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ganhpo.errors import ConfigError
 
@@ -59,19 +59,79 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The generator/discriminator pair (``[model]``)."""
+    """The generator/discriminator pair (``[model]``).
 
-    arch: str = "dcgan"  # a registered architecture
+    ``arch`` is a registered architecture, or a user's builder ``"package.module:function"``
+    (see :func:`ganhpo.train.models.build_models`); for a builder, keys of ``[model]`` that are
+    not fields here are its own and are kept in ``options`` (and passed to it).
+    """
+
+    arch: str = "dcgan"  # a registered architecture, or "package.module:function"
     width: int = 32  # channels of the widest-resolution hidden layer; deeper layers double it
     latent_dim: int = 64  # size of z
     spectral_norm: bool = False  # spectral normalization on every D layer
+    width_g: int | None = None  # the generator's width when it differs from D's (else width)
+    width_d: int | None = None  # the discriminator's width (else width)
+    options: tuple[tuple[str, Any], ...] = ()  # a user builder's own keys, sorted
+
+    # from_dict collects unknown [model] keys here when accepts_options says so
+    OPTIONS_FIELD: ClassVar[str] = "options"
+
+    @staticmethod
+    def accepts_options(data: dict[str, Any]) -> bool:
+        """Whether a ``[model]`` table may carry keys of its own: a user builder's."""
+        return is_builder_path(data.get("arch"))
+
+    @property
+    def custom(self) -> bool:
+        """Whether ``arch`` names a user's builder rather than a registered architecture."""
+        return is_builder_path(self.arch)
 
     def __post_init__(self) -> None:
         from ganhpo.train.models import ARCHITECTURES
 
-        ARCHITECTURES.get(self.arch)
+        if self.custom:
+            check_builder_path(self.arch)
+        elif self.arch not in ARCHITECTURES.names() and "." in self.arch:
+            names = ", ".join(ARCHITECTURES.names())
+            raise ConfigError(
+                f"model.arch = {self.arch!r} is not an architecture ({names}); "
+                'a function of your own is written "package.module:function"'
+            )
+        else:
+            ARCHITECTURES.get(self.arch)
+            _require(
+                not self.options,
+                "model",
+                dict(self.options),
+                f"unknown keys for arch {self.arch!r}; they are passed only to a builder "
+                '(arch = "package.module:function")',
+            )
         _require(4 <= self.width <= 1024, "model.width", self.width, "use 4 to 1024")
+        for key in ("width_g", "width_d"):
+            value = getattr(self, key)
+            _require(value is None or 4 <= value <= 1024, f"model.{key}", value, "use 4 to 1024")
         _require(1 <= self.latent_dim <= 4096, "model.latent_dim", self.latent_dim, "use 1 to 4096")
+
+
+# [model] keys a study may search (besides a user builder's own keys).
+MODEL_SEARCHABLE = frozenset({"arch", "width", "width_g", "width_d", "latent_dim", "spectral_norm"})
+
+
+def is_builder_path(arch: object) -> bool:
+    """Whether ``arch`` is written as a builder's import path (``module:function``)."""
+    return isinstance(arch, str) and ":" in arch
+
+
+def check_builder_path(arch: str) -> None:
+    """Refuse an import path that is not ``package.module:function`` (nothing is imported)."""
+    module, _, function = arch.partition(":")
+    parts = module.split(".")
+    if not (all(p.isidentifier() for p in parts) and function.isidentifier()):
+        raise ConfigError(
+            f'model.arch = {arch!r} is not an import path; write "package.module:function", '
+            'e.g. "mynets.gan:build"'
+        )
 
 
 @dataclass(frozen=True)
@@ -205,14 +265,33 @@ class TrainConfig:
         return self.eval.every or max(1, self.train.steps // 10)
 
     def replace_params(self, **params: Any) -> TrainConfig:
-        """A copy with some ``[train]`` values replaced (how a trial's sample is applied)."""
-        return dataclasses.replace(self, train=dataclasses.replace(self.train, **params))
+        """A copy with some searched values replaced (how a trial's sample is applied):
+        ``[train]`` keys, ``[model]`` keys, and a user builder's own keys."""
+        train_keys = {f.name for f in dataclasses.fields(TrainParams)}
+        model_keys = MODEL_SEARCHABLE
+        train = {k: v for k, v in params.items() if k in train_keys}
+        model = {k: v for k, v in params.items() if k in model_keys}
+        options = {k: v for k, v in params.items() if k not in train_keys | model_keys}
+        if options and not self.model.custom:
+            raise ConfigError(
+                f"unknown parameter {sorted(options)[0]!r} for arch {self.model.arch!r}"
+            )
+        if options:
+            model["options"] = tuple(sorted({**dict(self.model.options), **options}.items()))
+        return dataclasses.replace(
+            self,
+            train=dataclasses.replace(self.train, **train) if train else self.train,
+            model=dataclasses.replace(self.model, **model) if model else self.model,
+        )
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    """The config as plain nested dicts, without None values (TOML has no null)."""
+    """The config as plain nested dicts, without None values (TOML has no null); a builder's
+    own keys sit in ``[model]`` as the user wrote them."""
 
     def strip(d: dict[str, Any]) -> dict[str, Any]:
         return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
 
-    return strip(dataclasses.asdict(config))
+    data = dataclasses.asdict(config)
+    data["model"] |= dict(data["model"].pop("options"))
+    return strip(data)

@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ganhpo.errors import CheckpointError, ConfigError, DivergenceError
+from ganhpo.errors import CheckpointError, ConfigError, DivergenceError, GanhpoError
 from ganhpo.train.checkpoint import dump_checkpoint, load_checkpoint, save_checkpoint
 from ganhpo.train.config import TrainConfig, config_to_dict
 from ganhpo.train.images import save_grid
 from ganhpo.train.losses import LOSSES
-from ganhpo.train.models import build_models
+from ganhpo.train.models import build_models, check_models, import_builder
 from ganhpo.train.penalties import PENALTIES
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "Progress",
     "TrainResult",
     "Trainer",
+    "check_networks",
     "resolve_device",
     "train",
 ]
@@ -205,6 +206,17 @@ class Trainer:
                 resolution=height,
                 width=config.model.width,
                 spectral_norm=config.model.spectral_norm,
+                width_g=config.model.width_g,
+                width_d=config.model.width_d,
+                options=dict(config.model.options),
+            )
+        if config.model.custom:  # a user's networks: do they fit the data?
+            check_models(
+                g,
+                d,
+                latent_dim=config.model.latent_dim,
+                image_shape=(channels, height, width),
+                arch=config.model.arch,
             )
         self.G = g.to(self.device)
         self.D = d.to(self.device)
@@ -533,6 +545,55 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Resume from a checkpoint written by :meth:`save`."""
         self.load_state_dict(load_checkpoint(path))
+
+
+def check_networks(
+    config: TrainConfig, extra: Sequence[dict[str, Any]] = (), *, data_dir: str | Path | None = None
+) -> None:
+    """For a user's builder (``model.arch = "package.module:function"``): import it, and when
+    the dataset is on this machine build the networks once per configuration (the base, and
+    ``extra`` searched/baseline values applied to it) and run them on 2 latents, so a wrong
+    path, a missing function, an exception or a shape mismatch is one line before anything is
+    written. Raises ModelImportError or ModelError; a registered architecture passes."""
+    from ganhpo.data import load_dataset
+
+    if not config.model.custom:
+        return
+    import_builder(config.model.arch)
+    ds = config.dataset
+    try:
+        data = load_dataset(
+            ds.name,
+            split=ds.split,
+            data_dir=data_dir,
+            resolution=ds.resolution,
+            channels=ds.channels,
+            path=ds.path,
+            limit=2,
+            download=False,
+        )
+    except GanhpoError:
+        return  # the data is elsewhere (the workers'); the workers check again
+    channels, height, width = data.shape
+    for values in [{}, *extra]:
+        cfg = config.replace_params(**values)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            g, d = build_models(
+                cfg.model.arch,
+                latent_dim=cfg.model.latent_dim,
+                channels=channels,
+                resolution=height,
+                width=cfg.model.width,
+                spectral_norm=cfg.model.spectral_norm,
+                width_g=cfg.model.width_g,
+                width_d=cfg.model.width_d,
+                options=dict(cfg.model.options),
+            )
+        check_models(
+            g, d, latent_dim=cfg.model.latent_dim, image_shape=(channels, height, width),
+            arch=cfg.model.arch,
+        )  # fmt: skip
 
 
 def train(

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from ganhpo.errors import ConfigError
-from ganhpo.registry import Registry
+from ganhpo.errors import ConfigError, ModelError, ModelImportError
+from ganhpo.registry import Registry, closest
 
-__all__ = ["ARCHITECTURES", "DCGANDiscriminator", "DCGANGenerator", "build_models", "count_params"]
+__all__ = [
+    "ARCHITECTURES",
+    "DCGANDiscriminator",
+    "DCGANGenerator",
+    "build_models",
+    "build_user_models",
+    "check_models",
+    "count_params",
+    "import_builder",
+]
 
 ModelFactory = Callable[..., tuple[nn.Module, nn.Module]]
 ARCHITECTURES: Registry[ModelFactory] = Registry("architecture")
@@ -99,10 +111,17 @@ def _init_weights(module: nn.Module) -> None:
 
 @ARCHITECTURES.register("dcgan")
 def _dcgan(
-    *, latent_dim: int, channels: int, resolution: int, width: int, spectral_norm: bool
+    *,
+    latent_dim: int,
+    channels: int,
+    resolution: int,
+    width: int,
+    spectral_norm: bool,
+    width_g: int | None = None,
+    width_d: int | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    g = DCGANGenerator(latent_dim, channels, resolution, width)
-    d = DCGANDiscriminator(channels, resolution, width, spectral_norm)
+    g = DCGANGenerator(latent_dim, channels, resolution, width_g or width)
+    d = DCGANDiscriminator(channels, resolution, width_d or width, spectral_norm)
     g.apply(_init_weights)
     d.apply(_init_weights)
     return g, d
@@ -116,17 +135,154 @@ def build_models(
     resolution: int,
     width: int,
     spectral_norm: bool = False,
+    width_g: int | None = None,
+    width_d: int | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) of a registered architecture for C x R x R images."""
+    """(generator, discriminator) for C x R x R images: a registered architecture, or a user's
+    builder named ``"package.module:function"`` (see :func:`build_user_models`)."""
     if channels not in (1, 3):
         raise ConfigError(f"images with {channels} channels are not supported; use 1 or 3")
+    if ":" in arch:
+        keys = {
+            "latent_dim": latent_dim,
+            "width": width,
+            "spectral_norm": spectral_norm,
+            "width_g": width_g,
+            "width_d": width_d,
+        }
+        return build_user_models(arch, (channels, resolution, resolution), keys, options or {})
     return ARCHITECTURES.get(arch)(
         latent_dim=latent_dim,
         channels=channels,
         resolution=resolution,
         width=width,
+        width_g=width_g,
+        width_d=width_d,
         spectral_norm=spectral_norm,
     )
+
+
+def import_builder(arch: str) -> Callable[..., Any]:
+    """The function ``"package.module:function"`` names. Raises ModelImportError (the module is
+    not importable here) or ModelError (no such function), each in one line with the fix."""
+    module_name, _, function = arch.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module's own code failing
+        raise ModelImportError(
+            f"model.arch = {arch!r}: cannot import {module_name} ({type(e).__name__}: "
+            f"{_first_line(e)}); install the package that provides it on this machine (every "
+            "worker imports it), or fix the module"
+        ) from e
+    builder = getattr(module, function, None)
+    if not callable(builder):
+        names = [n for n in vars(module) if callable(vars(module)[n]) and not n.startswith("_")]
+        hint = closest(function, names)
+        raise ModelError(
+            f"model.arch = {arch!r}: {module_name} has no function {function!r}"
+            + (f"; did you mean {hint!r}?" if hint else "")
+        )
+    return builder  # type: ignore[no-any-return]
+
+
+def build_user_models(
+    arch: str,
+    image_shape: tuple[int, int, int],
+    keys: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> tuple[nn.Module, nn.Module]:
+    """A user's (generator, discriminator) from ``builder(image_shape, **kwargs)``.
+
+    The builder receives the image shape (C, H, W) and ``latent_dim``, the builder's own
+    ``[model]`` keys (fixed or searched), and those of ``width``, ``width_g``, ``width_d`` and
+    ``spectral_norm`` that its signature names (or all of them, given ``**kwargs``). It returns
+    (G, D): G maps z [N, latent_dim] to images [N, C, H, W] in [-1, 1] (tanh), D maps images to
+    one logit per image ([N] or [N, 1]). Raises ModelError in one line when it fails or returns
+    anything else.
+    """
+    builder = import_builder(arch)
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        parameters = {}  # type: ignore[assignment]
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    kwargs = {"latent_dim": keys["latent_dim"]}
+    kwargs |= {
+        k: v
+        for k, v in keys.items()
+        if k != "latent_dim" and v is not None and (takes_any or k in parameters)
+    }
+    kwargs |= dict(options)
+    try:
+        built = builder(image_shape, **kwargs)
+    except Exception as e:  # the user's code: any failure is reported in one line
+        raise ModelError(
+            f"model.arch = {arch!r} raised {type(e).__name__}: {_first_line(e)} when called "
+            f"with image shape {image_shape} and {_short(kwargs)}; fix the builder or the keys"
+        ) from e
+    if (
+        not isinstance(built, tuple | list)
+        or len(built) != 2
+        or not all(isinstance(m, nn.Module) for m in built)
+    ):
+        raise ModelError(
+            f"model.arch = {arch!r} returned {type(built).__name__}; it must return "
+            "(generator, discriminator), two torch.nn.Module"
+        )
+    g, d = built
+    return g, d
+
+
+def check_models(
+    g: nn.Module, d: nn.Module, *, latent_dim: int, image_shape: tuple[int, int, int], arch: str
+) -> None:
+    """Run G and D once on a batch of 2, in eval mode, without gradients: G must return images
+    of ``image_shape``, D one logit per image. Raises ModelError in one line naming the
+    mismatch."""
+    was = (g.training, d.training)
+    g.eval()
+    d.eval()
+    try:
+        with torch.no_grad():
+            try:
+                images = g(torch.zeros(2, latent_dim))
+            except Exception as e:
+                raise ModelError(
+                    f"model.arch = {arch!r}: the generator fails on z of shape (2, {latent_dim}) "
+                    f"({type(e).__name__}: {_first_line(e)}); it must take z [N, latent_dim]"
+                ) from e
+            if not isinstance(images, torch.Tensor) or tuple(images.shape) != (2, *image_shape):
+                got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+                raise ModelError(
+                    f"model.arch = {arch!r}: the generator returns {got} for 2 latents; the data "
+                    f"needs images (2, {', '.join(map(str, image_shape))}) in [-1, 1]"
+                )
+            try:
+                logits = d(images)
+            except Exception as e:
+                raise ModelError(
+                    f"model.arch = {arch!r}: the discriminator fails on images of shape "
+                    f"{tuple(images.shape)} ({type(e).__name__}: {_first_line(e)})"
+                ) from e
+            if not isinstance(logits, torch.Tensor) or logits.numel() != 2 or logits.dim() > 2:
+                got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
+                raise ModelError(
+                    f"model.arch = {arch!r}: the discriminator returns {got} for 2 images; it "
+                    "must return one logit per image ([N] or [N, 1])"
+                )
+    finally:
+        g.train(was[0])
+        d.train(was[1])
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _short(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def count_params(module: nn.Module) -> int:

@@ -67,12 +67,14 @@ from ganhpo.errors import (
     DivergenceError,
     ExtractorError,
     GanhpoError,
+    ModelImportError,
     StorageError,
 )
 from ganhpo.spec import StudySpec
 from ganhpo.storage import budget_lock
 from ganhpo.study import apply_params, suggest_params
-from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, parse_checkpoint
+from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
+from ganhpo.train.models import import_builder
 from ganhpo.worker._handover import (
     fail_stale_trials,
     hand_over,
@@ -100,7 +102,7 @@ STOP_GRACE_S = 10.0
 
 # Failures that come from where the worker runs, not from the trial's parameters: every trial
 # would fail the same way here, so the trial is handed back and the worker stops.
-_ENVIRONMENT_ERRORS = (OSError, ImportError, DataError, ExtractorError)
+_ENVIRONMENT_ERRORS = (OSError, ImportError, DataError, ExtractorError, ModelImportError)
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,8 @@ class Worker:
                     "written; check the mount, or pass --artifacts DIR"
                 )
         self.evaluator(self.base)  # builds the extractor and the real statistics (cached)
+        if self.base.model.custom:  # a user's networks: their package must be installed here
+            import_builder(self.base.model.arch)
 
     # ---------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:
@@ -592,6 +596,10 @@ class Worker:
             trainer = Trainer(
                 config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
             )
+            # What the trial's networks cost: parameters of each (the Pareto axis of a study
+            # that weighs size against FID).
+            self._db(trial.set_user_attr, "g_params", count_params(trainer.G))
+            self._db(trial.set_user_attr, "d_params", count_params(trainer.D))
 
             stds: dict[str, float] = dict(trial.user_attrs.get(STD_ATTRS[objective]) or {})
 
