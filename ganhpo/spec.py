@@ -428,10 +428,11 @@ def _check_searched(base: TrainConfig, name: str, value: Any, where: str, *, cho
         base.replace_params(**{name: value})
     except ConfigError as e:
         message = str(e)
-        as_set = f"train.{name} = {value!r}"  # TrainParams' words: "<as_set> is invalid; use..."
-        if message.startswith(as_set):
-            written = f"{where}: {value!r}" if choice else f"{where} = {value!r}"
-            raise type(e)(written + message[len(as_set) :]) from e
+        for section in ("train", "model"):  # their words: "<as_set> is invalid; use..."
+            as_set = f"{section}.{name} = {value!r}"
+            if message.startswith(as_set):
+                written = f"{where}: {value!r}" if choice else f"{where} = {value!r}"
+                raise type(e)(written + message[len(as_set) :]) from e
         raise type(e)(f"{where}: {message}") from e
 
 

@@ -395,3 +395,40 @@ def test_pbt_strategy_parses_round_trips_and_does_not_prune() -> None:
 def test_bad_pbt_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_study_spec(data)
+
+
+def test_network_keys_are_searchable_and_reach_the_networks() -> None:
+    from ganhpo.study import apply_params
+    from ganhpo.train.models import build_models, count_params
+
+    spec = parse_study_spec(
+        base(
+            search={
+                "width_g": {"choices": [8, 16]},
+                "width_d": {"low": 8, "high": 32, "step": 8},
+                "latent_dim": {"choices": [16, 64]},
+                "spectral_norm": {"choices": [False, True]},
+            }
+        )
+    )
+    assert spec.space["width_d"] == IntRange(8, 32, step=8)
+    config = apply_params(
+        spec, {"width_g": 8, "width_d": 32, "latent_dim": 16, "spectral_norm": True}, {},
+        default_seed=0,
+    )  # fmt: skip
+    model = config.model
+    assert (model.width_g, model.width_d, model.latent_dim, model.spectral_norm) == (
+        8,
+        32,
+        16,
+        True,
+    )
+    g, d = build_models(
+        "dcgan", latent_dim=16, channels=1, resolution=28, width=model.width,
+        spectral_norm=True, width_g=model.width_g, width_d=model.width_d,
+    )  # fmt: skip
+    wide_g, _ = build_models("dcgan", latent_dim=16, channels=1, resolution=28, width=32)
+    assert count_params(g) < count_params(wide_g)
+    assert d.net[0].weight.shape[0] == 32  # D's first layer: width_d channels
+    with pytest.raises(ConfigError, match=r"search.width_g.choices: 2 is invalid; use 4 to 1024"):
+        parse_study_spec(base(search={"width_g": {"choices": [2, 16]}}))
