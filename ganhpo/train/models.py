@@ -18,6 +18,8 @@ __all__ = [
     "ARCHITECTURES",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "ResNetDiscriminator",
+    "ResNetGenerator",
     "build_models",
     "build_user_models",
     "check_models",
@@ -98,6 +100,98 @@ class DCGANDiscriminator(nn.Module):
         return self.fc(self.net(x).flatten(1)).squeeze(1)
 
 
+class _UpBlock(nn.Module):
+    """BN, ReLU, 2x nearest up-sampling, conv 3x3, BN, ReLU, conv 3x3; shortcut: up, conv 1x1."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin),
+            nn.ReLU(),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(cin, cout, 3, 1, 1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1),
+        )
+        self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class _DownBlock(nn.Module):
+    """(ReLU,) conv 3x3, ReLU, conv 3x3, 2x average pooling; shortcut: conv 1x1 and pooling.
+
+    The first block of D sees images: no ReLU before its first convolution, and its shortcut
+    pools before the 1x1 convolution (SNGAN's "optimized" block). ``sn`` wraps every layer in
+    spectral normalisation.
+    """
+
+    def __init__(
+        self, cin: int, cout: int, *, first: bool, sn: Callable[[nn.Module], nn.Module]
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [] if first else [nn.ReLU()]
+        layers += [sn(nn.Conv2d(cin, cout, 3, 1, 1)), nn.ReLU(), sn(nn.Conv2d(cout, cout, 3, 1, 1))]
+        layers.append(nn.AvgPool2d(2))
+        self.body = nn.Sequential(*layers)
+        conv = sn(nn.Conv2d(cin, cout, 1))
+        self.shortcut = (
+            nn.Sequential(nn.AvgPool2d(2), conv) if first else nn.Sequential(conv, nn.AvgPool2d(2))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class ResNetGenerator(nn.Module):
+    """SNGAN's ResNet generator (Miyato et al. 2018; compare_gan's ``resnet_cifar``): z ->
+    linear -> residual up-sampling blocks -> BN, ReLU, conv 3x3 -> tanh."""
+
+    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int) -> None:
+        super().__init__()
+        base, ups = upsampling_plan(resolution)
+        widths = [width * 2 ** (ups - 1 - i) for i in range(ups)] + [width]
+        self.latent_dim = latent_dim
+        self.base = base
+        self.fc = nn.Linear(latent_dim, widths[0] * base * base)
+        self.blocks = nn.Sequential(*(_UpBlock(a, b) for a, b in itertools.pairwise(widths)))
+        self.out = nn.Sequential(
+            nn.BatchNorm2d(widths[-1]),
+            nn.ReLU(),
+            nn.Conv2d(widths[-1], channels, 3, 1, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], -1, self.base, self.base)
+        return self.out(self.blocks(x))
+
+
+class ResNetDiscriminator(nn.Module):
+    """SNGAN's ResNet discriminator: residual down-sampling blocks with spectral normalisation,
+    ReLU, global sum pooling, a linear logit. Spectral normalisation is part of the design
+    (model.spectral_norm does not turn it off)."""
+
+    def __init__(self, channels: int, resolution: int, width: int) -> None:
+        super().__init__()
+        _, downs = upsampling_plan(resolution)
+        sn = nn.utils.parametrizations.spectral_norm
+        widths = [channels] + [width * 2**i for i in range(downs)]
+        self.blocks = nn.Sequential(
+            *(
+                _DownBlock(a, b, first=i == 0, sn=sn)
+                for i, (a, b) in enumerate(itertools.pairwise(widths))
+            )
+        )
+        self.fc = sn(nn.Linear(widths[-1], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.blocks(x)).sum(dim=(2, 3))
+        return self.fc(h).squeeze(1)
+
+
 def _init_weights(module: nn.Module) -> None:
     # DCGAN's N(0, 0.02) initialisation.
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
@@ -124,6 +218,23 @@ def _dcgan(
     d = DCGANDiscriminator(channels, resolution, width_d or width, spectral_norm)
     g.apply(_init_weights)
     d.apply(_init_weights)
+    return g, d
+
+
+@ARCHITECTURES.register("resnet")
+def _resnet(
+    *,
+    latent_dim: int,
+    channels: int,
+    resolution: int,
+    width: int,
+    spectral_norm: bool,
+    width_g: int | None = None,
+    width_d: int | None = None,
+) -> tuple[nn.Module, nn.Module]:
+    del spectral_norm  # always on in this D
+    g = ResNetGenerator(latent_dim, channels, resolution, width_g or width)
+    d = ResNetDiscriminator(channels, resolution, width_d or width)
     return g, d
 
 

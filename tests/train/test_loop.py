@@ -27,10 +27,12 @@ def mnist_small(mnist_dir: Path) -> ImageDataset:
 
 
 def tiny_config(**train: object) -> TrainConfig:
+    """A 20-step run on 1000 MNIST images; ``train`` may set [train] and [model] keys."""
+    model = {k: train.pop(k) for k in ("arch",) if k in train}
     params = {"steps": 20, "batch_size": 16, **train}
     return TrainConfig(
         dataset=DatasetConfig(name="mnist", limit=1000),
-        model=ModelConfig(width=8, latent_dim=16),
+        model=ModelConfig(width=8, latent_dim=16, **model),  # type: ignore[arg-type]
         train=TrainParams(**params),  # type: ignore[arg-type]
         eval=EvalConfig(every=10, samples=200, final_samples=300, batch_size=100),
         seed=3,
@@ -55,8 +57,9 @@ def state_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
         {},
         {"loss": "wasserstein", "penalty": "gp", "n_disc": 2, "ema": True},
         {"loss": "hinge", "penalty": "r1"},
+        {"loss": "hinge", "arch": "resnet"},
     ],
-    ids=["ns", "wgan-gp-ema", "hinge-r1"],
+    ids=["ns", "wgan-gp-ema", "hinge-r1", "resnet"],
 )
 def test_checkpoint_resume_is_bit_exact(
     mnist_small: ImageDataset, tmp_path: Path, params: dict[str, object]

@@ -30,6 +30,20 @@ def test_dcgan_shapes_and_range(channels: int, resolution: int) -> None:
     assert d(x).shape == (3,)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("resolution", [28, 32, 64])
+def test_resnet_shapes_range_and_spectral_norm(channels: int, resolution: int) -> None:
+    g, d = build_models("resnet", latent_dim=16, channels=channels, resolution=resolution, width=8)
+    x = g(torch.randn(3, 16))
+    assert x.shape == (3, channels, resolution, resolution)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x).shape == (3,)
+    blocks = [m for m in g.modules() if type(m).__name__ == "_UpBlock"]
+    assert len(blocks) == upsampling_plan(resolution)[1]  # one residual up-sampling per 2x
+    layers = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert layers and all(torch.nn.utils.parametrize.is_parametrized(m) for m in layers)
+
+
 def test_width_scales_parameters() -> None:
     small, _ = build_models("dcgan", latent_dim=16, channels=1, resolution=28, width=8)
     big, _ = build_models("dcgan", latent_dim=16, channels=1, resolution=28, width=16)
@@ -45,7 +59,7 @@ def test_spectral_norm_is_applied_to_every_d_layer() -> None:
 
 
 def test_unknown_architecture_lists_valid_ones() -> None:
-    with pytest.raises(UnknownNameError, match="choose one of: dcgan"):
+    with pytest.raises(UnknownNameError, match="choose one of: dcgan, resnet"):
         build_models("dcgann", latent_dim=8, channels=1, resolution=28, width=8)
     assert "dcgan" in ARCHITECTURES
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganhpo.data import load_dataset
-from ganhpo.train import EvalConfig, TrainConfig, Trainer, TrainParams
+from ganhpo.train import EvalConfig, ModelConfig, TrainConfig, Trainer, TrainParams
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
@@ -29,3 +29,21 @@ def test_default_preset_improves_fid_by_a_large_factor(mnist_dir: Path) -> None:
     # Seen here: ~1200 untrained, ~110 after 1000 steps.
     assert untrained > 800
     assert trained < untrained / 5, (untrained, trained)
+
+
+def test_resnet_learns_mnist(mnist_dir: Path) -> None:
+    """The SNGAN-style ResNet (hinge loss, as SNGAN trains it) at a small width learns MNIST:
+    FID falls by a third in 200 steps. Seen here: 1249 untrained, 635 after 200 steps, 249
+    after 400 (it costs about 6x a DCGAN step of the same width on a CPU)."""
+    data = load_dataset("mnist", data_dir=mnist_dir)
+    config = TrainConfig(
+        model=ModelConfig(arch="resnet", width=8, latent_dim=32),
+        train=TrainParams(steps=200, batch_size=32, loss="hinge", lr_g=1e-3, lr_d=1e-3),
+        eval=EvalConfig(every=0, samples=1000, final_samples=1000, kid="off"),
+        device="cpu",
+    )
+    trainer = Trainer(config, data=data)
+    untrained = trainer.evaluate(1000).fid
+    result = trainer.run()
+    assert result.final is not None
+    assert result.final.fid < untrained / 1.5, (untrained, result.final.fid)
