@@ -196,28 +196,7 @@ class Trainer:
                 f"train.batch_size = {tp.batch_size} is larger than the dataset "
                 f"({len(data)} images); use a smaller batch"
             )
-        # Model initialisation draws from the global RNG: seed it without disturbing the caller.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            g, d = build_models(
-                config.model.arch,
-                latent_dim=config.model.latent_dim,
-                channels=channels,
-                resolution=height,
-                width=config.model.width,
-                spectral_norm=config.model.spectral_norm,
-                width_g=config.model.width_g,
-                width_d=config.model.width_d,
-                options=dict(config.model.options),
-            )
-        if config.model.custom:  # a user's networks: do they fit the data?
-            check_models(
-                g,
-                d,
-                latent_dim=config.model.latent_dim,
-                image_shape=(channels, height, width),
-                arch=config.model.arch,
-            )
+        g, d = _networks(config, (channels, height, width))
         self.G = g.to(self.device)
         self.D = d.to(self.device)
         self.G_ema: nn.Module | None = None
@@ -574,26 +553,33 @@ def check_networks(
         )
     except GanhpoError:
         return  # the data is elsewhere (the workers'); the workers check again
-    channels, height, width = data.shape
     for values in [{}, *extra]:
-        cfg = config.replace_params(**values)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            g, d = build_models(
-                cfg.model.arch,
-                latent_dim=cfg.model.latent_dim,
-                channels=channels,
-                resolution=height,
-                width=cfg.model.width,
-                spectral_norm=cfg.model.spectral_norm,
-                width_g=cfg.model.width_g,
-                width_d=cfg.model.width_d,
-                options=dict(cfg.model.options),
-            )
-        check_models(
-            g, d, latent_dim=cfg.model.latent_dim, image_shape=(channels, height, width),
-            arch=cfg.model.arch,
-        )  # fmt: skip
+        _networks(config.replace_params(**values), data.shape)
+
+
+def _networks(
+    config: TrainConfig, image_shape: tuple[int, int, int]
+) -> tuple[nn.Module, nn.Module]:
+    """The run's (G, D) for images (C, H, W), initialised from its seed without disturbing the
+    caller's global RNG; a user's networks are run once to check they fit the data."""
+    channels, height, _ = image_shape  # square: the Trainer checks it
+    model = config.model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        g, d = build_models(
+            model.arch,
+            latent_dim=model.latent_dim,
+            channels=channels,
+            resolution=height,
+            width=model.width,
+            spectral_norm=model.spectral_norm,
+            width_g=model.width_g,
+            width_d=model.width_d,
+            options=dict(model.options),
+        )
+    if model.custom:
+        check_models(g, d, latent_dim=model.latent_dim, image_shape=image_shape, arch=model.arch)
+    return g, d
 
 
 def train(
