@@ -148,7 +148,11 @@ def test_a_study_searches_the_users_own_key_with_two_workers(
         ('arch = "nowhere.nets:build"', "", "cannot import nowhere.nets (ModuleNotFoundError"),
         ('arch = "mygan:biuld"', "", "mygan has no function 'biuld'; did you mean 'build'?"),
         ('arch = "my gan:build"', "", 'is not an import path; write "package.module:function"'),
-        ('arch = "mygan.build"', "", "is not an architecture (dcgan); a function of your own is"),
+        (
+            'arch = "mygan.build"',
+            "",
+            "is not an architecture (dcgan, resnet); a function of your own is",
+        ),
         ('arch = "broken:raises"', "", "raised RuntimeError: out of ideas when called"),
         (
             'arch = "broken:wrong_size"',
