@@ -44,6 +44,7 @@ from ganhpo.chains import (
 from ganhpo.storage import budget_lock
 
 __all__ = [
+    "TakenOver",
     "adopt_silent_trials",
     "fail_stale_trials",
     "hand_over",
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class TakenOver(Exception):
+    """This worker's trial was finished by another worker (taken for dead); drop the copy."""
 
 
 def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:

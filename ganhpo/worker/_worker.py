@@ -21,7 +21,6 @@ import dataclasses
 import io
 import logging
 import math
-import random
 import re
 import shutil
 import signal
@@ -52,10 +51,8 @@ from ganhpo.artifacts import (
     write_artifact,
 )
 from ganhpo.chains import (
-    PBT_ATTR,
     chain_links,
     counted_trials,
-    member_of,
     retry_history,
     steps_spent,
 )
@@ -76,12 +73,15 @@ from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
 from ganhpo.train.models import import_builder
 from ganhpo.worker._handover import (
+    TakenOver as _TakenOver,
+)
+from ganhpo.worker._handover import (
     fail_stale_trials,
     hand_over,
     repair,
     retry_trial,
 )
-from ganhpo.worker._pbt import choose_donor, explore, rng_for
+from ganhpo.worker._strategy import Strategy, strategy_for
 
 __all__ = [
     "STOP_GRACE_S",
@@ -126,10 +126,6 @@ class WorkerSummary:
     trials: list[int] = field(default_factory=list)
     states: dict[str, int] = field(default_factory=dict)
     stop_reason: str = ""
-
-
-class _TakenOver(Exception):
-    """This worker's trial was finished by another worker (taken for dead); drop the copy."""
 
 
 def trial_seed(spec: StudySpec, number: int) -> int:
@@ -222,6 +218,7 @@ class Worker:
 
         self.study = study
         self.spec = spec
+        self.strategy: Strategy = strategy_for(spec)
         self.options = options
         self.storage = storage  # the RDB storage itself, for heartbeats and the budget lock
         self.budget = options.max_total_trials or spec.max_trials  # trials, shared
@@ -500,7 +497,7 @@ class Worker:
                 data = read_artifact(self.artifacts, checkpoint["id"])
                 state = parse_checkpoint(data, source="the trial's checkpoint")
                 # A PBT interval may go on with perturbed hyperparameters.
-                trainer.load_state_dict(state, adopt=self.spec.strategy.hyperparams)
+                trainer.load_state_dict(state, adopt=self.strategy.adopt)
                 step = trainer.step
             except (OSError, CheckpointError, optuna.artifacts.exceptions.ArtifactNotFound) as e:
                 logger.warning("trial %d: checkpoint unusable (%s); from step 0", trial.number, e)
@@ -583,7 +580,6 @@ class Worker:
         objective = self.spec.objective
         started = time.monotonic()
         pruned_at: list[int] = []
-        pbt = self.spec.strategy.name == "pbt"
         interval_end: list[int] = []
         best = self._best_value()
         try:
@@ -629,10 +625,11 @@ class Worker:
                         self._db(trial.set_user_attr, "grid", grid_id)
                 if record.final:
                     return
-                if pbt:  # a member trains one interval per trial (and is never pruned)
-                    interval_end.append(record.step)
-                elif self._db(trial.should_prune):
+                decision = self.strategy.after_evaluation(self, trial)
+                if decision == "prune":
                     pruned_at.append(record.step)
+                elif decision == "end interval":
+                    interval_end.append(record.step)
 
             self._resume(trial, trainer)
             # The compute budget is reserved an evaluation interval at a time.
@@ -688,7 +685,7 @@ class Worker:
             reason = f"stopped at step {budget_stop[0]}: the study's compute budget is spent"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
         if interval_end:
-            return self._end_interval(trial, result, started)
+            return self.strategy.end_interval(self, trial, result, started)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
             return self._hand_back(trial, trainer, result, started)
         try:
@@ -725,78 +722,6 @@ class Worker:
             return None
         logger.warning("trial %d interrupted at step %d: handed back", trial.number, result.steps)
         return TrialState.FAIL
-
-    def _end_interval(self, trial: optuna.Trial, result: Any, started: float) -> TrialState:
-        """A PBT member's interval is done (evaluated and checkpointed): decide how it goes on,
-        record that in the trial (``PBT_ATTR``), prune it, and enqueue its successor.
-
-        Exploiting copies the better member's checkpoint to a new artifact first (recorded as
-        ``checkpoint_pending`` before it is written, so that whoever resumes this trial after a
-        crash removes a copy nobody uses). Each step leaves a state the next worker repairs,
-        as a hand-over does.
-        """
-        step = result.steps
-        rng = rng_for(self.spec.seed, trial.number, step)
-        trials = self._db(self.study.get_trials, deepcopy=False)
-        me = next(t for t in trials if t.number == trial.number)
-        donor = choose_donor(trials, me, step, self.spec.strategy, rng)
-        plan = self._exploit(trial, donor, rng) if donor is not None else None
-        if plan is None:
-            plan = {"params": dict(trial.params), "checkpoint": me.user_attrs.get("checkpoint")}
-            reason = f"interval done at step {step}; goes on from its own state"
-        else:
-            parent = plan["parent"]
-            reason = (
-                f"interval done at step {step}; goes on from trial {parent['trial']}'s state "
-                f"at step {parent['step']} (member {parent['member']}), explored: "
-                + ", ".join(f"{k} {plan['params'][k]:.3g}" for k in self.spec.strategy.hyperparams
-                            if k in plan["params"])
-            )  # fmt: skip
-        self._record(trial, reason, started, result)
-        storage = self.study._storage
-        try:
-            self._db(storage.set_trial_system_attr, trial._trial_id, PBT_ATTR, plan)
-            failpoint("pbt:marked")
-            self._db(self.study.tell, trial, state=TrialState.PRUNED)
-        except UpdateFinishedTrialError as e:
-            raise _TakenOver("the trial is no longer running") from e
-        failpoint("pbt:pruned")
-        with budget_lock(self.storage, self.study.study_name):
-            self._db(repair, self.study, max_retry=self.spec.max_retry)
-        own = me.user_attrs.get("checkpoint")
-        if plan.get("parent") is not None and own and self.artifacts is not None:
-            remove_artifact(self.artifacts, own["id"])  # the successor starts elsewhere
-        logger.info("trial %d: %s", trial.number, reason)
-        return TrialState.PRUNED
-
-    def _exploit(
-        self, trial: optuna.Trial, donor: optuna.trial.FrozenTrial, rng: random.Random
-    ) -> dict[str, Any] | None:
-        """Copy ``donor``'s recorded training state for this member's successor and perturb
-        its parameters; None when the state went away meanwhile (the donor moved on)."""
-        if self.artifacts is None:
-            return None
-        checkpoint = donor.user_attrs.get("checkpoint")
-        if not checkpoint:
-            return None
-        copy_id = new_artifact_id("checkpoint")
-        self._db(trial.set_user_attr, "checkpoint_pending", copy_id)
-        try:
-            data = read_artifact(self.artifacts, checkpoint["id"])
-        except (OSError, optuna.artifacts.exceptions.ArtifactNotFound) as e:
-            logger.info("trial %d: trial %d's state is gone (%s)", trial.number, donor.number, e)
-            return None
-        write_artifact(self.artifacts, data, kind="checkpoint", artifact_id=copy_id)
-        failpoint("pbt:copied")
-        return {
-            "params": explore(dict(donor.params), self.spec.space, self.spec.strategy, rng),
-            "checkpoint": {"id": copy_id, "step": checkpoint["step"]},
-            "parent": {
-                "trial": donor.number,
-                "member": member_of(donor),
-                "step": checkpoint["step"],
-            },
-        }
 
     def _abandon(self, trial: optuna.Trial, e: StorageError) -> None:
         """A stop was asked for while the database is unreachable: exit now, leave the trial

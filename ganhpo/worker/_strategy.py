@@ -1,0 +1,164 @@
+"""How a worker spends a study's budget: the strategies a spec's ``[strategy]`` names.
+
+A strategy is what the worker asks after each intermediate evaluation of a trial (go on, prune
+it, or end its interval), which training hyperparameters a resumed state may change, and what
+ending an interval means. :class:`OptunaStrategy` lets the study's pruner decide (its sampler
+has proposed the parameters); :class:`PBTStrategy` runs population-based training, whose
+decisions are in :mod:`ganhpo.worker._pbt`. The trainer knows nothing of either.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Literal, Protocol, TypeVar
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from ganhpo._failpoints import failpoint
+from ganhpo.artifacts import new_artifact_id, read_artifact, remove_artifact, write_artifact
+from ganhpo.chains import PBT_ATTR, member_of
+from ganhpo.spec import StrategySpec, StudySpec
+from ganhpo.storage import budget_lock
+from ganhpo.worker._handover import TakenOver, repair
+from ganhpo.worker._pbt import choose_donor, explore, rng_for
+
+__all__ = ["OptunaStrategy", "PBTStrategy", "Strategy", "strategy_for"]
+
+logger = logging.getLogger(__name__)
+
+Decision = Literal["go on", "prune", "end interval"]
+T = TypeVar("T")
+
+
+class Worker(Protocol):
+    """What a strategy uses of the worker that runs the trial (``ganhpo.worker.Worker``)."""
+
+    study: optuna.Study
+    spec: StudySpec
+    storage: optuna.storages.RDBStorage
+    artifacts: Any  # the study's artifact store, or None
+
+    def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call the database, retrying through outages."""
+        ...
+
+    def _record(self, trial: optuna.Trial, reason: str, started: float, result: Any) -> Any:
+        """Write the trial's status and results as user attributes."""
+        ...
+
+
+class Strategy:
+    """The interface the worker asks; the default goes on to the end of every trial."""
+
+    adopt: tuple[str, ...] = ()  # hyperparameters a resumed training state may change
+
+    def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
+        """What the trial does after an intermediate evaluation it has just reported."""
+        return "go on"
+
+    def end_interval(
+        self, w: Worker, trial: optuna.Trial, result: Any, started: float
+    ) -> TrialState:
+        """End the trial's interval (after ``after_evaluation`` said so); its final state."""
+        raise NotImplementedError(f"{type(self).__name__} has no intervals")
+
+
+class OptunaStrategy(Strategy):
+    """The sampler proposes each trial's parameters; the pruner stops the poor ones early."""
+
+    def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
+        return "prune" if w._db(trial.should_prune) else "go on"
+
+
+class PBTStrategy(Strategy):
+    """Population-based training: one interval per trial, then exploit and explore."""
+
+    def __init__(self, spec: StrategySpec) -> None:
+        self.spec = spec
+        self.adopt = spec.hyperparams
+
+    def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
+        return "end interval"  # members are never pruned: the worst ones exploit the best
+
+    def end_interval(
+        self, w: Worker, trial: optuna.Trial, result: Any, started: float
+    ) -> TrialState:
+        """A PBT member's interval is done (evaluated and checkpointed): decide how it goes on,
+        record that in the trial (``PBT_ATTR``), prune it, and enqueue its successor.
+
+        Exploiting copies the better member's checkpoint to a new artifact first (recorded as
+        ``checkpoint_pending`` before it is written, so that whoever resumes this trial after a
+        crash removes a copy nobody uses). Each step leaves a state the next worker repairs,
+        as a hand-over does.
+        """
+        step = result.steps
+        rng = rng_for(w.spec.seed, trial.number, step)
+        trials = w._db(w.study.get_trials, deepcopy=False)
+        me = next(t for t in trials if t.number == trial.number)
+        donor = choose_donor(trials, me, step, self.spec, rng)
+        plan = self._exploit(w, trial, donor, rng) if donor is not None else None
+        if plan is None:
+            plan = {"params": dict(trial.params), "checkpoint": me.user_attrs.get("checkpoint")}
+            reason = f"interval done at step {step}; goes on from its own state"
+        else:
+            parent = plan["parent"]
+            reason = (
+                f"interval done at step {step}; goes on from trial {parent['trial']}'s state "
+                f"at step {parent['step']} (member {parent['member']}), explored: "
+                + ", ".join(f"{k} {plan['params'][k]:.3g}" for k in self.spec.hyperparams
+                            if k in plan["params"])
+            )  # fmt: skip
+        w._record(trial, reason, started, result)
+        storage = w.study._storage
+        try:
+            w._db(storage.set_trial_system_attr, trial._trial_id, PBT_ATTR, plan)
+            failpoint("pbt:marked")
+            w._db(w.study.tell, trial, state=TrialState.PRUNED)
+        except UpdateFinishedTrialError as e:
+            raise TakenOver("the trial is no longer running") from e
+        failpoint("pbt:pruned")
+        with budget_lock(w.storage, w.study.study_name):
+            w._db(repair, w.study, max_retry=w.spec.max_retry)
+        own = me.user_attrs.get("checkpoint")
+        if plan.get("parent") is not None and own and w.artifacts is not None:
+            remove_artifact(w.artifacts, own["id"])  # the successor starts elsewhere
+        logger.info("trial %d: %s", trial.number, reason)
+        return TrialState.PRUNED
+
+    def _exploit(
+        self, w: Worker, trial: optuna.Trial, donor: FrozenTrial, rng: random.Random
+    ) -> dict[str, Any] | None:
+        """Copy ``donor``'s recorded training state for this member's successor and perturb
+        its parameters; None when the state went away meanwhile (the donor moved on)."""
+        if w.artifacts is None:
+            return None
+        checkpoint = donor.user_attrs.get("checkpoint")
+        if not checkpoint:
+            return None
+        copy_id = new_artifact_id("checkpoint")
+        w._db(trial.set_user_attr, "checkpoint_pending", copy_id)
+        try:
+            data = read_artifact(w.artifacts, checkpoint["id"])
+        except (OSError, optuna.artifacts.exceptions.ArtifactNotFound) as e:
+            logger.info("trial %d: trial %d's state is gone (%s)", trial.number, donor.number, e)
+            return None
+        write_artifact(w.artifacts, data, kind="checkpoint", artifact_id=copy_id)
+        failpoint("pbt:copied")
+        return {
+            "params": explore(dict(donor.params), w.spec.space, self.spec, rng),
+            "checkpoint": {"id": copy_id, "step": checkpoint["step"]},
+            "parent": {
+                "trial": donor.number,
+                "member": member_of(donor),
+                "step": checkpoint["step"],
+            },
+        }
+
+
+def strategy_for(spec: StudySpec) -> Strategy:
+    """The strategy a study's spec names."""
+    return PBTStrategy(spec.strategy) if spec.strategy.name == "pbt" else OptunaStrategy()
