@@ -458,8 +458,21 @@ def _draw_importances(study: optuna.Study, info: ImportanceInfo) -> go.Figure:
 def _draw_parallel(study: optuna.Study, info: SearchInfo) -> go.Figure:
     fig = vis.plot_parallel_coordinate(study, target_name=info.label)
     title = f"Parallel coordinates: completed trials, colored by {info.label}"
-    fig.update_traces(selector={"mode": "lines"}, opacity=0.9, line_width=2)
-    return _style(fig, title, plot_bgcolor="#eef1f5")  # the palest lines show on gray
+    # Optuna colours lines from white (worst) to dark blue (best): the worst trial vanished on
+    # a white page. Darken every colour, the colour bar's scale alike, so each line shows.
+    for trace in fig.data:
+        if trace.mode == "lines" and isinstance(trace.line.color, str):
+            trace.line.update(color=_darker(trace.line.color), width=2)
+        elif trace.mode == "markers" and trace.marker.colorscale:
+            trace.marker.colorscale = [(at, _darker(c)) for at, c in trace.marker.colorscale]
+    return _style(fig, title)
+
+
+def _darker(rgb: str, factor: float = 0.72) -> str:
+    """``rgb(r, g, b)`` scaled toward black by ``factor`` (white becomes a mid gray-blue)."""
+    values = [float(v) for v in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")]
+    r, g, b = (round(v * factor) for v in values)
+    return f"rgb({r},{g},{b})"
 
 
 def _draw_slices(study: optuna.Study, info: SearchInfo) -> go.Figure:

@@ -291,6 +291,17 @@ def test_curves_draw_pruned_gray_dashed_and_the_std_as_error_bars(tmp_path: Path
     assert fig.layout.yaxis.title.text == "FID" and fig.layout.showlegend
 
 
+def test_parallel_lines_all_show_on_a_white_page(mixed: Any) -> None:
+    """Optuna colours the worst trial white; every line is darkened to show."""
+    study, _ = mixed
+    figure = plots._draw_parallel(study, plots._parallel_info(study))
+    colors = [t.line.color for t in figure.data if t.mode == "lines"]
+    assert colors
+    for color in colors:
+        channels = [float(v) for v in color[4:-1].split(",")]
+        assert max(channels) <= 0.72 * 255 + 1, color
+
+
 def test_importances_are_drawn_from_the_computed_ones(mixed: Any) -> None:
     study, _ = mixed
     info = plots._importance_info(study)
