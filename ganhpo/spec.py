@@ -577,16 +577,27 @@ def parse_study_spec(
         for i, raw in enumerate(data.get("baselines", [])):
             if not isinstance(raw, dict):
                 raise ConfigError(f"baselines[{i}] must be a table of [train] values")
-            merged = {**dataclasses.asdict(base.train), **raw}
+            train_names = {f.name for f in dataclasses.fields(type(base.train))}
+            train_raw = {k: v for k, v in raw.items() if k in train_names}
+            merged = {**dataclasses.asdict(base.train), **train_raw}
             params = from_dict(type(base.train), merged, prefix=f"baselines[{i}].")
+            values = {k: getattr(params, k) for k in train_raw}
+            # [model] keys (and a builder's own): checked as the trial would apply them.
+            network = {k: v for k, v in raw.items() if k not in train_names}
+            for key, value in network.items():
+                where = f"baselines[{i}].{key}"
+                tp = _param_type(key, {"choices": []}, base)  # the key's type, if it has one
+                value = value if tp is object else _convert(value, tp, where)
+                _check_searched(base, key, value, where, choice=False)
+                values[key] = value
             for key in raw:
                 space = parsed.get(key)
-                if space is not None and not _contains(space, getattr(params, key)):
+                if space is not None and not _contains(space, values[key]):
                     raise ConfigError(
                         f"baselines[{i}].{key} = {raw[key]!r} is outside search.{key}; "
                         f"widen search.{key} or change the baseline"
                     )
-            baselines.append(tuple(sorted((k, getattr(params, k)) for k in raw)))
+            baselines.append(tuple(sorted(values.items())))
 
         batch_space = parsed.get("batch_size")
         if isinstance(batch_space, Choice | IntRange):

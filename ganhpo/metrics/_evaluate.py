@@ -122,6 +122,7 @@ class Evaluator:
         batch_size: int = 500,
         kid: bool = True,
         real_samples: int | None = None,
+        latent_dim: int | None = None,
     ) -> EvalResult:
         """FID and KID of ``num_samples`` images from ``generator`` on the study's fixed latents.
 
@@ -129,10 +130,11 @@ class Evaluator:
         mode without autograd, on the device of its parameters, and its mode is restored.
         ``kid=False`` skips KID (most of an evaluation's time with 100 subsets); it is then nan.
         The real reference has ``real_samples`` images (default: as many as generated; the
-        dataset's size for the whole split, as the FID-50k protocol does).
+        dataset's size for the whole split, as the FID-50k protocol does). ``latent_dim`` is
+        the generator's when it differs from the evaluator's (a study that searches it).
         """
         started = time.perf_counter()
-        latents = fixed_latents(self.seed, num_samples, self.latent_dim)
+        latents = fixed_latents(self.seed, num_samples, latent_dim or self.latent_dim)
         device = _module_device(generator, self.device)
         was_training = generator.training
         generator.eval()

@@ -340,6 +340,7 @@ class Trainer:
                 batch_size=self.config.eval.batch_size,
                 kid=mode == "every" or (final and mode == "final"),
                 real_samples=self._final_real_samples() if final else None,
+                latent_dim=self.config.model.latent_dim,
             )
         except ValueError as e:  # non-finite generated images or features
             raise DivergenceError("generated images", self.step, math.nan) from e

@@ -231,6 +231,21 @@ def test_full_final_reference_compares_with_the_whole_split(
         EvalConfig(final_reference="all")
 
 
+def test_a_shared_evaluator_scores_generators_of_any_latent_size(
+    mnist_small: ImageDataset, tmp_path: Path
+) -> None:
+    """A worker builds one evaluator for the study; a study that searches latent_dim gives it
+    generators of other latent sizes (this failed with a matrix-shape error in every trial
+    after the first)."""
+    from ganhpo.metrics import Evaluator
+
+    shared = Evaluator(mnist_small, cache_dir=tmp_path, latent_dim=16)
+    config = replace(tiny_config(), model=ModelConfig(width=8, latent_dim=32))
+    trainer = Trainer(config, data=mnist_small, evaluator=shared)
+    record = trainer.evaluate(100)
+    assert math.isfinite(record.fid)
+
+
 def test_should_stop_ends_the_run_early(mnist_small: ImageDataset) -> None:
     t = Trainer(tiny_config(steps=100), data=mnist_small)
     evals = []
