@@ -573,6 +573,8 @@ def parse_study_spec(
             pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
         validate_components(sampler, pruner, seed=seed)
 
+        from ganhpo.train.config import MODEL_SEARCHABLE
+
         baselines = []
         for i, raw in enumerate(data.get("baselines", [])):
             if not isinstance(raw, dict):
@@ -586,6 +588,13 @@ def parse_study_spec(
             network = {k: v for k, v in raw.items() if k not in train_names}
             for key, value in network.items():
                 where = f"baselines[{i}].{key}"
+                if key not in MODEL_SEARCHABLE and not base.model.custom:
+                    known = sorted(train_names | MODEL_SEARCHABLE)
+                    hint = closest(key, known)
+                    raise ConfigError(
+                        f"unknown key '{where}' in [baselines[{i}]]; "
+                        + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(known)}")
+                    )
                 tp = _param_type(key, {"choices": []}, base)  # the key's type, if it has one
                 value = value if tp is object else _convert(value, tp, where)
                 _check_searched(base, key, value, where, choice=False)
