@@ -64,7 +64,31 @@ class RunningStats:
         assert other._shift is not None
         if self._shift is None:
             self._shift = other._shift.copy()
-        # Re-centre other's sums from its shift onto ours: x - s = (x - s_o) + (s_o - s).
+        s, outer = self._recentred(other)
+        self.count += other.count
+        self._sum += s
+        self._outer += outer
+        return self
+
+    def without(self, part: RunningStats) -> RunningStats:
+        """New statistics of what this has seen except ``part`` (rows it has seen, e.g. one
+        block of them): the sums minus ``part``'s, in O(dim²) whatever the number of parts."""
+        if part.dim != self.dim or part.count > self.count:
+            raise ValueError("can only remove statistics of rows these statistics have seen")
+        out = RunningStats(self.dim)
+        out._shift = None if self._shift is None else self._shift.copy()
+        out.count, out._sum, out._outer = self.count, self._sum.copy(), self._outer.copy()
+        if part.count == 0:
+            return out
+        s, outer = self._recentred(part)
+        out.count -= part.count
+        out._sum -= s
+        out._outer -= outer
+        return out
+
+    def _recentred(self, other: RunningStats) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``other``'s sums around our shift: x - s = (x - s_o) + (s_o - s)."""
+        assert other._shift is not None and self._shift is not None
         delta = other._shift - self._shift
         s = other._sum + other.count * delta
         outer = (
@@ -73,10 +97,7 @@ class RunningStats:
             + np.outer(delta, other._sum)
             + other.count * np.outer(delta, delta)
         )
-        self.count += other.count
-        self._sum += s
-        self._outer += outer
-        return self
+        return s, outer
 
     @property
     def mean(self) -> NDArray[np.float64]:
@@ -143,21 +164,22 @@ class BlockedStats:
 
     def total(self) -> RunningStats:
         """The statistics of every row seen."""
-        return self._merged(range(len(self.blocks)))
-
-    def leave_one_out(self, block: int) -> RunningStats:
-        """The statistics of every row seen outside ``block``."""
-        return self._merged(i for i in range(len(self.blocks)) if i != block)
-
-    def _merged(self, blocks: Any) -> RunningStats:
         merged = RunningStats(self.blocks[0].dim)
-        for i in blocks:
-            merged.merge(self.blocks[i])
+        for block in self.blocks:
+            merged.merge(block)
         return merged
+
+    def leave_one_out(self, block: int, total: RunningStats | None = None) -> RunningStats:
+        """The statistics of every row seen outside ``block`` (``total``: :meth:`total`, when
+        the caller has it)."""
+        return (total or self.total()).without(self.blocks[block])
 
     def jackknife_std(self, statistic: Callable[[RunningStats], float]) -> float:
         """The delete-a-block jackknife estimate of the std of ``statistic(self.total())``."""
-        return jackknife_std([statistic(self.leave_one_out(i)) for i in range(len(self.blocks))])
+        total = self.total()
+        return jackknife_std(
+            [statistic(self.leave_one_out(i, total)) for i in range(len(self.blocks))]
+        )
 
 
 def jackknife_std(estimates: Sequence[float]) -> float:
