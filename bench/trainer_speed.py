@@ -5,6 +5,11 @@ hits both alike; the reported ratio is the median over blocks. Also times one in
 one final evaluation at the default sample counts.
 
     python bench/trainer_speed.py [--quick] [--data-dir ../shared/data/mnist]
+    python bench/trainer_speed.py --regularisers [--quick]
+
+``--regularisers`` instead times a step with each representation regulariser (feature matching,
+bCR, SS-GAN rotation) against a plain step of the same networks, interleaved the same way, for
+the dcgan and resnet architectures: what the README's cost per step says.
 """
 
 from __future__ import annotations
@@ -73,7 +78,11 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--regularisers", action="store_true", help="cost of each regulariser")
     args = ap.parse_args()
+    if args.regularisers:
+        regulariser_costs(args)
+        return
 
     data_dir = args.data_dir if args.data_dir.exists() else shipped_mnist_subset_dir()
     data = load_dataset("mnist", data_dir=data_dir)
@@ -121,6 +130,48 @@ def main() -> None:
             f"one {'final' if final else 'intermediate'} evaluation of {samples:5d} samples "
             f"({what}): {seconds:6.2f} s (= {steps:.0f} training steps; FID {rec.fid:.2f})"
         )
+
+
+REGULARISERS = {
+    "feature_matching": {"feature_matching": True},
+    "consistency (bCR)": {"consistency": True},
+    "rotation (SS-GAN)": {"rotation": True},
+}
+
+
+def regulariser_costs(args: argparse.Namespace) -> None:
+    """Step time with each regulariser over a plain step, per architecture (median of blocks)."""
+    data_dir = args.data_dir if args.data_dir.exists() else shipped_mnist_subset_dir()
+    data = load_dataset("mnist", data_dir=data_dir)
+    blocks, n = (4, 10) if args.quick else (8, 20)
+    print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, width {args.width}")
+    for arch in ("dcgan", "resnet"):
+
+        def trainer(extra: dict[str, bool], arch: str = arch) -> Trainer:
+            config = TrainConfig(
+                dataset=DatasetConfig(name="mnist"),
+                model=ModelConfig(arch=arch, width=args.width, latent_dim=64),
+                train=TrainParams(steps=10**9, batch_size=args.batch_size, **extra),  # type: ignore[arg-type]
+                eval=EvalConfig(every=0),
+                device=args.device,
+            )
+            return Trainer(config, data=data)
+
+        plain = trainer({})
+        device = plain.device
+        timed(plain.train_step, 3, device)
+        for name, extra in REGULARISERS.items():
+            other = trainer(extra)
+            timed(other.train_step, 3, device)
+            ratios = []
+            for _ in range(blocks):
+                a = timed(plain.train_step, n, device)
+                b = timed(other.train_step, n, device)
+                ratios.append(b / a)
+            print(
+                f"{arch:7s} {name:20s} {statistics.median(ratios):5.2f}x a plain step "
+                f"(min {min(ratios):.2f}, max {max(ratios):.2f}; {a / n * 1000:.0f} ms plain)"
+            )
 
 
 if __name__ == "__main__":

@@ -267,6 +267,9 @@ CONDITIONS: dict[str, tuple[str, Any]] = {
     "gp_weight": ("penalty", "gp"),
     "r1_gamma": ("penalty", "r1"),
     "ema_decay": ("ema", True),
+    "fm_weight": ("feature_matching", True),
+    "cr_weight": ("consistency", True),
+    "rotation_weight": ("rotation", True),
 }
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
 _STUDY_KEYS = (

@@ -432,3 +432,21 @@ def test_network_keys_are_searchable_and_reach_the_networks() -> None:
     assert d.net[0].weight.shape[0] == 32  # D's first layer: width_d channels
     with pytest.raises(ConfigError, match=r"search.width_g.choices: 2 is invalid; use 4 to 1024"):
         parse_study_spec(base(search={"width_g": {"choices": [2, 16]}}))
+
+
+def test_regulariser_weights_exist_only_when_their_regulariser_is_on() -> None:
+    spec = parse_study_spec(
+        base(
+            search={
+                "feature_matching": {"choices": [False, True]},
+                "fm_weight": {"low": 0.1, "high": 10.0, "log": True},
+                "consistency": {"choices": [False, True]},
+                "cr_weight": {"low": 1.0, "high": 20.0},
+                "rotation": {"choices": [False, True]},
+                "rotation_weight": {"low": 0.1, "high": 2.0},
+            }
+        )
+    )
+    assert {"fm_weight", "cr_weight", "rotation_weight"} <= set(spec.space)
+    with pytest.raises(ConfigError, match=r"search.cr_weight is never used: it needs consistency"):
+        parse_study_spec(base(search={"cr_weight": {"low": 1.0, "high": 20.0}}))

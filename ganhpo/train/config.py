@@ -156,6 +156,13 @@ class TrainParams:
     r1_gamma: float = 1.0  # gamma of R1 (used when penalty = "r1")
     ema: bool = False  # evaluate an exponential moving average of G's weights
     ema_decay: float = 0.999
+    # Representation regularisers (README, "Regularisers"), each off by default:
+    feature_matching: bool = False  # G also matches the mean of D's features on real data
+    fm_weight: float = 1.0  # its weight (used when feature_matching)
+    consistency: bool = False  # bCR: D gives a translated image the logit of the original
+    cr_weight: float = 10.0  # its weight, real and fake alike (used when consistency)
+    rotation: bool = False  # SS-GAN: D also tells which of 4 rotations an image shows
+    rotation_weight: float = 1.0  # D's weight; G's is a fifth of it (used when rotation)
     # Steps between training-state checkpoints (when the caller stores them: a study's worker,
     # ganhpo train --out); None = at every evaluation (every eval.every steps; steps // 10 when
     # eval.every = 0), so a killed trial resumes where it was last scored; 0 = never.
@@ -178,6 +185,9 @@ class TrainParams:
         _require(self.gp_weight >= 0, "train.gp_weight", self.gp_weight, "use a value >= 0")
         _require(self.r1_gamma >= 0, "train.r1_gamma", self.r1_gamma, "use a value >= 0")
         _require(0 < self.ema_decay < 1, "train.ema_decay", self.ema_decay, "use (0, 1)")
+        for key in ("fm_weight", "cr_weight", "rotation_weight"):
+            value = getattr(self, key)
+            _require(0 <= value < float("inf"), f"train.{key}", value, "use a value >= 0")
         _require(
             self.checkpoint_every is None or self.checkpoint_every >= 0,
             "train.checkpoint_every",

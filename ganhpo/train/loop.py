@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganhpo.errors import CheckpointError, ConfigError, DivergenceError, GanhpoError
@@ -64,7 +65,10 @@ def resolve_device(device: str) -> torch.device:
 
 # Training parameters a run can change in the middle: read at every step (penalty weights,
 # the EMA decay) or held by the optimizers (learning rates, betas).
-ADOPTABLE = ("lr_g", "lr_d", "beta1", "beta2", "gp_weight", "r1_gamma", "ema_decay")
+ADOPTABLE = (
+    "lr_g", "lr_d", "beta1", "beta2", "gp_weight", "r1_gamma", "ema_decay", "fm_weight",
+    "cr_weight", "rotation_weight",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -245,18 +249,23 @@ class Trainer:
         """One generator update preceded by ``n_disc`` discriminator updates."""
         tp = self.config.train
         g, d = self.G, self.D
+        regularised = tp.feature_matching or tp.consistency or tp.rotation
         d.requires_grad_(True)
         for _ in range(tp.n_disc):
             real = self.batcher.next()
             with torch.no_grad():
                 fake = g(self._z(tp.batch_size))
-            d_loss = self.loss.d_loss(d(real), d(fake))
+            if regularised:
+                d_loss = self._regularised_d_loss(real, fake)
+            else:
+                d_loss = self.loss.d_loss(d(real), d(fake))
             d_loss = d_loss + self.penalty(d, real, fake, tp.penalty_weight, self.rng_noise)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-        g_loss = self.loss.g_loss(d(g(self._z(tp.batch_size))))
+        fake = g(self._z(tp.batch_size))
+        g_loss = self._regularised_g_loss(real, fake) if regularised else self.loss.g_loss(d(fake))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -266,6 +275,59 @@ class Trainer:
         self._pending.append(torch.stack([d_loss.detach(), g_loss.detach()]))
         if len(self._pending) >= self._check_every:
             self._check_losses()
+
+    # ------------------------------------------------------ representation regularisers
+    def _regularised_d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """D's loss with bCR (Zhang et al. 2020: a translated image gets the logit of the
+        original, real and fake alike) and SS-GAN's rotation task (Chen et al. 2019)."""
+        tp, d = self.config.train, self.D
+        d_real, d_fake = d(real), d(fake)
+        loss = self.loss.d_loss(d_real, d_fake)
+        if tp.consistency:
+            shifted = d(self._translate(torch.cat([real, fake])))
+            loss = loss + tp.cr_weight * (shifted - torch.cat([d_real, d_fake])).pow(2).mean()
+        if tp.rotation:
+            loss = loss + tp.rotation_weight * self._rotation_loss(real)
+        return loss
+
+    def _regularised_g_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """G's loss with feature matching (Salimans et al. 2016: the mean of D's features on
+        fakes moves toward that on the last real batch; mean squared difference) and SS-GAN's
+        rotation task at a fifth of D's weight (the paper's 0.2 against 1)."""
+        tp, d = self.config.train, cast(Any, self.D)  # features/logit: checked at init
+        if not tp.feature_matching:
+            loss = self.loss.g_loss(d(fake))
+        else:
+            h_fake = d.features(fake)
+            loss = self.loss.g_loss(d.logit(h_fake))
+            with torch.no_grad():
+                h_real = d.features(real)
+            loss = loss + tp.fm_weight * (h_real.mean(0) - h_fake.mean(0)).pow(2).mean()
+        if tp.rotation:
+            loss = loss + 0.2 * tp.rotation_weight * self._rotation_loss(fake)
+        return loss
+
+    def _rotation_loss(self, images: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of D's rotation head on the batch, image i turned by (i mod 4) x 90°."""
+        d = cast(Any, self.D)  # a rotation head: built with it
+        turned = torch.cat([torch.rot90(images[k::4], k, dims=(2, 3)) for k in range(4)])
+        labels = torch.cat(
+            [torch.full((len(images[k::4]),), k, device=images.device) for k in range(4)]
+        )
+        return F.cross_entropy(d.rotation(d.features(turned)), labels)
+
+    def _translate(self, images: torch.Tensor, pad: int = 2) -> torch.Tensor:
+        """Each image shifted by its own random whole pixels, up to ``pad`` along each axis
+        (zeros come in), drawn from the run's noise generator (checkpointed)."""
+        n, _, h, w = images.shape
+        shift = torch.randint(
+            0, 2 * pad + 1, (2, n), device=images.device, generator=self.rng_noise
+        )
+        padded = F.pad(images, (pad, pad, pad, pad), value=-1.0)  # -1: black in [-1, 1]
+        rows = (torch.arange(h, device=images.device)[None, :] + shift[0][:, None])[:, :, None]
+        cols = (torch.arange(w, device=images.device)[None, :] + shift[1][:, None])[:, None, :]
+        batch = torch.arange(n, device=images.device)[:, None, None]
+        return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -577,6 +639,16 @@ def _networks(
             width_g=model.width_g,
             width_d=model.width_d,
             options=dict(model.options),
+            rotation_head=config.train.rotation,
+        )
+    tp = config.train
+    if (tp.feature_matching or tp.consistency) and not (
+        callable(getattr(d, "features", None)) and callable(getattr(d, "logit", None))
+    ):
+        raise ConfigError(
+            "train.feature_matching and train.consistency need a discriminator with "
+            "features(images) -> [N, F] and logit(features) -> [N]; give yours those methods "
+            "or drop them"
         )
     if model.custom:
         check_models(g, d, latent_dim=model.latent_dim, image_shape=image_shape, arch=model.arch)

@@ -80,7 +80,14 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """(Conv 4x4/2, LeakyReLU)* -> linear logit. No batch norm, so every penalty applies."""
 
-    def __init__(self, channels: int, resolution: int, width: int, spectral_norm: bool) -> None:
+    def __init__(
+        self,
+        channels: int,
+        resolution: int,
+        width: int,
+        spectral_norm: bool,
+        rotation_head: bool = False,
+    ) -> None:
         super().__init__()
         base, downs = upsampling_plan(resolution)
 
@@ -95,9 +102,19 @@ class DCGANDiscriminator(nn.Module):
             cin = cout
         self.net = nn.Sequential(*layers)
         self.fc = sn(nn.Linear(cin * base * base, 1))
+        # SS-GAN's head: which of 4 rotations an image shows, from the same features.
+        self.rotation = nn.Linear(cin * base * base, 4) if rotation_head else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The features the logit is read from, [N, F]."""
+        return self.net(x).flatten(1)
+
+    def logit(self, h: torch.Tensor) -> torch.Tensor:
+        """One logit per image from :meth:`features`."""
+        return self.fc(h).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.net(x).flatten(1)).squeeze(1)
+        return self.logit(self.features(x))
 
 
 class _UpBlock(nn.Module):
@@ -174,7 +191,9 @@ class ResNetDiscriminator(nn.Module):
     ReLU, global sum pooling, a linear logit. Spectral normalisation is part of the design
     (model.spectral_norm does not turn it off)."""
 
-    def __init__(self, channels: int, resolution: int, width: int) -> None:
+    def __init__(
+        self, channels: int, resolution: int, width: int, rotation_head: bool = False
+    ) -> None:
         super().__init__()
         _, downs = upsampling_plan(resolution)
         sn = nn.utils.parametrizations.spectral_norm
@@ -186,10 +205,17 @@ class ResNetDiscriminator(nn.Module):
             )
         )
         self.fc = sn(nn.Linear(widths[-1], 1))
+        self.rotation = sn(nn.Linear(widths[-1], 4)) if rotation_head else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU and global sum pooling of the last block, [N, F]."""
+        return torch.relu(self.blocks(x)).sum(dim=(2, 3))
+
+    def logit(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(h).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.blocks(x)).sum(dim=(2, 3))
-        return self.fc(h).squeeze(1)
+        return self.logit(self.features(x))
 
 
 def _init_weights(module: nn.Module) -> None:
@@ -213,9 +239,10 @@ def _dcgan(
     spectral_norm: bool,
     width_g: int | None = None,
     width_d: int | None = None,
+    rotation_head: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
     g = DCGANGenerator(latent_dim, channels, resolution, width_g or width)
-    d = DCGANDiscriminator(channels, resolution, width_d or width, spectral_norm)
+    d = DCGANDiscriminator(channels, resolution, width_d or width, spectral_norm, rotation_head)
     g.apply(_init_weights)
     d.apply(_init_weights)
     return g, d
@@ -231,10 +258,11 @@ def _resnet(
     spectral_norm: bool,
     width_g: int | None = None,
     width_d: int | None = None,
+    rotation_head: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
     del spectral_norm  # always on in this D
     g = ResNetGenerator(latent_dim, channels, resolution, width_g or width)
-    d = ResNetDiscriminator(channels, resolution, width_d or width)
+    d = ResNetDiscriminator(channels, resolution, width_d or width, rotation_head)
     return g, d
 
 
@@ -249,9 +277,11 @@ def build_models(
     width_g: int | None = None,
     width_d: int | None = None,
     options: Mapping[str, Any] | None = None,
+    rotation_head: bool = False,
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for C x R x R images: a registered architecture, or a user's
-    builder named ``"package.module:function"`` (see :func:`build_user_models`)."""
+    builder named ``"package.module:function"`` (see :func:`build_user_models`).
+    ``rotation_head`` gives a registered D the 4-way rotation classifier of SS-GAN."""
     if channels not in (1, 3):
         raise ConfigError(f"images with {channels} channels are not supported; use 1 or 3")
     if ":" in arch:
@@ -262,7 +292,13 @@ def build_models(
             "width_g": width_g,
             "width_d": width_d,
         }
+        if rotation_head:
+            raise ConfigError(
+                "train.rotation needs a discriminator with ganhpo's rotation head; it is not "
+                f"available with model.arch = {arch!r}: use dcgan or resnet, or drop it"
+            )
         return build_user_models(arch, (channels, resolution, resolution), keys, options or {})
+    extra = {"rotation_head": True} if rotation_head else {}
     return ARCHITECTURES.get(arch)(
         latent_dim=latent_dim,
         channels=channels,
@@ -271,6 +307,7 @@ def build_models(
         width_g=width_g,
         width_d=width_d,
         spectral_norm=spectral_norm,
+        **extra,
     )
 
 

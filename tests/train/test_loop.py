@@ -58,8 +58,11 @@ def state_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
         {"loss": "wasserstein", "penalty": "gp", "n_disc": 2, "ema": True},
         {"loss": "hinge", "penalty": "r1"},
         {"loss": "hinge", "arch": "resnet"},
+        {"feature_matching": True, "fm_weight": 0.5},
+        {"consistency": True, "penalty": "r1"},
+        {"rotation": True, "loss": "hinge", "arch": "resnet"},
     ],
-    ids=["ns", "wgan-gp-ema", "hinge-r1", "resnet"],
+    ids=["ns", "wgan-gp-ema", "hinge-r1", "resnet", "feature-matching", "bcr-r1", "ss-rotation"],
 )
 def test_checkpoint_resume_is_bit_exact(
     mnist_small: ImageDataset, tmp_path: Path, params: dict[str, object]

@@ -208,3 +208,14 @@ def test_check_networks_passes_registered_architectures_and_imports_builders(
         check_networks(config.replace_params(arch="nowhere:build"))  # ... the import is not
     with pytest.raises(ModelError, match="has no function"):
         check_networks(config.replace_params(arch="mygan:nothing"))
+
+
+def test_regularisers_that_need_more_of_a_users_d_say_so(user_package: Path) -> None:
+    from ganhpo.errors import ConfigError
+
+    config = load_study_spec(spec_for(user_package, README_MODEL)).base
+    data = load_dataset("mnist-subset", data_dir=shipped_mnist_subset_dir())
+    with pytest.raises(ConfigError, match=r"train.rotation needs a discriminator with ganhpo's"):
+        Trainer(config.replace_params(rotation=True), data=data)
+    with pytest.raises(ConfigError, match=r"need a discriminator with features\(images\)"):
+        Trainer(config.replace_params(feature_matching=True), data=data)

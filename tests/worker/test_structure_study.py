@@ -20,7 +20,7 @@ SMALLER = {  # the same search, trials of 60 steps and narrow networks
     "steps = 4000": "steps = 60",
     "every = 500": "every = 30",
     "samples = 2000": "samples = 300",
-    "final_samples = 10000": "final_samples = 300\nkid = \"off\"",
+    "final_samples = 10000": 'final_samples = 300\nkid = "off"',
     "width_g = { choices = [16, 32, 64] }": "width_g = { choices = [8, 16] }",
     "width_d = { choices = [16, 32, 64] }": "width_d = { choices = [8, 16] }",
     "width_g = 32\n": "width_g = 16\n",
