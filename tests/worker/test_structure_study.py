@@ -1,4 +1,5 @@
-"""The shipped structure-searching study (studies/mnist-structure.toml), scaled down to a few
+"""The shipped structure-searching study (studies/mnist-structure.toml: networks, regularisers
+and optimiser), scaled down to a few
 short trials, runs to completion on real MNIST with 2 workers on PostgreSQL."""
 
 from __future__ import annotations
@@ -51,5 +52,5 @@ def test_the_structure_study_runs_to_completion(
     baseline = trials[0]
     assert baseline.params["arch"] == "dcgan" and baseline.params["width_g"] == 16
     for t in trials:
-        assert {"arch", "width_g", "width_d", "latent_dim", "lr_g"} <= set(t.params)
+        assert {"arch", "width_g", "width_d", "latent_dim", "lr_g", "rotation"} <= set(t.params)
         assert t.user_attrs["g_params"] > 0 and t.user_attrs["d_params"] > 0
