@@ -1,6 +1,6 @@
 """The shipped structure-searching study (studies/mnist-structure.toml: networks, regularisers
-and optimiser), scaled down to a few
-short trials, runs to completion on real MNIST with 2 workers on PostgreSQL."""
+and optimiser), scaled down to a few short trials, runs to completion on real MNIST with 2
+workers on PostgreSQL."""
 
 from __future__ import annotations
 
