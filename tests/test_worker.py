@@ -25,7 +25,12 @@ def run_workers(n: int, args: list[str], cwd: Path, env: dict[str, str]) -> list
     return [(finish(p), (cwd / f"w{i}.log").read_text()) for i, p in enumerate(procs)]
 
 
-def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.trial.FrozenTrial]:
+def check_finished_study(
+    storage: str, name: str, budget: int, *, pruned: bool = True
+) -> list[optuna.trial.FrozenTrial]:
+    """Every trial of the budget ended cleanly with its records; ``pruned``: some trial was
+    pruned (left to the caller: with 3 workers, which parameters TPE proposes depends on when
+    each trial reports, and 7 trials can all land in the best third)."""
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == budget, [t.state for t in trials]
@@ -57,7 +62,8 @@ def check_finished_study(storage: str, name: str, budget: int) -> list[optuna.tr
     # No trial ran twice: every trial has its own seed and its own parameters.
     assert len({t.user_attrs["seed"] for t in trials}) == budget
     assert len({tuple(sorted(t.params.items())) for t in trials}) == budget
-    assert any(t.state == TrialState.PRUNED for t in trials)
+    if pruned:
+        assert any(t.state == TrialState.PRUNED for t in trials)
     assert trials[0].params == {"lr_g": 5e-4, "lr_d": 5e-4, "beta1": 0.5, "loss": "ns"}
     return trials
 
@@ -78,7 +84,7 @@ def test_three_workers_on_postgresql(postgres_url: str, tmp_path: Path, env: dic
     for code, out in results:
         assert code == 0, out
         assert f"the study's budget of {budget} trials is spent" in out
-    check_finished_study(postgres_url, "quick", budget)
+    check_finished_study(postgres_url, "quick", budget, pruned=False)
     # Every worker took part.
     assert all("started" in out for _, out in results)
 
