@@ -53,6 +53,7 @@ def test_random_kills_for_two_minutes(
     for _ in range(3):
         spawn()
     kills = 0
+    killed: set[int] = set()
     end = time.monotonic() + CHAOS_SECONDS
     while time.monotonic() < end:
         time.sleep(rng.uniform(10, 20))
@@ -61,10 +62,15 @@ def test_random_kills_for_two_minutes(
             break  # the budget was spent before the chaos ended
         victim = rng.choice(alive)
         victim.send_signal(signal.SIGKILL)
-        assert finish(victim, timeout=30) == -signal.SIGKILL
-        kills += 1
+        code = finish(victim, timeout=30)
+        assert code in (-signal.SIGKILL, 0), code  # 0: it had just finished the budget
+        if code == -signal.SIGKILL:
+            killed.add(id(victim))
+            kills += 1
         spawn()
-    codes = [finish(w) for w in workers if w.returncode is None]  # the survivors
+    # Every worker not killed, including those that already exited because the budget was
+    # spent before the chaos ended (on a fast machine), exits 0.
+    codes = [finish(w) for w in workers if id(w) not in killed]
     logs = "".join(p.read_text() for p in sorted(tmp_path.glob("w*.log")))
     assert codes and all(code == 0 for code in codes), logs
 
