@@ -22,7 +22,7 @@ from torch import nn
 
 from ganhpo.errors import CheckpointError, ConfigError, DivergenceError, GanhpoError
 from ganhpo.train.checkpoint import dump_checkpoint, load_checkpoint, save_checkpoint
-from ganhpo.train.config import TrainConfig, config_to_dict
+from ganhpo.train.config import DatasetConfig, TrainConfig, config_to_dict
 from ganhpo.train.images import save_grid
 from ganhpo.train.losses import LOSSES
 from ganhpo.train.models import build_models, check_models, import_builder
@@ -172,21 +172,13 @@ class Trainer:
         cache_dir: str | Path | None = None,
         out_dir: str | Path | None = None,
     ) -> None:
-        from ganhpo.data import Batcher, load_dataset
+        from ganhpo.data import Batcher
 
         self.config = config
         self.device = self.device_for(config)
         ds = config.dataset
         if data is None:
-            data = load_dataset(
-                ds.name,
-                split=ds.split,
-                data_dir=data_dir,
-                resolution=ds.resolution,
-                channels=ds.channels,
-                path=ds.path,
-                limit=ds.limit,
-            )
+            data = _load(ds, data_dir)
         self.data = data
         channels, height, width = data.shape
         if height != width:
@@ -597,27 +589,34 @@ def check_networks(
     ``extra`` searched/baseline values applied to it) and run them on 2 latents, so a wrong
     path, a missing function, an exception or a shape mismatch is one line before anything is
     written. Raises ModelImportError or ModelError; a registered architecture passes."""
-    from ganhpo.data import load_dataset
 
     if not config.model.custom:
         return
     import_builder(config.model.arch)
-    ds = config.dataset
     try:
-        data = load_dataset(
-            ds.name,
-            split=ds.split,
-            data_dir=data_dir,
-            resolution=ds.resolution,
-            channels=ds.channels,
-            path=ds.path,
-            limit=2,
-            download=False,
-        )
+        data = _load(config.dataset, data_dir, limit=2, download=False)
     except GanhpoError:
         return  # the data is elsewhere (the workers'); the workers check again
     for values in [{}, *extra]:
         _networks(config.replace_params(**values), data.shape)
+
+
+def _load(
+    ds: DatasetConfig, data_dir: str | Path | None, *, limit: int | None = None, **kwargs: Any
+) -> ImageDataset:
+    """The dataset ``[dataset]`` names (at most ``limit`` images, else its own limit)."""
+    from ganhpo.data import load_dataset
+
+    return load_dataset(
+        ds.name,
+        split=ds.split,
+        data_dir=data_dir,
+        resolution=ds.resolution,
+        channels=ds.channels,
+        path=ds.path,
+        limit=ds.limit if limit is None else limit,
+        **kwargs,
+    )
 
 
 def _networks(
