@@ -9,7 +9,8 @@ failpoint names such an instant; ``GANHPO_FAILPOINT=NAME:ACTION`` arms one in a 
 - ``sleep=S``: pause S seconds there (a window for the test to send a signal into);
 - ``raise=MESSAGE``: raise ``RuntimeError(MESSAGE)`` there (a broken driver, say).
 
-Names may contain ``:``; the action is what follows the last one.
+Names may contain ``:``; the action is what follows the last one. ``NAME#N:ACTION`` acts at
+the N-th time the process reaches ``NAME`` (the first, without ``#N``).
 
 Unarmed, :func:`failpoint` is one dictionary lookup.
 """
@@ -27,6 +28,8 @@ FAILPOINT_ENV = "GANHPO_FAILPOINT"
 
 logger = logging.getLogger(__name__)
 
+_reached: dict[str, int] = {}  # how many times this process reached each armed failpoint
+
 
 def failpoint(name: str) -> None:
     """Act on the failpoint ``name`` if ``$GANHPO_FAILPOINT`` arms it; else do nothing."""
@@ -34,7 +37,11 @@ def failpoint(name: str) -> None:
     if not armed:
         return
     point, _, action = armed.rpartition(":")
+    point, _, nth = point.partition("#")
     if point != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] != int(nth or 1):
         return
     logger.warning("failpoint %s: %s", name, action)
     if action == "kill":

@@ -26,6 +26,7 @@ __all__ = [
     "ARTIFACTS_ENV",
     "DEFAULT_ARTIFACTS",
     "ArtifactStore",
+    "list_artifacts",
     "mimetype_of",
     "new_artifact_id",
     "open_artifact_store",
@@ -67,7 +68,15 @@ def open_artifact_store(location: str) -> ArtifactStore:
             from optuna.artifacts import Boto3ArtifactStore
         except ImportError as e:  # pragma: no cover - boto3 missing
             raise ConfigError("an s3:// artifact store needs boto3: pip install boto3") from e
-        store = Boto3ArtifactStore(bucket)
+
+        class _S3Store(Boto3ArtifactStore):  # type: ignore[misc,valid-type]
+            def list_ids(self, prefix: str) -> list[str]:
+                pages = self.client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+        store = _S3Store(bucket)
         return _PrefixedStore(store, prefix.strip("/")) if prefix.strip("/") else store
     path = Path(location)
     try:
@@ -76,7 +85,18 @@ def open_artifact_store(location: str) -> ArtifactStore:
         raise ConfigError(
             f"artifact directory {path} cannot be created ({e}); pass --artifacts DIR"
         ) from e
-    return FileSystemArtifactStore(path)
+    return _DirectoryStore(path)
+
+
+class _DirectoryStore(FileSystemArtifactStore):
+    """Optuna's directory store, which can also list its ids."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.path = path
+
+    def list_ids(self, prefix: str) -> list[str]:
+        return [p.name for p in self.path.glob(f"{prefix}*") if p.is_file()]
 
 
 class _PrefixedStore:
@@ -94,6 +114,10 @@ class _PrefixedStore:
 
     def remove(self, artifact_id: str) -> None:
         self._store.remove(f"{self._prefix}/{artifact_id}")
+
+    def list_ids(self, prefix: str) -> list[str]:
+        keys = self._store.list_ids(f"{self._prefix}/{prefix}")
+        return [k.removeprefix(f"{self._prefix}/") for k in keys]
 
 
 # The MIME type of each kind of file attached to a trial, given explicitly: guessed from the
@@ -136,3 +160,8 @@ def remove_artifact(store: ArtifactStore, artifact_id: str) -> None:
     """Remove an artifact; one already gone is fine (another worker may have removed it)."""
     with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound, FileNotFoundError):
         store.remove(artifact_id)
+
+
+def list_artifacts(store: ArtifactStore, prefix: str) -> list[str]:
+    """The ids of the artifacts in ``store`` that start with ``prefix`` (one listing)."""
+    return list(store.list_ids(prefix))

@@ -52,7 +52,6 @@ def check_all_finished(url: str, budget: int) -> list[optuna.trial.FrozenTrial]:
     assert len({tuple(sorted(t.params.items())) for t in complete}) == budget
     for t in complete:
         assert t.user_attrs["steps"] == 240 and sorted(t.intermediate_values) == [80, 160, 240]
-        assert t.user_attrs.get("checkpoint") is None  # nothing heavy left but the generator
         assert t.user_attrs["generator"]
     return trials
 

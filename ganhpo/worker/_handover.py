@@ -13,7 +13,11 @@ step leaves a state the next worker repairs:
   handed over by whoever scans first;
 - FAIL with the hand-over mark but no retry (killed between the two transactions, e.g. by a
   second SIGTERM during a hand-back): the retry is enqueued by :func:`repair`, which every
-  worker runs under the budget lock before it counts the budget.
+  worker runs under the budget lock before it counts the budget;
+- a checkpoint file no trial needs any more (killed between recording a new checkpoint and
+  removing the old one, or between telling a trial finished and removing its last one):
+  removed by :func:`sweep_checkpoints`, which every worker runs when it starts and when the
+  study is done.
 
 A handed-over trial and its retries count once against the study's budget.
 
@@ -24,6 +28,7 @@ mark before the trial is pruned, and :func:`repair` enqueues it if the worker di
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +38,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
+from ganhpo.artifacts import ArtifactStore, list_artifacts, remove_artifact
 from ganhpo.chains import (
     HANDOVER_ATTR,
     HANDOVERS_ATTR,
@@ -46,14 +52,25 @@ from ganhpo.storage import budget_lock
 __all__ = [
     "TakenOver",
     "adopt_silent_trials",
+    "checkpoint_ids",
     "fail_stale_trials",
     "hand_over",
     "mark_handover",
     "repair",
     "retry_trial",
+    "study_key",
+    "sweep_checkpoints",
 ]
 
 logger = logging.getLogger(__name__)
+
+# A study system attribute: a random key made once per study, the prefix of its checkpoint
+# files, so that a sweep of one study never touches another's in a store they share.
+STUDY_KEY_ATTR = "ganhpo:store-key"
+
+# The user attributes that name a trial's checkpoint files: the recorded one, and the one being
+# written (recorded before its file exists, so that no file is ever unknown to every trial).
+CHECKPOINT_ATTRS = ("checkpoint", "checkpoint_pending")
 
 
 class TakenOver(Exception):
@@ -149,9 +166,12 @@ def repair(
     return [r for r in retries if r is not None]
 
 
-def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> FrozenTrial | None:
+def retry_trial(
+    study: optuna.Study, trial: FrozenTrial, *, max_retry: int, from_start: bool = False
+) -> FrozenTrial | None:
     """Enqueue a retry of the failed ``trial`` unless it was retried ``max_retry`` times (then
-    it stays failed and counts). The caller holds the budget lock and knows it has no retry."""
+    it stays failed and counts). The caller holds the budget lock and knows it has no retry.
+    ``from_start``: the retry trains from step 0 (the trial ended, and its checkpoint is gone)."""
     history = [*retry_history(trial), trial.number]
     count = handovers(trial) + 1
     if count > max_retry:
@@ -162,11 +182,16 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> F
             max_retry,
         )
         return None
-    return _enqueue_retry(study, trial, history, count)
+    return _enqueue_retry(study, trial, history, count, from_start=from_start)
 
 
 def _enqueue_retry(
-    study: optuna.Study, trial: FrozenTrial, history: list[int], count: int
+    study: optuna.Study,
+    trial: FrozenTrial,
+    history: list[int],
+    count: int,
+    *,
+    from_start: bool = False,
 ) -> FrozenTrial:
     """A WAITING copy of ``trial``: its parameters, user attributes (seed, checkpoint, grids)
     and FID curve, with Optuna's retry bookkeeping (``RetryHeartbeatStaleTrialCallback``'s)."""
@@ -175,9 +200,8 @@ def _enqueue_retry(
     }
     system_attrs |= {"failed_trial": history[0], "retry_history": history, HANDOVERS_ATTR: count}
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
-    user_attrs = {
-        k: v for k, v in trial.user_attrs.items() if k not in ("status", "steps_reserved")
-    }
+    dropped = ("status", "steps_reserved") + (CHECKPOINT_ATTRS if from_start else ())
+    user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     study.add_trial(
         optuna.create_trial(
             state=TrialState.WAITING,
@@ -260,3 +284,76 @@ def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int)
             handed.append(frozen.number)
             logger.warning("trial %d: %s; handed over", frozen.number, reason)
     return handed
+
+
+def checkpoint_ids(user_attrs: dict[str, Any]) -> list[str]:
+    """The checkpoint files a trial's user attributes name (recorded, and being written)."""
+    ids = []
+    for key in CHECKPOINT_ATTRS:
+        value = user_attrs.get(key)
+        if value:
+            ids.append(str(value["id"]) if isinstance(value, dict) else str(value))
+    return ids
+
+
+def needed_checkpoints(trials: Sequence[FrozenTrial], *, max_retry: int) -> set[str]:
+    """The checkpoint ids some trial may still resume from: those of running and waiting
+    trials, and of ended trials whose retry or next PBT interval :func:`repair` will enqueue."""
+    links = chain_links(trials)
+    needed: set[str] = set()
+    for t in trials:
+        awaiting = t.number not in links and (
+            (
+                t.state == TrialState.FAIL
+                and HANDOVER_ATTR in t.system_attrs
+                and handovers(t) < max_retry
+            )
+            or (t.state == TrialState.PRUNED and PBT_ATTR in t.system_attrs)
+        )
+        if t.state not in (TrialState.RUNNING, TrialState.WAITING) and not awaiting:
+            continue
+        needed.update(checkpoint_ids(t.user_attrs))
+        plan = t.system_attrs.get(PBT_ATTR) or {}
+        if plan.get("checkpoint"):
+            needed.add(plan["checkpoint"]["id"])
+    return needed
+
+
+def study_key(study: optuna.Study) -> str:
+    """The study's random key (made by the first worker that asks, under the budget lock):
+    its checkpoint files are ``checkpoint-KEY-...``. Studies of one database or of several
+    may share an artifact store (``./ganhpo-artifacts`` by default)."""
+    storage = study._storage
+
+    def read() -> str | None:
+        return storage.get_study_system_attrs(study._study_id).get(STUDY_KEY_ATTR)
+
+    key = read()
+    if key is None:
+        with budget_lock(storage, study.study_name):
+            key = read()
+            if key is None:
+                key = uuid.uuid4().hex[:12]
+                storage.set_study_system_attr(study._study_id, STUDY_KEY_ATTR, key)
+    return str(key)
+
+
+def sweep_checkpoints(study: optuna.Study, store: ArtifactStore, *, max_retry: int) -> list[str]:
+    """Remove the study's checkpoint files that no trial needs (see
+    :func:`needed_checkpoints`): those a worker killed at the wrong instant left behind.
+    Returns the ids removed. Other studies' files (another key) are never touched.
+
+    Safe while other workers run: the store is listed *before* the trials are read, and every
+    checkpoint id is recorded in its trial before its file is written, so a file that exists
+    at the listing is known to the trials read after it.
+    """
+    files = list_artifacts(store, f"checkpoint-{study_key(study)}-")
+    if not files:
+        return []
+    needed = needed_checkpoints(study.get_trials(deepcopy=False), max_retry=max_retry)
+    removed = [f for f in files if f not in needed]
+    for artifact_id in removed:
+        remove_artifact(store, artifact_id)
+    if removed:
+        logger.info("removed %d checkpoint(s) no trial needs", len(removed))
+    return removed

@@ -54,7 +54,9 @@ def choose_donor(
     on the workers, and waiting for the slowest would stall them); members without any FID yet
     are left out. Lower is better. With n ranked, the top and bottom quantiles hold
     ceil(n * quantile) members each; ``me`` exploits when it is in the bottom one, from a member
-    of the top one chosen at random among those whose training state is recorded.
+    of the top one chosen at random among those whose training state is recorded at ``step``
+    or later. A state behind ``step`` is never taken: going back would retrain steps the budget
+    already paid for, and a member set back again and again might never reach its length.
     """
     latest = latest_links(trials)
     mine = member_of(me)
@@ -74,10 +76,16 @@ def choose_donor(
     donors = [
         latest[m]
         for m in ranked[:k]
-        if latest[m].user_attrs.get("checkpoint")
+        if _state_step(latest[m]) >= step
         and latest[m].state in (TrialState.RUNNING, TrialState.WAITING)
     ]
     return donors[rng.randrange(len(donors))] if donors else None
+
+
+def _state_step(trial: FrozenTrial) -> int:
+    """The step of ``trial``'s recorded training state; -1 when none is recorded."""
+    checkpoint = trial.user_attrs.get("checkpoint")
+    return int(checkpoint["step"]) if checkpoint else -1
 
 
 def explore(

@@ -19,7 +19,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
-from ganhpo.artifacts import new_artifact_id, read_artifact, remove_artifact, write_artifact
+from ganhpo.artifacts import read_artifact, remove_artifact, write_artifact
 from ganhpo.chains import PBT_ATTR, member_of
 from ganhpo.spec import StrategySpec, StudySpec
 from ganhpo.storage import budget_lock
@@ -44,6 +44,10 @@ class Worker(Protocol):
 
     def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call the database, retrying through outages."""
+        ...
+
+    def new_checkpoint_id(self) -> str:
+        """A fresh id for a checkpoint file of the study."""
         ...
 
     def _record(self, trial: optuna.Trial, reason: str, started: float, result: Any) -> Any:
@@ -139,7 +143,7 @@ class PBTStrategy(Strategy):
         checkpoint = donor.user_attrs.get("checkpoint")
         if not checkpoint:
             return None
-        copy_id = new_artifact_id("checkpoint")
+        copy_id = w.new_checkpoint_id()
         w._db(trial.set_user_attr, "checkpoint_pending", copy_id)
         try:
             data = read_artifact(w.artifacts, checkpoint["id"])

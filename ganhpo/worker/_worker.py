@@ -76,10 +76,13 @@ from ganhpo.worker._handover import (
     TakenOver as _TakenOver,
 )
 from ganhpo.worker._handover import (
+    checkpoint_ids,
     fail_stale_trials,
     hand_over,
     repair,
     retry_trial,
+    study_key,
+    sweep_checkpoints,
 )
 from ganhpo.worker._strategy import Strategy, strategy_for
 
@@ -246,6 +249,7 @@ class Worker:
         self.stop_requested: str | None = None  # the signal that asked this worker to stop
         self._stop_deadline = math.inf  # database calls give up then, once a stop was asked
         self._last_failure: tuple[int, str] | None = None  # (trial number, signature)
+        self._study_key: str | None = None  # names its checkpoint files (new_checkpoint_id)
 
     # ---------------------------------------------------------------- checks
     def preflight(self) -> None:
@@ -380,6 +384,17 @@ class Worker:
 
         return self._db(reserve)
 
+    def new_checkpoint_id(self) -> str:
+        """A fresh id for a checkpoint file of this study (named with its :func:`study_key`)."""
+        if self._study_key is None:
+            self._study_key = self._db(study_key, self.study)
+        return new_artifact_id(f"checkpoint-{self._study_key}")
+
+    def _sweep(self) -> None:
+        """Remove the checkpoint files no trial needs (see :func:`sweep_checkpoints`)."""
+        if self.artifacts is not None:
+            self._db(sweep_checkpoints, self.study, self.artifacts, max_retry=self.spec.max_retry)
+
     def _running(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
@@ -389,6 +404,7 @@ class Worker:
         summary = WorkerSummary()
         start = time.monotonic()
         waiting_logged = False
+        self._sweep()  # what a worker killed at the wrong instant left behind
         while True:
             if self.stop_requested:
                 summary.stop_reason = f"stopped by {self.stop_requested}"
@@ -414,6 +430,7 @@ class Worker:
                 running = self._db(self._running)
                 if not running:
                     summary.stop_reason = self.spent
+                    self._sweep()  # the study is done: no checkpoint is needed any more
                     break
                 # Stay until the running trials end: if their worker dies, one is taken over.
                 if not waiting_logged:
@@ -516,7 +533,7 @@ class Worker:
         if self.artifacts is None:
             return
         old = trial.user_attrs.get("checkpoint")
-        new_id = new_artifact_id("checkpoint")
+        new_id = self.new_checkpoint_id()
         self._db(trial.set_user_attr, "checkpoint_pending", new_id)
         data = trainer.checkpoint_bytes()
         write_artifact(self.artifacts, data, kind="checkpoint", artifact_id=new_id)
@@ -529,16 +546,6 @@ class Worker:
         failpoint("checkpoint:recorded")
         if old:  # replaced, not accumulated
             remove_artifact(self.artifacts, old["id"])
-
-    def _forget_checkpoint(self, trial: optuna.Trial) -> str | None:
-        """Unrecord the trial's checkpoint; returns its id, to remove once the trial is told
-        finished (until then a worker that takes the trial over still needs it)."""
-        old = trial.user_attrs.get("checkpoint")
-        if not old or self.artifacts is None:
-            return None
-        self._db(trial.set_user_attr, "checkpoint", None)
-        self._db(trial.set_user_attr, "checkpoint_pending", None)
-        return str(old["id"])
 
     def _upload(self, trial: optuna.Trial, data: bytes, filename: str) -> str | None:
         """Attach a file to the trial in the artifact store (optuna-dashboard lists it)."""
@@ -774,8 +781,10 @@ class Worker:
         def enqueue() -> None:
             with budget_lock(self.storage, self.study.study_name):
                 trials = self.study.get_trials(deepcopy=False)
-                if number not in chain_links(trials):
-                    retry_trial(self.study, trials[number], max_retry=self.spec.max_retry)
+                if number not in chain_links(trials):  # its checkpoint went with its end
+                    retry_trial(
+                        self.study, trials[number], max_retry=self.spec.max_retry, from_start=True
+                    )
 
         self._db(enqueue)
 
@@ -823,20 +832,24 @@ class Worker:
         *,
         step: int | None = None,
     ) -> TrialState:
-        """Record the trial's results and tell the study it ended in ``state``. Its checkpoint
-        is unrecorded first and removed only after the tell: until then a worker that takes the
-        trial over resumes from it."""
+        """Record the trial's results and tell the study it ended in ``state``; then remove its
+        checkpoint files. They stay recorded through the tell: a worker killed before it is
+        taken over and resumed from its last checkpoint, not from step 0. (A finished trial's
+        ``checkpoint`` attribute then names a removed file; one killed after the tell leaves
+        files that :func:`sweep_checkpoints` removes.)"""
         value = self._record(trial, reason, started, result, step=step)
         if state != TrialState.FAIL:
             self._last_failure = None  # only failures in a row look like the environment's
-        checkpoint = self._forget_checkpoint(trial)
+        failpoint("finish:recorded")
         if state == TrialState.COMPLETE:
             assert value is not None and math.isfinite(value)
             self._db(self.study.tell, trial, value)
         else:
             self._db(self.study.tell, trial, state=state)
-        if checkpoint is not None and self.artifacts is not None:
-            remove_artifact(self.artifacts, checkpoint)
+        failpoint("finish:told")
+        if self.artifacts is not None:
+            for artifact_id in checkpoint_ids(trial.user_attrs):
+                remove_artifact(self.artifacts, artifact_id)
         wall = time.monotonic() - started
         log = logger.info if state != TrialState.FAIL else logger.warning
         log("trial %d %s (%s, %.0fs)", trial.number, state.name.lower(), reason, wall)

@@ -165,6 +165,8 @@ def test_frozen_worker_whose_trial_was_taken_over_drops_its_copy(
     [
         # Written, not yet recorded in the trial: the resumer removes the pending file.
         ("checkpoint:written:kill", False),
+        # The second one recorded, the first not yet removed: the sweep removes it.
+        ("checkpoint:recorded#2:kill", False),
         # SIGTERM, marked for the hand-over, still RUNNING: taken over as a silent trial. (Failed
         # but not yet re-enqueued is the second-SIGTERM test's window.)
         ("handover:marked:kill", True),
@@ -183,7 +185,8 @@ def test_killed_at_any_instant_of_a_trial(
         create_study(postgres_url, tmp_path, env, replacements)
         a = start_worker(postgres_url, tmp_path, env, "a", failpoint=failpoint)
     assert finish(a, timeout=300) == -signal.SIGKILL, (tmp_path / "a.log").read_text()
-    assert f"failpoint {failpoint.rsplit(':', 1)[0]}" in (tmp_path / "a.log").read_text()
+    point = failpoint.rsplit(":", 1)[0].partition("#")[0]
+    assert f"failpoint {point}" in (tmp_path / "a.log").read_text()
 
     run_worker_to_the_end(postgres_url, tmp_path, env, "b")
     trials = check_all_finished(postgres_url, 1)
@@ -193,6 +196,32 @@ def test_killed_at_any_instant_of_a_trial(
         assert retry.user_attrs["resumed_at_step"] == lost_at["step"] > 0
     # Even the checkpoint written but not recorded (checkpoint:written) was removed: the worker
     # that resumed the trial knew it was pending.
+    check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
+
+
+@pytest.mark.parametrize("instant", ["finish:recorded", "finish:told"])
+def test_killed_while_its_trial_ends(
+    instant: str, postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Killed after the trial's results are recorded but before it is told finished: it is
+    resumed from its last checkpoint, not from step 0. Killed after the tell, before its
+    checkpoint is removed: the trial stays complete and the next worker removes the file."""
+    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": "max_trials = 1 "})
+    a = start_worker(postgres_url, tmp_path, env, "a", failpoint=f"{instant}:kill")
+    assert finish(a, timeout=300) == -signal.SIGKILL, (tmp_path / "a.log").read_text()
+    killed = load(postgres_url).get_trials(deepcopy=False)[0]
+    assert killed.state == (
+        TrialState.RUNNING if instant == "finish:recorded" else TrialState.COMPLETE
+    )
+    last = killed.user_attrs["checkpoint"]
+    assert last["step"] == 240  # the trial's last state, still recorded at the kill
+
+    b_log = run_worker_to_the_end(postgres_url, tmp_path, env, "b")
+    trials = check_all_finished(postgres_url, 1)
+    if instant == "finish:recorded":
+        assert retry_of(trials, 0).user_attrs["resumed_at_step"] == 240
+    else:
+        assert len(trials) == 1 and "removed 1 checkpoint(s) no trial needs" in b_log
     check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
 
 

@@ -23,7 +23,7 @@ from ganhpo.chains import PBT_ATTR, counted_trials, member_of, retry_history, st
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
-MAX_STEPS = 1200  # 4 members of 240 steps, and room for members that exploit a state behind
+MAX_STEPS = 1200  # 4 members of 240 steps, and room for the steps a killed worker loses
 PBT = {
     "max_trials = 6 ": f"max_trials = 4\nmax_steps = {MAX_STEPS} ",
     "steps = 240": "steps = 240",  # checkpoints at every evaluation, as PBT needs
@@ -53,7 +53,9 @@ def test_population_exploits_explores_and_survives_kills(
     assert counted_trials(trials) == 4
     assert steps_spent(trials) <= MAX_STEPS
     ends = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert sorted(member_of(t) for t in ends) == sorted({member_of(t) for t in trials})
+    assert sorted(member_of(t) for t in ends) == sorted({member_of(t) for t in trials}), [
+        (t.number, member_of(t), t.state.name, t.user_attrs.get("status")) for t in trials
+    ]
     assert all(t.user_attrs["steps"] == 240 and 240 in t.intermediate_values for t in ends)
 
     # Both kills were handed over and resumed from the last recorded checkpoint.

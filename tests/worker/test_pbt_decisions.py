@@ -74,8 +74,19 @@ def test_members_behind_are_compared_by_their_latest_fid() -> None:
     one that reported nothing yet is left out."""
     me = member(3, {80: 900.0, 160: 800.0})
     others = [member(0, {80: 300.0}), member(1, {80: 400.0}), member(2, {}, checkpoint=False)]
-    assert choose_donor([*others, me], me, 160, PBT, rng_for(0, 3, 160)) is others[0]
+    assert choose_donor([*others, me], me, 80, PBT, rng_for(0, 3, 80)) is others[0]
     assert choose_donor([me], me, 160, PBT, rng_for(0, 3, 160)) is None  # nobody to compare
+
+
+def test_a_state_behind_is_never_taken() -> None:
+    """At step 160 the best member is still at 80: it ranks first, but going back to its state
+    would retrain 80 paid steps (and a member set back again and again might never end), so the
+    worst member goes on from its own state; a state at the same step or ahead is taken."""
+    me = member(3, {80: 900.0, 160: 800.0})
+    behind = [member(0, {80: 300.0}), member(1, {80: 400.0}), member(2, {80: 500.0})]
+    assert choose_donor([*behind, me], me, 160, PBT, rng_for(0, 3, 160)) is None
+    ahead = member(0, {80: 300.0, 160: 350.0, 240: 320.0})
+    assert choose_donor([ahead, *behind[1:], me], me, 160, PBT, rng_for(0, 3, 160)) is ahead
 
 
 def test_a_donor_needs_a_recorded_state() -> None:
