@@ -14,19 +14,27 @@ goes on), so a population of N members is N trials of the budget however long th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
+
+from ganhpo.storage import rdb_of
 
 __all__ = [
     "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
     "PBT_ATTR",
     "STARTED_STATES",
+    "Ledger",
     "chain_links",
     "counted_trials",
     "handovers",
     "member_of",
+    "read_ledger",
     "retry_history",
     "steps_spent",
 ]
@@ -85,3 +93,75 @@ def steps_spent(trials: Sequence[FrozenTrial]) -> int:
     """Training steps reserved by all trials: the compute budget spent (a retry counts only the
     steps it trains itself; what a lost worker reserved stays spent)."""
     return sum(int(t.user_attrs.get("steps_reserved", 0)) for t in trials)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What a study has spent and what is left to repair, counted by the database itself:
+    the same numbers as :func:`counted_trials`, :func:`steps_spent` and :func:`chain_links`
+    on the whole study, without loading its trials (a few queries of integers and short
+    texts, however many trials the study holds)."""
+
+    counted: int  # trials that count against study.max_trials
+    steps: int  # training steps reserved, against study.max_steps
+    links: dict[int, int]  # predecessor number -> the number of the trial that continues it
+    marked: dict[int, int]  # number -> trial id of ended trials whose successor is due:
+    # FAIL with the hand-over mark, PRUNED with a PBT decision, and no successor yet
+
+
+def read_ledger(study: optuna.Study) -> Ledger:
+    """The study's :class:`Ledger`, in one transaction (call it under the budget lock)."""
+    from optuna.storages._rdb import models
+
+    trial, sysattr, userattr = (
+        models.TrialModel,
+        models.TrialSystemAttributeModel,
+        (models.TrialUserAttributeModel),
+    )
+    in_study = trial.study_id == study._study_id
+    with rdb_of(study._storage).engine.connect() as conn:
+        started = conn.execute(
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(trial)
+            .where(in_study, trial.state.in_(STARTED_STATES))
+        ).scalar_one()
+        histories = conn.execute(
+            sqlalchemy.select(trial.number, sysattr.value_json)
+            .join(sysattr, sysattr.trial_id == trial.trial_id)
+            .where(in_study, sysattr.key == "retry_history")
+        ).all()
+        steps = conn.execute(
+            sqlalchemy.select(
+                sqlalchemy.func.coalesce(
+                    sqlalchemy.func.sum(sqlalchemy.cast(userattr.value_json, sqlalchemy.Integer)),
+                    0,
+                )
+            )
+            .join(trial, userattr.trial_id == trial.trial_id)
+            .where(in_study, userattr.key == "steps_reserved")
+        ).scalar_one()
+        candidates = conn.execute(
+            sqlalchemy.select(trial.number, trial.trial_id)
+            .join(sysattr, sysattr.trial_id == trial.trial_id)
+            .where(
+                in_study,
+                sqlalchemy.or_(
+                    sqlalchemy.and_(trial.state == TrialState.FAIL, sysattr.key == HANDOVER_ATTR),
+                    sqlalchemy.and_(trial.state == TrialState.PRUNED, sysattr.key == PBT_ATTR),
+                ),
+            )
+        ).all()
+    links: dict[int, int] = {}
+    handed_over: set[int] = set()
+    for number, value in histories:
+        history = json.loads(value)
+        if history:
+            links[history[-1]] = number
+            handed_over.update(history)
+    # Every trial a successor continues is a started one (a FAIL or a PRUNED trial).
+    return Ledger(
+        counted=int(started) - len(handed_over),
+        steps=int(steps),
+        links=links,
+        marked={n: i for n, i in candidates if n not in links},
+    )

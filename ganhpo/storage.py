@@ -8,6 +8,7 @@ import hashlib
 import logging
 import math
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +31,10 @@ from ganhpo.errors import ConfigError, StorageError
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "at_connection_limit",
     "budget_lock",
     "open_storage",
+    "rdb_of",
     "redact",
     "resolve_storage_url",
     "scrub",
@@ -197,6 +200,12 @@ def _explain(e: BaseException, url: str) -> tuple[str, bool]:
         fix = "create the database first (createdb NAME) or fix its name in the URL"
     elif "unable to open database file" in low:
         fix = "check that the directory of the SQLite file exists and is writable"
+    elif at_connection_limit(e):
+        fix = (
+            "the server is at its max_connections; waiting for connections to free up (put "
+            "PgBouncer in front of it for more workers, see the README)"
+        )
+        retryable = True
     elif isinstance(e, OperationalError):
         # Refused, timed out, server shutting down: the server may come (back) up.
         fix = "is the database server running and reachable at that host and port?"
@@ -204,6 +213,13 @@ def _explain(e: BaseException, url: str) -> tuple[str, bool]:
     else:
         fix = "check the storage URL and that the server is up"
     return f"cannot use storage {redact(url)}: {first}; {fix}", retryable
+
+
+def at_connection_limit(e: BaseException) -> bool:
+    """Whether ``e`` is PostgreSQL refusing a connection because all its slots are taken
+    ("too many clients already", "remaining connection slots are reserved ...")."""
+    low = str(getattr(e, "orig", None) or e).lower()
+    return "too many clients" in low or "remaining connection slots are reserved" in low
 
 
 def _with_driver(url: str) -> str:
@@ -263,7 +279,12 @@ def open_storage(
         # Many local worker processes share one file: wait for the write lock, don't fail.
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
-        engine_kwargs["pool_pre_ping"] = True  # survive server restarts and dropped sockets
+        # No pool: a connection is opened for each transaction and closed after it, so an idle
+        # worker (training, between database calls) holds none, and a server's max_connections
+        # bounds the workers *talking* at one instant, not those that exist. A fresh connection
+        # also survives server restarts and dropped sockets without a ping. Behind PgBouncer a
+        # connect costs no server process at all.
+        engine_kwargs["poolclass"] = sqlalchemy.pool.NullPool
         if backend == "postgresql":
             # One attempt must not outlast the whole timeout (libpq's minimum is 2 s).
             seconds = max(2, min(10, math.ceil(connect_timeout)))
@@ -298,14 +319,33 @@ def open_storage(
             retryable = retryable and backend != "sqlite"  # a local file does not come up later
             if not retryable or time.monotonic() + delay > deadline:
                 raise StorageError(message) from None
-            logger.warning("%s; retrying in %.0fs", message, delay)
-            time.sleep(delay)
+            pause = delay * random.uniform(0.5, 1.5)  # workers started together retry apart
+            logger.warning("%s; retrying in %.1fs", message, pause)
+            time.sleep(pause)
             delay = min(delay * 2, 10.0)
         except (RuntimeError, ValueError) as e:  # e.g. schema missing or of another version
             raise StorageError(
                 f"storage {redact(url)} is not a usable study database: {scrub(str(e), url)}; "
                 "create a study there with 'ganhpo study create SPEC --storage URL'"
             ) from None
+
+
+# Pauses between tries of the budget lock (PostgreSQL): short at first (the lock is held for
+# the milliseconds of an ask), at most a second (a thousand waiters try a few times a second).
+_LOCK_FIRST_PAUSE_S = 0.005
+_LOCK_MAX_PAUSE_S = 1.0
+
+
+def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
+    """The RDB storage itself behind a study's storage (``optuna.load_study`` wraps it in a
+    cache that keeps it as ``_backend``)."""
+    rdb = getattr(storage, "_backend", storage)
+    if not isinstance(rdb, optuna.storages.RDBStorage):
+        raise StorageError(
+            f"{type(storage).__name__} is not a database storage; ganhpo workers need a "
+            "database URL (postgresql://..., sqlite:///...)"
+        )
+    return rdb
 
 
 def sqlite_lock_path(database: str | Path) -> Path:
@@ -318,13 +358,19 @@ def sqlite_lock_path(database: str | Path) -> Path:
 def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """A lock shared by every worker of a study, held while one counts trials and starts one.
 
-    PostgreSQL: a session advisory lock; SQLite: an exclusive lock on a file beside the
-    database. That makes a total trial budget exact however many workers race for it.
+    PostgreSQL: a transaction-level advisory lock, held by a transaction kept open on a
+    connection of its own until the block ends (so it also holds through PgBouncer in
+    transaction mode, which keeps a transaction on one server connection, where a session lock
+    could be released on another). It is *tried*, not waited for: a worker that does not get
+    it ends its transaction and tries again after a short random pause, so that waiters hold
+    no server connection (behind a pool of a few server connections, waiters blocked in the
+    server would hold them all while the holder waits for one to do its work: a deadlock).
+    SQLite: an exclusive lock on a file beside the database.
+    That makes a total trial budget exact however many workers race for it.
     ``storage`` may also be a study's own storage (Optuna's cache around the RDB storage).
     Storages that other processes share without a lock here (Optuna's gRPC proxy, a journal)
     raise :class:`StorageError`: the budget would silently overshoot.
     """
-    # optuna.load_study wraps an RDBStorage in a _CachedStorage that keeps it as _backend.
     rdb = getattr(storage, "_backend", storage)
     if isinstance(rdb, optuna.storages.InMemoryStorage):
         yield  # one process, nothing to share
@@ -338,13 +384,20 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     backend = url.get_backend_name()
     if backend == "postgresql":
-        with rdb.engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+        # The transaction ends with the block, by commit or by rollback (an exception), and
+        # the lock with it; a worker that dies mid-block loses its connection, and the server
+        # ends the transaction and the lock.
+        pause = _LOCK_FIRST_PAUSE_S
+        while True:
+            with rdb.engine.connect() as conn, conn.begin():
+                taken = conn.execute(
+                    sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
+                ).scalar_one()
+                if taken:
+                    yield
+                    return
+            time.sleep(pause * random.uniform(0.5, 1.5))  # desynchronise the waiters
+            pause = min(pause * 2, _LOCK_MAX_PAUSE_S)
     elif backend == "sqlite" and url.database and url.database != ":memory:":
         with open(sqlite_lock_path(url.database), "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 from procs import finish, ganhpo, spec_variant, start, wait_for
 
@@ -26,6 +28,18 @@ FAST = {
     "n_startup_trials = 2    # completed trials before anything is pruned\n": "",
     "n_warmup_steps = 0\n": "",
     'description = "': 'heartbeat_interval = 1\ngrace_period = 4\ndescription = "',
+}
+
+
+# Trials of a few seconds: what is tested is the database, not the GANs.
+TINY = {
+    "width = 16": "width = 8",
+    "steps = 240": "steps = 20",
+    "every = 80 ": "every = 10 ",
+    "samples = 500": "samples = 100",
+    "final_samples = 1000": "final_samples = 200",
+    'extractor = "classifier"': 'extractor = "classifier"\nkid = "off"',
+    'description = "': 'heartbeat_interval = 2\ngrace_period = 60\ndescription = "',
 }
 
 
@@ -124,3 +138,25 @@ def handed_over(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Fro
 def retry_of(trials: list[optuna.trial.FrozenTrial], number: int) -> optuna.trial.FrozenTrial:
     """The trial that took trial ``number`` over."""
     return next(t for t in trials if t.system_attrs.get("retry_history", [None])[-1] == number)
+
+
+class ConnectionWatch(threading.Thread):
+    """Samples the server's client connections (pg_stat_activity) every 0.2 s; keeps the peak."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.engine = sqlalchemy.create_engine(
+            sqlalchemy.engine.make_url(url).set(drivername="postgresql+psycopg2"),
+            poolclass=sqlalchemy.pool.StaticPool,  # its own one connection, held throughout
+        )
+        self.peak = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        query = sqlalchemy.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+        with self.engine.connect() as conn:
+            while not self.done.wait(0.2):
+                self.peak = max(self.peak, int(conn.execute(query).scalar_one()))
+                conn.commit()

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PrivateServer", "free_port", "postgres_bin_dir"]
+__all__ = ["PgBouncer", "PrivateServer", "free_port", "postgres_bin_dir"]
 
 PG_USER = "pgserver"  # the unprivileged system user that owns the cluster when we are root
 
@@ -80,8 +80,13 @@ class PrivateServer:
     can also try a wrong one. ``restart`` keeps the port, so clients can reconnect.
     """
 
-    def __init__(self, password: str = "ganhpo-test-pw") -> None:
+    def __init__(
+        self, password: str = "ganhpo-test-pw", settings: dict[str, str] | None = None
+    ) -> None:
         self.password = password
+        self.settings = dict(
+            settings or {}
+        )  # server settings (-c NAME=VALUE), e.g. max_connections
         self.bin_dir = postgres_bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="ganhpo-pg-"))
         self.data_dir = self.root / "data"
@@ -105,7 +110,8 @@ class PrivateServer:
             str(self.log_file),
             "-o",
             # fsync off: the data is thrown away anyway, and it makes the tests faster.
-            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off",
+            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off"
+            + "".join(f" -c {k}={v}" for k, v in self.settings.items()),
             "start",
         )
         return self
@@ -228,3 +234,81 @@ class PrivateServer:
                 f"{program.name} {' '.join(args)} failed ({proc.returncode}):\n"
                 f"{proc.stdout}{proc.stderr}{log}"
             )
+
+
+class PgBouncer:
+    """Debian's ``pgbouncer`` in transaction mode on 127.0.0.1:``port``, in front of ``server``.
+
+    Clients connect without a password (``auth_type = trust``, on loopback only); PgBouncer
+    logs in to the server as ``postgres`` and keeps at most ``pool_size`` server connections
+    per database, however many clients it serves. It runs as the server's unprivileged user
+    (PgBouncer refuses to run as root).
+    """
+
+    def __init__(self, server: PrivateServer, databases: list[str], pool_size: int) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        if not Path(binary).exists():
+            raise RuntimeError("pgbouncer is not installed: apt-get install pgbouncer (.ci/run)")
+        self.binary = binary
+        self.server = server
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="ganhpo-pgbouncer-"))
+        self.log_file = self.root / "pgbouncer.log"
+        lines = ["[databases]"]
+        lines += [
+            f"{db} = host=127.0.0.1 port={server.port} dbname={db} user=postgres "
+            f"password={server.password}"
+            for db in databases
+        ]
+        lines += [
+            "[pgbouncer]",
+            "listen_addr = 127.0.0.1",
+            f"listen_port = {self.port}",
+            f"unix_socket_dir = {self.root}",
+            "auth_type = trust",
+            f"auth_file = {self.root / 'users.txt'}",
+            "pool_mode = transaction",
+            f"default_pool_size = {pool_size}",
+            "max_client_conn = 2000",
+            f"logfile = {self.log_file}",
+        ]
+        (self.root / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        self._user = _run_as()
+        if self._user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self._user)
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def __enter__(self) -> PgBouncer:
+        self._proc = subprocess.Popen(
+            [self.binary, str(self.root / "pgbouncer.ini")],
+            user=self._user,
+            cwd=self.root,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import time
+
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                log = self.log_file.read_text() if self.log_file.exists() else ""
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"pgbouncer did not start:\n{log[-2000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -43,11 +43,13 @@ from ganhpo.chains import (
     HANDOVER_ATTR,
     HANDOVERS_ATTR,
     PBT_ATTR,
+    Ledger,
     chain_links,
     handovers,
+    read_ledger,
     retry_history,
 )
-from ganhpo.storage import budget_lock
+from ganhpo.storage import budget_lock, rdb_of
 
 __all__ = [
     "TakenOver",
@@ -77,18 +79,12 @@ class TakenOver(Exception):
     """This worker's trial was finished by another worker (taken for dead); drop the copy."""
 
 
-def _rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
-    rdb = getattr(storage, "_backend", storage)  # a study's storage is a cache around the RDB
-    assert isinstance(rdb, optuna.storages.RDBStorage), type(rdb)
-    return rdb
-
-
 def adopt_silent_trials(study: optuna.Study) -> list[int]:
     """Record a first heartbeat for RUNNING trials that have none (their worker died before its
     first one), so that they go stale after the grace period like any other silent trial."""
     from optuna.storages._rdb import models
 
-    rdb = _rdb(study._storage)
+    rdb = rdb_of(study._storage)
     with rdb.engine.connect() as conn:
         ids = list(
             conn.execute(
@@ -141,29 +137,22 @@ def hand_over(study: optuna.Study, trial_id: int, reason: str, *, max_retry: int
 
 
 def repair(
-    study: optuna.Study, *, max_retry: int, trials: Sequence[FrozenTrial] | None = None
+    study: optuna.Study, *, max_retry: int, ledger: Ledger | None = None
 ) -> list[FrozenTrial]:
-    """Enqueue the missing retries of handed-over trials; the caller holds the budget lock.
-
-    ``trials`` (all of the study's, freshly read under the lock) saves a query when the caller
-    has them. Returns the retries enqueued.
-    """
-    if trials is None:
-        trials = study.get_trials(deepcopy=False)
-    links = chain_links(trials)
-    marked = [
-        t
-        for t in trials
-        if t.state == TrialState.FAIL and HANDOVER_ATTR in t.system_attrs and t.number not in links
-    ]
-    retries = [retry_trial(study, t, max_retry=max_retry) for t in marked]
-    intervals = [
-        t
-        for t in trials
-        if t.state == TrialState.PRUNED and PBT_ATTR in t.system_attrs and t.number not in links
-    ]
-    retries += [_enqueue_next_interval(study, t, trials) for t in intervals]
-    return [r for r in retries if r is not None]
+    """Enqueue the missing successors of handed-over trials and of PBT intervals; the caller
+    holds the budget lock. ``ledger`` (read under the lock) saves a query when the caller has
+    it. Only the trials to repair are loaded. Returns the trials enqueued."""
+    if ledger is None:
+        ledger = read_ledger(study)
+    storage = study._storage
+    enqueued: list[FrozenTrial | None] = []
+    for _, trial_id in sorted(ledger.marked.items()):
+        trial = storage.get_trial(trial_id)
+        if trial.state == TrialState.FAIL and HANDOVER_ATTR in trial.system_attrs:
+            enqueued.append(retry_trial(study, trial, max_retry=max_retry))
+        elif trial.state == TrialState.PRUNED and PBT_ATTR in trial.system_attrs:
+            enqueued.append(_enqueue_next_interval(study, trial))
+    return [t for t in enqueued if t is not None]
 
 
 def retry_trial(
@@ -202,7 +191,8 @@ def _enqueue_retry(
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
     dropped = ("status", "steps_reserved") + (CHECKPOINT_ATTRS if from_start else ())
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
-    study.add_trial(
+    retry = _add_waiting(
+        study,
         optuna.create_trial(
             state=TrialState.WAITING,
             params=trial.params,
@@ -210,16 +200,26 @@ def _enqueue_retry(
             user_attrs=user_attrs,
             system_attrs=system_attrs,
             intermediate_values=trial.intermediate_values,
-        )
+        ),
     )
-    retry = study.get_trials(deepcopy=False)[-1]
     logger.info("trial %d handed over as trial %d", trial.number, retry.number)
     return retry
 
 
-def _enqueue_next_interval(
-    study: optuna.Study, trial: FrozenTrial, trials: Sequence[FrozenTrial]
-) -> FrozenTrial:
+def _add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
+    """Add ``template`` to the study (as ``Study.add_trial``) and return it as stored."""
+    storage = study._storage
+    return storage.get_trial(storage.create_new_trial(study._study_id, template_trial=template))
+
+
+def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    storage = study._storage
+    return storage.get_trial(
+        storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    )
+
+
+def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial:
     """The WAITING trial that continues the PBT member ``trial`` as its ``PBT_ATTR`` mark says:
     from its own state, or from a better member's (``parent``) with perturbed parameters, that
     member's seed and that member's FID curve up to the state's step."""
@@ -240,7 +240,7 @@ def _enqueue_next_interval(
     source = trial
     intermediate = dict(trial.intermediate_values)
     if parent is not None:
-        source = next(t for t in trials if t.number == parent["trial"])
+        source = _trial_by_number(study, parent["trial"])
         user_attrs["seed"] = source.user_attrs.get("seed", user_attrs.get("seed"))
         intermediate = {s: v for s, v in source.intermediate_values.items() if s <= parent["step"]}
         for key in ("fid_std", "kid_std_curve", "grid"):
@@ -248,7 +248,8 @@ def _enqueue_next_interval(
                 user_attrs[key] = source.user_attrs[key]
     user_attrs["pbt"] = {"member": history[0], "interval": len(history), "parent": parent}
     params = info["params"]
-    study.add_trial(
+    successor = _add_waiting(
+        study,
         optuna.create_trial(
             state=TrialState.WAITING,
             params=params,
@@ -256,9 +257,8 @@ def _enqueue_next_interval(
             user_attrs=user_attrs,
             system_attrs=system_attrs,
             intermediate_values=intermediate,
-        )
+        ),
     )
-    successor = study.get_trials(deepcopy=False)[-1]
     logger.info(
         "PBT member %d goes on as trial %d%s",
         history[0],
@@ -274,7 +274,7 @@ def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int)
     """Hand over every trial whose worker has been silent for the grace period; returns their
     numbers. Safe to run from every worker at once: each trial is handed over once."""
     adopt_silent_trials(study)
-    rdb = _rdb(study._storage)
+    rdb = rdb_of(study._storage)
     handed = []
     for trial_id in rdb._get_stale_trial_ids(study._study_id):
         frozen = rdb.get_trial(trial_id)

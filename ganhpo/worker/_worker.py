@@ -21,6 +21,7 @@ import dataclasses
 import io
 import logging
 import math
+import random
 import re
 import shutil
 import signal
@@ -50,12 +51,7 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import (
-    chain_links,
-    counted_trials,
-    retry_history,
-    steps_spent,
-)
+from ganhpo.chains import read_ledger, retry_history
 from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
@@ -68,7 +64,7 @@ from ganhpo.errors import (
     StorageError,
 )
 from ganhpo.spec import StudySpec
-from ganhpo.storage import budget_lock
+from ganhpo.storage import at_connection_limit, budget_lock
 from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
 from ganhpo.train.models import import_builder
@@ -188,13 +184,26 @@ class _Heartbeat(threading.Thread):
         while True:
             try:
                 self._storage.record_heartbeat(self._trial_id)
-                if self._storage.get_trial(self._trial_id).state != TrialState.RUNNING:
+                if self._state() != TrialState.RUNNING:
                     self.lost.set()
                     return
             except Exception as e:  # the next beat retries; the grace period absorbs a few misses
                 logger.debug("heartbeat of trial id %d failed: %s", self._trial_id, e)
             if self._stop_event.wait(self._interval):
                 return
+
+    def _state(self) -> TrialState:
+        """The trial's state alone (one small query, not the whole trial)."""
+        from optuna.storages._rdb import models
+
+        with self._storage.engine.connect() as conn:
+            return TrialState(
+                conn.execute(
+                    sqlalchemy.select(models.TrialModel.state).where(
+                        models.TrialModel.trial_id == self._trial_id
+                    )
+                ).scalar_one()
+            )
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -318,9 +327,17 @@ class Worker:
                         if self.stop_requested is None
                         else "the study database is unreachable"
                     ) from None
-                logger.warning("database unavailable; retrying in %.0f s", delay)
+                pause = delay * random.uniform(0.5, 1.5)  # many workers retry apart
+                if at_connection_limit(e):  # back-pressure, not an outage
+                    logger.info(
+                        "the database server is at its connection limit (too many clients); "
+                        "retrying in %.1f s",
+                        pause,
+                    )
+                else:
+                    logger.warning("database unavailable; retrying in %.1f s", pause)
                 # Short naps: a SIGTERM meanwhile shortens the deadline at once.
-                wake = time.monotonic() + delay
+                wake = time.monotonic() + pause
                 while time.monotonic() < min(wake, self._stop_deadline):
                     time.sleep(0.2)
                 delay = min(delay * 2, 15.0)
@@ -335,16 +352,15 @@ class Worker:
         retry is taken even when no compute is left, so that it ends instead of waiting forever.
         """
         with budget_lock(self.storage, self.study.study_name):
-            trials = self.study.get_trials(deepcopy=False)
-            if repair(self.study, max_retry=self.spec.max_retry, trials=trials):
-                trials = self.study.get_trials(deepcopy=False)
-            if self.budget is not None and counted_trials(trials) >= self.budget:
+            ledger = read_ledger(self.study)
+            if repair(self.study, max_retry=self.spec.max_retry, ledger=ledger):
+                ledger = read_ledger(self.study)
+            if self.budget is not None and ledger.counted >= self.budget:
                 self.spent = f"the study's budget of {self.budget} trials is spent"
                 return None
             if self.max_steps is not None:
-                self.steps_spent = steps_spent(trials)
-                waiting = any(t.state == TrialState.WAITING for t in trials)
-                if self.max_steps - self.steps_spent < self._chunk(0) and not waiting:
+                self.steps_spent = ledger.steps
+                if self.max_steps - self.steps_spent < self._chunk(0) and not self._waiting():
                     self.spent = f"the study's compute budget of {self.max_steps} steps is spent"
                     return None
             trial = self.study.ask()
@@ -372,12 +388,11 @@ class Worker:
 
         def reserve() -> int:
             with budget_lock(self.storage, self.study.study_name):
-                trials = self.study.get_trials(deepcopy=False)
-                spent = steps_spent(trials)
+                spent = read_ledger(self.study).steps
                 if spent + (until - step) > max_steps:
                     self.steps_spent = spent
                     return step
-                mine = int(trials[trial.number].user_attrs.get("steps_reserved", 0))
+                mine = int(trial.user_attrs.get("steps_reserved", 0))
                 trial.set_user_attr("steps_reserved", mine + until - step)
                 self.steps_spent = spent + until - step
                 return until
@@ -397,6 +412,9 @@ class Worker:
 
     def _running(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _waiting(self) -> bool:
+        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     # ------------------------------------------------------------------- loop
     def run(self) -> WorkerSummary:
@@ -780,11 +798,13 @@ class Worker:
 
         def enqueue() -> None:
             with budget_lock(self.storage, self.study.study_name):
-                trials = self.study.get_trials(deepcopy=False)
-                if number not in chain_links(trials):  # its checkpoint went with its end
-                    retry_trial(
-                        self.study, trials[number], max_retry=self.spec.max_retry, from_start=True
+                if number not in read_ledger(self.study).links:  # its checkpoint went with it
+                    failed = self.study._storage.get_trial(
+                        self.study._storage.get_trial_id_from_study_id_trial_number(
+                            self.study._study_id, number
+                        )
                     )
+                    retry_trial(self.study, failed, max_retry=self.spec.max_retry, from_start=True)
 
         self._db(enqueue)
 

@@ -1,0 +1,89 @@
+"""The budget counted by the database (``read_ledger``) equals the count over loaded trials, on
+PostgreSQL and SQLite, for every kind of chain a study holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from ganhpo.chains import (
+    HANDOVER_ATTR,
+    HANDOVERS_ATTR,
+    PBT_ATTR,
+    chain_links,
+    counted_trials,
+    read_ledger,
+    steps_spent,
+)
+from ganhpo.storage import open_storage
+
+DIST = {"lr_g": FloatDistribution(1e-5, 1e-2, log=True)}
+
+
+def add(
+    study: optuna.Study,
+    state: TrialState,
+    *,
+    steps: int | None = None,
+    history: list[int] | None = None,
+    system_attrs: dict | None = None,
+) -> None:
+    system = dict(system_attrs or {})
+    if history:
+        system |= {"retry_history": history, "failed_trial": history[0]}
+    study.add_trial(
+        optuna.create_trial(
+            state=state,
+            value=1.0 if state == TrialState.COMPLETE else None,
+            params={"lr_g": 1e-3},
+            distributions=DIST,
+            user_attrs={"steps_reserved": steps} if steps is not None else {},
+            system_attrs=system,
+        )
+    )
+
+
+def fill(study: optuna.Study) -> None:
+    add(study, TrialState.COMPLETE, steps=240)  # 0
+    add(study, TrialState.FAIL, steps=80, system_attrs={HANDOVER_ATTR: {}})  # 1, handed over
+    add(study, TrialState.FAIL, steps=160, history=[1], system_attrs={HANDOVER_ATTR: {}})  # 2
+    add(study, TrialState.COMPLETE, steps=80, history=[1, 2])  # 3: chain 1 -> 2 -> 3
+    add(study, TrialState.PRUNED, steps=40)  # 4
+    add(study, TrialState.FAIL, steps=120)  # 5: its own fault, counts
+    add(study, TrialState.FAIL, steps=40, system_attrs={HANDOVER_ATTR: {}})  # 6: retry due
+    add(  # 7: out of retries, stays failed and counts
+        study, TrialState.FAIL, steps=40, system_attrs={HANDOVER_ATTR: {}, HANDOVERS_ATTR: 9}
+    )
+    add(study, TrialState.PRUNED, steps=80, system_attrs={PBT_ATTR: {"checkpoint": None}})  # 8
+    add(study, TrialState.WAITING, history=[8])  # 9: member 8's next interval
+    add(study, TrialState.PRUNED, steps=80, system_attrs={PBT_ATTR: {"checkpoint": None}})  # 10
+    add(study, TrialState.RUNNING, steps=40)  # 11
+    add(study, TrialState.WAITING)  # 12: an enqueued baseline
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_the_ledger_counts_what_the_trials_say(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url, create_schema=True))
+    assert read_ledger(study).counted == 0 and read_ledger(study).steps == 0
+    fill(study)
+    trials = study.get_trials(deepcopy=False)
+    ledger = read_ledger(study)
+    # 0, 1-3, 4, 5, 6, 7, 10, 11; not 8-9 while its link is waiting (a waiting trial is taken
+    # before any new one, and counts once it starts).
+    assert ledger.counted == counted_trials(trials) == 8
+    assert ledger.steps == steps_spent(trials) == 1000
+    assert ledger.links == chain_links(trials) == {1: 2, 2: 3, 8: 9}
+    # Due a successor: the hand-overs without a retry (6, and 7, which repair refuses) and
+    # the PBT interval without its next trial (10).
+    assert sorted(ledger.marked) == [6, 7, 10]
+    assert ledger.marked[6] == trials[6]._trial_id
