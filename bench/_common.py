@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -37,3 +39,89 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def bulk_fill(
+    url: str,
+    study_name: str,
+    n: int,
+    seed: int,
+    distributions: dict[str, Any],
+    curve: Callable[[float], list[float]],
+) -> float:
+    """Add ``n`` completed trials to the existing study ``study_name``, each with a value of
+    every distribution and the FID-like ``curve(level)`` as its intermediate values; returns the
+    seconds taken.
+
+    ``Study.add_trials`` writes one transaction per trial (about 0.1 s each here); thousands of
+    them would take longer than a benchmark, so the rows go in with one executemany per table,
+    in Optuna's own schema (its SQLAlchemy models).
+    """
+    import datetime
+    import random
+    import time
+
+    import optuna
+    from optuna.distributions import distribution_to_json
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    from ganhpo.storage import open_storage
+
+    started = time.perf_counter()
+    storage = open_storage(url)
+    study = optuna.load_study(storage=storage, study_name=study_name)
+    study_id = study._study_id
+    first = len(study.get_trials(deepcopy=False))
+    rng = random.Random(seed)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    dists = {k: distribution_to_json(d) for k, d in distributions.items()}
+    with storage.engine.begin() as conn:
+        if n:
+            conn.execute(
+                models.TrialModel.__table__.insert(),
+                [
+                    {"number": first + i, "study_id": study_id, "state": TrialState.COMPLETE,
+                     "datetime_start": now, "datetime_complete": now}
+                    for i in range(n)
+                ],
+            )  # fmt: skip
+        ids = dict(
+            conn.execute(
+                models.TrialModel.__table__.select()
+                .with_only_columns(models.TrialModel.number, models.TrialModel.trial_id)
+                .where(models.TrialModel.study_id == study_id, models.TrialModel.number >= first)
+            ).all()
+        )
+        params, values, intermediate = [], [], []
+        finite_v = models.TrialValueModel.TrialValueType.FINITE
+        finite_i = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+        for trial_id in ids.values():
+            level = rng.uniform(50.0, 500.0)
+            for name, dist in distributions.items():
+                value = (
+                    10 ** rng.uniform(math.log10(dist.low), math.log10(dist.high))
+                    if dist.log
+                    else rng.uniform(dist.low, dist.high)
+                )
+                params.append(
+                    {"trial_id": trial_id, "param_name": name, "param_value": value,
+                     "distribution_json": dists[name]}
+                )  # fmt: skip
+            points = curve(level)
+            values.append(
+                {"trial_id": trial_id, "objective": 0, "value": points[-1], "value_type": finite_v}
+            )
+            intermediate += [
+                {"trial_id": trial_id, "step": s, "intermediate_value": v,
+                 "intermediate_value_type": finite_i}
+                for s, v in enumerate(points)
+            ]  # fmt: skip
+        if n:
+            conn.execute(models.TrialParamModel.__table__.insert(), params)
+            conn.execute(models.TrialValueModel.__table__.insert(), values)
+            conn.execute(models.TrialIntermediateValueModel.__table__.insert(), intermediate)
+    loaded = len(optuna.load_study(study_name=study_name, storage=storage).get_trials())
+    assert loaded == first + n, (loaded, first, n)
+    storage.engine.dispose()
+    return time.perf_counter() - started

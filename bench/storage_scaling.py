@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import importlib.util
 import json
 import multiprocessing
@@ -54,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
 
-from _common import cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
+from _common import bulk_fill, cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
 
 DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
 STEPS = 20  # intermediate values per trial
@@ -81,71 +80,16 @@ def _pruner() -> Any:
 
 # ------------------------------------------------------------------------------ databases
 def prefill(url: str, study_name: str, n: int, seed: int) -> float:
-    """Create the study with ``n`` completed trials (bulk-inserted); returns the seconds taken.
-
-    ``Study.add_trials`` writes one transaction per trial (about 0.1 s each here); 5000 of
-    them would take longer than the benchmark, so the rows go in with one executemany per
-    table, in Optuna's own schema (its SQLAlchemy models).
-    """
+    """Create the study with ``n`` completed trials (bulk-inserted); returns the seconds taken."""
     import optuna
-    from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
-    from optuna.trial import TrialState
 
     from ganhpo.storage import open_storage
 
     started = time.perf_counter()
     storage = open_storage(url, create_schema=True)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize")
-    study_id = study._study_id
-    rng = random.Random(seed)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    dists = {k: distribution_to_json(d) for k, d in _distributions().items()}
-    with storage.engine.begin() as conn:
-        if n:
-            conn.execute(
-                models.TrialModel.__table__.insert(),
-                [
-                    {"number": i, "study_id": study_id, "state": TrialState.COMPLETE,
-                     "datetime_start": now, "datetime_complete": now}
-                    for i in range(n)
-                ],
-            )  # fmt: skip
-        ids = dict(
-            conn.execute(
-                models.TrialModel.__table__.select()
-                .with_only_columns(models.TrialModel.number, models.TrialModel.trial_id)
-                .where(models.TrialModel.study_id == study_id)
-            ).all()
-        )
-        params, values, intermediate = [], [], []
-        finite_v = models.TrialValueModel.TrialValueType.FINITE
-        finite_i = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
-        for trial_id in ids.values():
-            level = rng.uniform(50.0, 500.0)
-            x, lr = rng.random(), 10 ** rng.uniform(-5, -2)
-            params += [
-                {"trial_id": trial_id, "param_name": "x", "param_value": x,
-                 "distribution_json": dists["x"]},
-                {"trial_id": trial_id, "param_name": "lr", "param_value": lr,
-                 "distribution_json": dists["lr"]},
-            ]  # fmt: skip
-            curve = _curve(level)
-            values.append(
-                {"trial_id": trial_id, "objective": 0, "value": curve[-1], "value_type": finite_v}
-            )
-            intermediate += [
-                {"trial_id": trial_id, "step": s, "intermediate_value": v,
-                 "intermediate_value_type": finite_i}
-                for s, v in enumerate(curve)
-            ]  # fmt: skip
-        if n:
-            conn.execute(models.TrialParamModel.__table__.insert(), params)
-            conn.execute(models.TrialValueModel.__table__.insert(), values)
-            conn.execute(models.TrialIntermediateValueModel.__table__.insert(), intermediate)
-    loaded = len(optuna.load_study(study_name=study_name, storage=storage).get_trials())
-    assert loaded == n, (loaded, n)
+    optuna.create_study(storage=storage, study_name=study_name, direction="minimize")
     storage.engine.dispose()
+    bulk_fill(url, study_name, n, seed, _distributions(), _curve)
     return time.perf_counter() - started
 
 

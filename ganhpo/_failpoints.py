@@ -9,8 +9,8 @@ failpoint names such an instant; ``GANHPO_FAILPOINT=NAME:ACTION`` arms one in a 
 - ``sleep=S``: pause S seconds there (a window for the test to send a signal into);
 - ``raise=MESSAGE``: raise ``RuntimeError(MESSAGE)`` there (a broken driver, say).
 
-Names may contain ``:``; the action is what follows the last one. ``NAME#N:ACTION`` acts at
-the N-th time the process reaches ``NAME`` (the first, without ``#N``).
+Names may contain ``:``; the action is what follows the last one. ``NAME:ACTION`` acts every
+time the process reaches ``NAME``; ``NAME#N:ACTION`` only the N-th time.
 
 Unarmed, :func:`failpoint` is one dictionary lookup.
 """
@@ -41,7 +41,7 @@ def failpoint(name: str) -> None:
     if point != name:
         return
     _reached[name] = _reached.get(name, 0) + 1
-    if _reached[name] != int(nth or 1):
+    if nth and _reached[name] != int(nth):
         return
     logger.warning("failpoint %s: %s", name, action)
     if action == "kill":

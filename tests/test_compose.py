@@ -51,7 +51,24 @@ def parse(service: dict[str, Any]) -> Any:
 
 
 def test_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", *GANHPO_SERVICES}
+    assert set(services) == {"postgres", "pgbouncer", *GANHPO_SERVICES}
+
+
+def test_workers_reach_postgres_through_pgbouncer_in_transaction_mode(
+    services: dict[str, Any],
+) -> None:
+    bouncer = services["pgbouncer"]["environment"]
+    pg_env = services["postgres"]["environment"]
+    assert bouncer["POOL_MODE"] == "transaction" and bouncer["DB_HOST"] == "postgres"
+    assert (bouncer["DB_USER"], bouncer["DB_NAME"], bouncer["DB_PASSWORD"]) == (
+        pg_env["POSTGRES_USER"],
+        pg_env["POSTGRES_DB"],
+        pg_env["POSTGRES_PASSWORD"],
+    )
+    assert int(bouncer["DEFAULT_POOL_SIZE"]) < 100  # PostgreSQL's default max_connections
+    url = make_url(interpolate(services["worker"]["environment"]["GANHPO_STORAGE"], {}))
+    assert (url.host, url.port) == ("pgbouncer", int(bouncer["LISTEN_PORT"]))
+    assert services["worker"]["depends_on"]["pgbouncer"] == {"condition": "service_started"}
 
 
 def test_postgres_has_a_healthcheck_and_a_named_volume(
@@ -79,7 +96,7 @@ def test_create_is_a_one_shot_after_postgres_is_healthy(services: dict[str, Any]
 def test_workers_scale_and_start_after_the_study_exists(services: dict[str, Any]) -> None:
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
-    assert worker["depends_on"] == {"create": {"condition": "service_completed_successfully"}}
+    assert worker["depends_on"]["create"] == {"condition": "service_completed_successfully"}
     args = parse(worker)
     spec = load_study_spec(ROOT / parse(services["create"]).spec)
     assert (args.command, args.study) == ("worker", spec.name)
@@ -117,7 +134,9 @@ def test_storage_url_points_at_postgres_with_its_password(
         raw = services[name]["environment"]["GANHPO_STORAGE"]
         assert "${POSTGRES_PASSWORD" in raw  # from the environment / .env, never written here
         url = make_url(interpolate(raw, env))
-        assert (url.host, url.port) == ("postgres", 5432)
+        # The workers through PgBouncer (which logs in to postgres with the same user).
+        expected = ("pgbouncer", 6432) if name == "worker" else ("postgres", 5432)
+        assert (url.host, url.port) == expected
         assert url.username == pg_env["POSTGRES_USER"] and url.database == pg_env["POSTGRES_DB"]
         assert url.password == pg_env["POSTGRES_PASSWORD"] == (password or "ganhpo-dev")
 

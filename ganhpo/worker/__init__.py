@@ -1,7 +1,12 @@
 """Workers: pull trials of a study, train them, report FID, hand trials over when they must.
 
 - :mod:`ganhpo.worker._worker`: the worker loop and the running of one trial;
-- :mod:`ganhpo.worker._handover`: stale trials, hand-backs, their repair, the budget count.
+- :mod:`ganhpo.worker._handover`: stale trials, hand-backs, their repair, the sweep of
+  checkpoints no trial needs;
+- :mod:`ganhpo.worker._strategy`: what the worker asks after each evaluation (Optuna's pruner,
+  or population-based training).
+
+The budget is counted by :func:`ganhpo.chains.read_ledger`.
 """
 
 from __future__ import annotations

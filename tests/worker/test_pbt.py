@@ -28,6 +28,11 @@ PBT = {
     "max_trials = 6 ": f"max_trials = 4\nmax_steps = {MAX_STEPS} ",
     "steps = 240": "steps = 240",  # checkpoints at every evaluation, as PBT needs
     "[pruner]": '[strategy]\nname = "pbt"\nquantile = 0.5\n\n[pruner]',
+    # Member 1 learns hardly at all (learning rates at the bottom of the range): whenever it
+    # ends an interval after another member reached that step, it is the worst and exploits.
+    # (Otherwise whether any member exploits depends on the order the workers take them in.)
+    'loss = "ns"\n': 'loss = "ns"\n\n[[baselines]]\nlr_g = 5e-5\nlr_d = 5e-5\nbeta1 = 0.5\n'
+    'loss = "ns"\n',
 }
 
 
