@@ -1,7 +1,7 @@
 """Database load of many workers: the real worker's storage protocol, training replaced by sleep.
 
     python bench/db_load.py [--workers 500] [--processes 4] [--prefill 100,50000]
-        [--via direct,pgbouncer] [--trial-seconds 8] [--trials-per-worker 2] [--json]
+        [--via direct,pgbouncer] [--trial-seconds 60] [--trials-per-worker 1] [--json]
 
 Each simulated worker is a ``ganhpo.worker.Worker`` whose training is a sleep: it runs the real
 loop (``Worker.run``): hand stale trials over, take a trial under the budget lock (repair, count
@@ -66,8 +66,8 @@ name = "load"
 objective = "fid"
 seed = 0
 max_trials = {budget}
-heartbeat_interval = 5
-grace_period = 15
+heartbeat_interval = 10
+grace_period = 30
 max_retry = 5
 
 [dataset]
@@ -195,7 +195,7 @@ def process_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
 
     def open_one() -> tuple[Any, Any, Any]:
         storage = open_storage(
-            cfg["url"], connect_timeout=300, heartbeat_interval=5, grace_period=15
+            cfg["url"], connect_timeout=300, heartbeat_interval=10, grace_period=30
         )
         study = load_study("load", storage)
         study.get_trials(deepcopy=False)  # fills the cache, as a real worker's first ask does
@@ -342,8 +342,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--prefill", default="100,50000", help="comma-separated trial counts")
     parser.add_argument("--via", default="direct,pgbouncer", help="direct, pgbouncer or both")
-    parser.add_argument("--trial-seconds", type=float, default=8.0)
-    parser.add_argument("--trials-per-worker", type=int, default=2)
+    parser.add_argument("--trial-seconds", type=float, default=60.0)
+    parser.add_argument("--trials-per-worker", type=int, default=1)
     parser.add_argument(
         "--own-storage-up-to",
         type=int,

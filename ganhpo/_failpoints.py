@@ -7,7 +7,9 @@ failpoint names such an instant; ``GANHPO_FAILPOINT=NAME:ACTION`` arms one in a 
 - ``kill``: SIGKILL this process there (a lost machine, the OOM killer);
 - ``stop``: SIGSTOP it there (a frozen or suspended process; SIGCONT resumes it);
 - ``sleep=S``: pause S seconds there (a window for the test to send a signal into);
-- ``raise=MESSAGE``: raise ``RuntimeError(MESSAGE)`` there (a broken driver, say).
+- ``raise=MESSAGE``: raise ``RuntimeError(MESSAGE)`` there (a broken driver, say);
+- ``dberror``: raise a database error that waiting cures (SQLAlchemy's ``OperationalError``, as
+  when the connection drops) there: what was done before it stays done, its answer is lost.
 
 Names may contain ``:``; the action is what follows the last one. ``NAME:ACTION`` acts every
 time the process reaches ``NAME``; ``NAME#N:ACTION`` only the N-th time.
@@ -52,5 +54,13 @@ def failpoint(name: str) -> None:
         time.sleep(float(action.removeprefix("sleep=")))
     elif action.startswith("raise="):
         raise RuntimeError(action.removeprefix("raise="))
+    elif action == "dberror":
+        import sqlalchemy.exc
+
+        raise sqlalchemy.exc.OperationalError(
+            f"failpoint {name}", {}, ConnectionError("server closed the connection unexpectedly")
+        )
     else:
-        raise ValueError(f"{FAILPOINT_ENV}={armed!r}: use NAME:kill, :stop, :sleep=S or :raise=M")
+        raise ValueError(
+            f"{FAILPOINT_ENV}={armed!r}: use NAME:kill, :stop, :sleep=S, :raise=M or :dberror"
+        )

@@ -218,8 +218,13 @@ def _explain(e: BaseException, url: str) -> tuple[str, bool]:
 def at_connection_limit(e: BaseException) -> bool:
     """Whether ``e`` is PostgreSQL refusing a connection because all its slots are taken
     ("too many clients already", "remaining connection slots are reserved ...")."""
-    low = str(getattr(e, "orig", None) or e).lower()
-    return "too many clients" in low or "remaining connection slots are reserved" in low
+    seen: BaseException | None = e
+    while seen is not None:  # Optuna wraps what SQLAlchemy raised, which wraps the driver's
+        low = str(getattr(seen, "orig", None) or seen).lower()
+        if "too many clients" in low or "remaining connection slots are reserved" in low:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _with_driver(url: str) -> str:

@@ -489,3 +489,25 @@ def test_load_study_missing_name_lists_studies_and_suggests(postgres_url: str) -
     message = str(info.value)
     assert "did you mean 'dcgan-mnist'" in message
     assert "dcgan-mnist, wgan-gp-fashion" in message
+
+
+def test_a_full_server_is_recognised_through_optunas_wrapping() -> None:
+    """PostgreSQL's refusals when every slot is taken, as a worker meets them: the driver's
+    error inside SQLAlchemy's inside Optuna's."""
+    from ganhpo.storage import at_connection_limit
+
+    for text in (
+        "FATAL:  sorry, too many clients already",
+        "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+    ):
+        driver = RuntimeError(f'connection to server at "127.0.0.1", port 5432 failed: {text}')
+        try:
+            try:
+                raise sqlalchemy.exc.OperationalError("SELECT 1", {}, driver)
+            except sqlalchemy.exc.OperationalError as e:
+                raise optuna.exceptions.StorageInternalError("commit failed") from e
+        except optuna.exceptions.StorageInternalError as wrapped:
+            assert at_connection_limit(wrapped)
+    assert not at_connection_limit(
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, RuntimeError("connection refused"))
+    )

@@ -50,6 +50,10 @@ class Worker(Protocol):
         """A fresh id for a checkpoint file of the study."""
         ...
 
+    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+        """Tell the study the trial ended, through outages, once."""
+        ...
+
     def _record(self, trial: optuna.Trial, reason: str, started: float, result: Any) -> Any:
         """Write the trial's status and results as user attributes."""
         ...
@@ -121,7 +125,7 @@ class PBTStrategy(Strategy):
         try:
             w._db(storage.set_trial_system_attr, trial._trial_id, PBT_ATTR, plan)
             failpoint("pbt:marked")
-            w._db(w.study.tell, trial, state=TrialState.PRUNED)
+            w.tell(trial, TrialState.PRUNED)
         except UpdateFinishedTrialError as e:
             raise TakenOver("the trial is no longer running") from e
         failpoint("pbt:pruned")

@@ -863,9 +863,7 @@ class Worker:
         failpoint("finish:recorded")
         if state == TrialState.COMPLETE:
             assert value is not None and math.isfinite(value)
-            self._db(self.study.tell, trial, value)
-        else:
-            self._db(self.study.tell, trial, state=state)
+        self.tell(trial, state, value if state == TrialState.COMPLETE else None)
         failpoint("finish:told")
         if self.artifacts is not None:
             for artifact_id in checkpoint_ids(trial.user_attrs):
@@ -874,6 +872,33 @@ class Worker:
         log = logger.info if state != TrialState.FAIL else logger.warning
         log("trial %d %s (%s, %.0fs)", trial.number, state.name.lower(), reason, wall)
         return state
+
+    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+        """Tell the study that ``trial`` ended in ``state``, retrying through outages.
+
+        A tell can go through and its answer still be lost (the connection drops after the
+        commit, or a read that follows it fails): tried again, Optuna would refuse to tell a
+        finished trial. So a retry first looks: already in ``state``, it is done; finished
+        otherwise, another worker took the trial over.
+        """
+        attempts = 0
+
+        def tell_once() -> None:
+            nonlocal attempts
+            if attempts:
+                current = self.storage.get_trial(trial._trial_id).state
+                if current == state:
+                    return
+                if current.is_finished():
+                    raise _TakenOver(f"the trial is {current.name}")
+            attempts += 1
+            if value is not None:
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state)
+            failpoint("tell:done")
+
+        self._db(tell_once)
 
     def _best_value(self) -> float | None:
         try:

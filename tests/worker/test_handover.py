@@ -225,6 +225,23 @@ def test_killed_while_its_trial_ends(
     check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
 
 
+def test_a_tell_whose_answer_was_lost_is_not_told_twice(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The first trial's tell goes through, then the connection drops before its answer
+    arrives (a transient database error right after the commit). The worker retries: it finds
+    the trial complete and goes on, where telling it again ("Cannot tell a COMPLETE trial")
+    ended the worker with a traceback (seen with 500 simulated workers, bench/db_load.py)."""
+    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": "max_trials = 2 "})
+    a = start_worker(postgres_url, tmp_path, env, "a", failpoint="tell:done#1:dberror")
+    code = finish(a, timeout=300)
+    log = (tmp_path / "a.log").read_text()
+    assert code == 0, log
+    assert "failpoint tell:done: dberror" in log and "database unavailable; retrying" in log
+    assert "Traceback" not in log and "Cannot tell" not in log
+    check_all_finished(postgres_url, 2)
+
+
 def test_the_quick_spec_checkpoints_without_asking(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
