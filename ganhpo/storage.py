@@ -339,6 +339,9 @@ def open_storage(
 # the milliseconds of an ask), at most a second (a thousand waiters try a few times a second).
 _LOCK_FIRST_PAUSE_S = 0.005
 _LOCK_MAX_PAUSE_S = 1.0
+# A budget-lock holder silent this long (frozen, not merely slow: an ask takes milliseconds to
+# seconds) loses the lock, so that a frozen worker cannot stall the study.
+_LOCK_IDLE_LIMIT_S = 300
 
 
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
@@ -395,6 +398,13 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
         pause = _LOCK_FIRST_PAUSE_S
         while True:
             with rdb.engine.connect() as conn, conn.begin():
+                # A holder that freezes (SIGSTOP, a suspended VM) would stall every worker:
+                # the server ends its session, and the lock, after this long idle.
+                conn.execute(
+                    sqlalchemy.text(
+                        f"SET LOCAL idle_in_transaction_session_timeout = '{_LOCK_IDLE_LIMIT_S}s'"
+                    )
+                )
                 taken = conn.execute(
                     sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
                 ).scalar_one()

@@ -99,6 +99,9 @@ T = TypeVar("T")
 # period, from its last recorded checkpoint).
 STOP_GRACE_S = 10.0
 
+# A server at its connection limit is waited for as long as it takes, with a warning this often.
+FULL_SERVER_WARN_S = 300.0
+
 # Failures that come from where the worker runs, not from the trial's parameters: every trial
 # would fail the same way here, so the trial is handed back and the worker stops.
 _ENVIRONMENT_ERRORS = (OSError, ImportError, DataError, ExtractorError, ModelImportError)
@@ -307,11 +310,16 @@ class Worker:
     def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call a storage operation, retrying transient database errors with backoff.
 
-        A write to a trial that another worker has finished raises :class:`_TakenOver`. Once a
-        stop was asked for, retries end after :data:`STOP_GRACE_S`.
+        A write to a trial that another worker has finished raises :class:`_TakenOver`. A server
+        at its ``max_connections`` answers, so it is no outage: the call waits for a free
+        connection as long as it takes (a warning every :data:`FULL_SERVER_WARN_S`), where an
+        unreachable server is given up on after ``--db-retry-timeout``. Once a stop was asked
+        for, retries end after :data:`STOP_GRACE_S`.
         """
         deadline = time.monotonic() + self.options.db_retry_timeout
         delay = 1.0
+        full_since: float | None = None
+        warned = 0.0
         while True:
             try:
                 return fn(*args, **kwargs)
@@ -320,7 +328,20 @@ class Worker:
             except Exception as e:
                 if not _is_transient(e):
                     raise
-                if time.monotonic() + delay > min(deadline, self._stop_deadline):
+                now = time.monotonic()
+                if at_connection_limit(e):
+                    deadline = now + self.options.db_retry_timeout  # the server is there
+                    full_since = full_since if full_since is not None else now
+                    if now - full_since - warned >= FULL_SERVER_WARN_S:
+                        warned = now - full_since
+                        logger.warning(
+                            "the database server has been full (too many clients) for %.0f s; "
+                            "waiting. More workers than its max_connections talk at once: put "
+                            "PgBouncer in front of it (README, 'How many workers one database "
+                            "serves')",
+                            warned,
+                        )
+                if now + delay > min(deadline, self._stop_deadline):
                     raise StorageError(
                         f"the study database was unreachable for {self.options.db_retry_timeout:g}"
                         " s; check the server, then restart the worker (its trial is resumed)"
