@@ -108,7 +108,9 @@ def _sim_worker_class() -> Any:
         """A worker whose training is a sleep; everything that talks to the database is the
         real worker's."""
 
-        def __init__(self, study: Any, spec: Any, storage: Any, cfg: dict[str, Any]) -> None:
+        def __init__(
+            self, study: Any, spec: Any, storage: Any, cfg: dict[str, Any], number: int
+        ) -> None:
             # Worker.__init__ without the dataset, the evaluator and the artifact store.
             from ganhpo.worker import WorkerOptions
             from ganhpo.worker._strategy import strategy_for
@@ -125,13 +127,13 @@ def _sim_worker_class() -> Any:
             self.base = spec.base
             self.artifacts = None
             self._evaluator = None
-            self.host = f"sim-{cfg['index']}-{threading.get_ident()}"
+            self.host = f"sim-{cfg['index']}-{number}"
             self.stop_requested = None
             self._stop_deadline = math.inf
             self._last_failure = None
             self._study_key = None
             self.cfg = cfg
-            self.rng = random.Random(f"{cfg['index']}-{threading.get_ident()}")
+            self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []
             self.full = 0
 
@@ -203,10 +205,10 @@ def process_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
 
     t0 = time.perf_counter()
     if cfg["own"]:  # each worker its own storage: its own engine (and pool, if any) and cache
-        workers = [SimWorker(*open_one(), cfg) for _ in range(cfg["threads"])]
+        workers = [SimWorker(*open_one(), cfg, n) for n in range(cfg["threads"])]
     else:  # one storage per process: its trial cache shared (memory), connections per call
         study, spec, storage = open_one()
-        workers = [SimWorker(study, spec, storage, cfg) for _ in range(cfg["threads"])]
+        workers = [SimWorker(study, spec, storage, cfg, n) for n in range(cfg["threads"])]
     load_seconds = time.perf_counter() - t0
     ready.put(load_seconds)
     start.wait()

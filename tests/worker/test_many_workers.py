@@ -18,7 +18,7 @@ import pytest
 from faults import TINY, ConnectionWatch, load
 from optuna.trial import TrialState
 from pg import PrivateServer
-from procs import finish, ganhpo, spec_variant, start
+from procs import finish, ganhpo, spec_variant, start, wait_for
 
 from ganhpo.chains import counted_trials
 
@@ -86,3 +86,47 @@ def test_forty_workers_on_a_server_of_fifty_connections(
         f"peak client connections {watch.peak - 1} of {MAX_CONNECTIONS}; the server was full "
         f"{limited} time(s)"
     )
+
+
+@pytest.fixture
+def tiny_server() -> Iterator[PrivateServer]:
+    with PrivateServer(settings={"max_connections": "6"}) as server:
+        yield server
+
+
+def test_a_full_server_is_waited_for_past_the_retry_timeout(
+    tiny_server: PrivateServer, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """All of the server's connections are taken for 20 s while a worker trains; its
+    --db-retry-timeout is 3 s. A server that refuses for being full is there: the worker waits
+    and finishes its trial, where it used to give up after 3 s ("unreachable") and exit 1."""
+    import psycopg2
+
+    url = tiny_server.create_database("full")
+    spec = spec_variant(
+        tmp_path, {**TINY, "max_trials = 6 ": "max_trials = 1 ", "steps = 20": "steps = 400"}
+    )
+    created = ganhpo("study", "create", str(spec), "--storage", url, cwd=tmp_path, env=env)
+    assert created.returncode == 0, created.stderr
+    log = tmp_path / "w.log"
+    worker = start(
+        "worker", "--study", "quick", "--storage", url, "--db-retry-timeout", "3",
+        cwd=tmp_path, env=env, log=log,
+    )  # fmt: skip
+    wait_for(lambda: "started: " in log.read_text(), 300, "the trial to start")
+    taken = []
+    try:
+        while True:  # every slot, superusers' included (the worker logs in as one)
+            try:
+                taken.append(psycopg2.connect(tiny_server.url("postgres")))
+            except psycopg2.OperationalError as e:
+                assert "too many clients" in str(e), e
+                break
+        time.sleep(20)
+    finally:
+        for conn in taken:
+            conn.close()
+    assert finish(worker, timeout=600) == 0, log.read_text()
+    text = log.read_text()
+    assert "at its connection limit" in text and "trial 0 complete" in text, text
+    assert "unreachable" not in text
