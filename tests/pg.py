@@ -270,6 +270,9 @@ class PgBouncer:
             "pool_mode = transaction",
             f"default_pool_size = {pool_size}",
             "max_client_conn = 2000",
+            # Clients wait for a server connection as long as it takes (PgBouncer's default
+            # drops them after 120 s, which a loaded 2-core machine reaches).
+            "query_wait_timeout = 0",
             f"logfile = {self.log_file}",
         ]
         (self.root / "pgbouncer.ini").write_text("\n".join(lines) + "\n")

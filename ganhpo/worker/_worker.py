@@ -329,8 +329,9 @@ class Worker:
                 if not _is_transient(e):
                     raise
                 now = time.monotonic()
-                if at_connection_limit(e):
-                    deadline = now + self.options.db_retry_timeout  # the server is there
+                full = at_connection_limit(e)
+                if full:
+                    deadline = math.inf  # the server is there: wait as long as it takes
                     full_since = full_since if full_since is not None else now
                     if now - full_since - warned >= FULL_SERVER_WARN_S:
                         warned = now - full_since
@@ -341,6 +342,8 @@ class Worker:
                             "serves')",
                             warned,
                         )
+                else:
+                    deadline = min(deadline, now + self.options.db_retry_timeout)
                 if now + delay > min(deadline, self._stop_deadline):
                     raise StorageError(
                         f"the study database was unreachable for {self.options.db_retry_timeout:g}"

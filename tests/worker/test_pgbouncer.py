@@ -51,8 +51,10 @@ def test_workers_through_pgbouncer_spend_the_budget_exactly(
     watch.start()
     started = time.monotonic()
     workers = [
-        start("worker", "--study", "quick", "--storage", url, cwd=tmp_path, env=env,
-              log=tmp_path / f"w{i}.log")
+        # A generous connect timeout: on a loaded 2-core machine PgBouncer's first answers to
+        # eight workers starting at once can take longer than the default 30 s.
+        start("worker", "--study", "quick", "--storage", url, "--connect-timeout", "300",
+              cwd=tmp_path, env=env, log=tmp_path / f"w{i}.log")
         for i in range(WORKERS)
     ]  # fmt: skip
     codes = [finish(w, timeout=900) for w in workers]
