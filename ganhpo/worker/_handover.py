@@ -62,6 +62,7 @@ __all__ = [
     "retry_trial",
     "study_key",
     "sweep_checkpoints",
+    "trial_by_number",
 ]
 
 logger = logging.getLogger(__name__)
@@ -212,7 +213,8 @@ def _add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
     return storage.get_trial(storage.create_new_trial(study._study_id, template_trial=template))
 
 
-def _trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of the study, as stored."""
     storage = study._storage
     return storage.get_trial(
         storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
@@ -240,7 +242,7 @@ def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTri
     source = trial
     intermediate = dict(trial.intermediate_values)
     if parent is not None:
-        source = _trial_by_number(study, parent["trial"])
+        source = trial_by_number(study, parent["trial"])
         user_attrs["seed"] = source.user_attrs.get("seed", user_attrs.get("seed"))
         intermediate = {s: v for s, v in source.intermediate_values.items() if s <= parent["step"]}
         for key in ("fid_std", "kid_std_curve", "grid"):

@@ -79,6 +79,7 @@ from ganhpo.worker._handover import (
     retry_trial,
     study_key,
     sweep_checkpoints,
+    trial_by_number,
 )
 from ganhpo.worker._strategy import Strategy, strategy_for
 
@@ -352,7 +353,7 @@ class Worker:
                         else "the study database is unreachable"
                     ) from None
                 pause = delay * random.uniform(0.5, 1.5)  # many workers retry apart
-                if at_connection_limit(e):  # back-pressure, not an outage
+                if full:  # back-pressure, not an outage
                     logger.info(
                         "the database server is at its connection limit (too many clients); "
                         "retrying in %.1f s",
@@ -823,11 +824,7 @@ class Worker:
         def enqueue() -> None:
             with budget_lock(self.storage, self.study.study_name):
                 if number not in read_ledger(self.study).links:  # its checkpoint went with it
-                    failed = self.study._storage.get_trial(
-                        self.study._storage.get_trial_id_from_study_id_trial_number(
-                            self.study._study_id, number
-                        )
-                    )
+                    failed = trial_by_number(self.study, number)
                     retry_trial(self.study, failed, max_retry=self.spec.max_retry, from_start=True)
 
         self._db(enqueue)
