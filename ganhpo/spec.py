@@ -31,12 +31,14 @@ __all__ = [
     "STUDY_NAME_MAX_LENGTH",
     "Choice",
     "ComponentSpec",
+    "Condition",
     "FloatRange",
     "IntRange",
     "ParamSpace",
     "StudySpec",
     "check_study_name",
     "default_sampler",
+    "fixed_value",
     "from_dict",
     "load_study_spec",
     "load_toml",
@@ -262,15 +264,43 @@ class StudySpec:
         return dict(self.search)
 
 
-# A searched parameter that only exists when its parent has one value.
-CONDITIONS: dict[str, tuple[str, Any]] = {
-    "gp_weight": ("penalty", "gp"),
-    "r1_gamma": ("penalty", "r1"),
-    "ema_decay": ("ema", True),
-    "fm_weight": ("feature_matching", True),
-    "cr_weight": ("consistency", True),
-    "rotation_weight": ("rotation", True),
+@dataclass(frozen=True)
+class Condition:
+    """When a searched parameter exists: its ``parent`` has ``value`` (or, with ``negate``,
+    any other value)."""
+
+    parent: str
+    value: Any
+    negate: bool = False
+
+    def holds(self, parent_value: Any) -> bool:
+        return (parent_value == self.value) != self.negate
+
+    def __str__(self) -> str:
+        return f"{self.parent} {'!=' if self.negate else '='} {self.value!r}"
+
+
+# A searched parameter that only exists under one value of its parent (or all but one).
+CONDITIONS: dict[str, Condition] = {
+    "gp_weight": Condition("penalty", "gp"),
+    "r1_gamma": Condition("penalty", "r1"),
+    "ema_decay": Condition("ema", True),
+    "fm_weight": Condition("feature_matching", True),
+    "cr_weight": Condition("consistency", True),
+    "rotation_weight": Condition("rotation", True),
+    # resnet's D always has spectral normalisation: under it, the choice would be noise.
+    "spectral_norm": Condition("arch", "resnet", negate=True),
 }
+
+
+def fixed_value(base: TrainConfig, name: str) -> Any:
+    """The value a trial has for ``name`` (a ``[train]`` or ``[model]`` key) unless it is
+    searched."""
+    if hasattr(base.train, name):
+        return getattr(base.train, name)
+    return getattr(base.model, name)
+
+
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
 _STUDY_KEYS = (
     "name", "objective", "direction", "seed", "max_trials", "max_steps", "description",
@@ -543,20 +573,26 @@ def parse_study_spec(
         if not isinstance(search_raw, dict):
             raise ConfigError("[search] must be a table of parameters")
         parsed = {n: _parse_param(n, raw, base) for n, raw in search_raw.items()}
-        for child, (parent, value) in CONDITIONS.items():
+        for child, condition in CONDITIONS.items():
             if child not in parsed:
                 continue
+            parent = condition.parent
             parent_space = parsed.get(parent)
             possible = (
                 parent_space.choices
                 if isinstance(parent_space, Choice)
-                else (getattr(base.train, parent),)
+                else (fixed_value(base, parent),)
             )
-            if value not in possible:
+            if not any(condition.holds(v) for v in possible):
+                fix = (
+                    f"add another {parent}"
+                    if condition.negate
+                    else f"add {condition.value!r} to {parent}"
+                )
                 raise ConfigError(
-                    f"search.{child} is never used: it needs {parent} = {value!r}, which "
+                    f"search.{child} is never used: it needs {condition}, which "
                     f"{'is not among the choices' if parent_space else 'is not set'}; "
-                    f"add {value!r} to {parent} or drop search.{child}"
+                    f"{fix} or drop search.{child}"
                 )
         order = sorted(parsed, key=lambda n: n in CONDITIONS)
         search = tuple((n, parsed[n]) for n in order)

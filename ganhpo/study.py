@@ -30,6 +30,7 @@ from ganhpo.spec import (
     FloatRange,
     IntRange,
     StudySpec,
+    fixed_value,
     parse_study_spec,
     study_spec_to_dict,
 )
@@ -70,8 +71,8 @@ def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
     for name, space in spec.search:
         condition = CONDITIONS.get(name)
         if condition is not None:
-            parent, value = condition
-            if params.get(parent, getattr(spec.base.train, parent)) != value:
+            parent = condition.parent
+            if not condition.holds(params.get(parent, fixed_value(spec.base, parent))):
                 continue
         if isinstance(space, Choice):
             params[name] = trial.suggest_categorical(name, list(space.choices))

@@ -450,3 +450,30 @@ def test_regulariser_weights_exist_only_when_their_regulariser_is_on() -> None:
     assert {"fm_weight", "cr_weight", "rotation_weight"} <= set(spec.space)
     with pytest.raises(ConfigError, match=r"search.cr_weight is never used: it needs consistency"):
         parse_study_spec(base(search={"cr_weight": {"low": 1.0, "high": 20.0}}))
+
+
+def test_spectral_norm_exists_only_where_the_architecture_lets_it_choose() -> None:
+    """resnet's D always has spectral normalisation: a trial of it samples no spectral_norm
+    (that choice would be noise for the sampler), a dcgan trial does."""
+    import optuna
+
+    from ganhpo.study import suggest_params
+
+    search = {"arch": {"choices": ["dcgan", "resnet"]}, "spectral_norm": {"choices": [False, True]}}
+    spec = parse_study_spec(base(search=search))
+    assert [name for name, _ in spec.search] == ["arch", "spectral_norm"]  # the parent first
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"arch": "resnet", "spectral_norm": True})
+    study.enqueue_trial({"arch": "dcgan", "spectral_norm": True})
+    resnet, dcgan = (suggest_params(study.ask(), spec) for _ in range(2))
+    assert resnet == {"arch": "resnet"}
+    assert dcgan == {"arch": "dcgan", "spectral_norm": True}
+
+    fixed_resnet = base(search={"spectral_norm": {"choices": [False, True]}})
+    fixed_resnet["model"] = {"arch": "resnet", "width": 8, "latent_dim": 8}
+    with pytest.raises(
+        ConfigError,
+        match=r"search.spectral_norm is never used: it needs arch != 'resnet', which is not set; "
+        r"add another arch or drop search.spectral_norm",
+    ):
+        parse_study_spec(fixed_resnet)
