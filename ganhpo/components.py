@@ -59,6 +59,7 @@ SAMPLERS.add("random", optuna.samplers.RandomSampler)
 SAMPLERS.add("gp", optuna.samplers.GPSampler)
 SAMPLERS.add("cmaes", optuna.samplers.CmaEsSampler)
 SAMPLERS.add("qmc", optuna.samplers.QMCSampler)
+SAMPLERS.add("nsga2", optuna.samplers.NSGAIISampler)  # multi-objective: FID against a cost
 
 PRUNERS: Registry[Callable[..., optuna.pruners.BasePruner]] = Registry("pruner")
 PRUNERS.add("median", optuna.pruners.MedianPruner)

@@ -47,6 +47,8 @@ def _objective(study: optuna.Study) -> str:
     spec = study.user_attrs.get("ganhpo:spec")
     if isinstance(spec, dict):
         name = spec.get("study", {}).get("objective")
+        if isinstance(name, list) and name:  # a metric and a cost: the metric
+            name = name[0]
         if isinstance(name, str):
             return name
     return "value"
@@ -59,7 +61,22 @@ def _label(study: optuna.Study) -> str:
 
 
 def _direction(study: optuna.Study) -> str:
-    return "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+    """The direction of the (first) objective."""
+    first = study.directions[0]
+    return "maximize" if first == optuna.study.StudyDirection.MAXIMIZE else "minimize"
+
+
+def _metric(t: FrozenTrial) -> float | None:
+    """A trial's first objective (FID or KID; a multi-objective study's metric)."""
+    return t.values[0] if t.values else None
+
+
+def _target(study: optuna.Study) -> Callable[[FrozenTrial], float] | None:
+    """What Optuna's figures plot: the objective; of a study that weighs a cost against the
+    metric, the metric (Optuna's figures take one objective; the Pareto page shows both)."""
+    if len(study.directions) == 1:
+        return None
+    return lambda t: t.values[0]
 
 
 def _finite(x: float | None) -> bool:
@@ -69,7 +86,7 @@ def _finite(x: float | None) -> bool:
 def _completed(study: optuna.Study) -> list[FrozenTrial]:
     """Completed trials with a finite value, in number order."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted((t for t in trials if _finite(t.value)), key=lambda t: t.number)
+    return sorted((t for t in trials if _finite(_metric(t))), key=lambda t: t.number)
 
 
 def _param_distributions(trials: Sequence[FrozenTrial]) -> dict[str, BaseDistribution]:
@@ -247,7 +264,7 @@ def _importance_info(study: optuna.Study) -> ImportanceInfo:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = optuna.importance.get_param_importances(study)
+            result = optuna.importance.get_param_importances(study, target=_target(study))
         except (ValueError, RuntimeError) as e:  # too few distinct values, a degenerate fit
             return ImportanceInfo(label, [], [], [f"Importances cannot be computed: {e}"])
     experimental = optuna.exceptions.ExperimentalWarning
@@ -382,7 +399,7 @@ def _draw_history(study: optuna.Study, info: HistoryInfo) -> go.Figure:
     import plotly.graph_objects as go
 
     label = info.label
-    fig = vis.plot_optimization_history(study, target_name=label)
+    fig = vis.plot_optimization_history(study, target=_target(study), target_name=label)
     names = {label: f"{label} (completed)", "Best Value": "best so far"}
     fig.for_each_trace(lambda t: t.update(name=names.get(t.name, t.name)))
     if info.pruned_numbers:
@@ -449,14 +466,16 @@ class _Computed(optuna.importance.BaseImportanceEvaluator):
 
 
 def _draw_importances(study: optuna.Study, info: ImportanceInfo) -> go.Figure:
-    fig = vis.plot_param_importances(study, evaluator=_Computed(info), target_name=info.label)
+    fig = vis.plot_param_importances(
+        study, evaluator=_Computed(info), target=_target(study), target_name=info.label
+    )
     fig.update_traces(marker_color=STATE_COLORS["COMPLETE"])
     title = f"Parameter importances for {info.label} (Optuna's PED-ANOVA)"
     return _style(fig, title, "importance", "parameter")
 
 
 def _draw_parallel(study: optuna.Study, info: SearchInfo) -> go.Figure:
-    fig = vis.plot_parallel_coordinate(study, target_name=info.label)
+    fig = vis.plot_parallel_coordinate(study, target=_target(study), target_name=info.label)
     title = f"Parallel coordinates: completed trials, colored by {info.label}"
     # Optuna colours lines from white (worst) to dark blue (best): the worst trial vanished on
     # a white page. Darken every colour, the colour bar's scale alike, so each line shows.
@@ -476,14 +495,16 @@ def _darker(rgb: str, factor: float = 0.72) -> str:
 
 
 def _draw_slices(study: optuna.Study, info: SearchInfo) -> go.Figure:
-    fig = vis.plot_slice(study, target_name=info.label)
+    fig = vis.plot_slice(study, target=_target(study), target_name=info.label)
     fig.update_traces(marker_size=9)
     fig.update_xaxes(selector={"type": "log"}, dtick="D2", tickformat=".0e")  # short, apart
     return _style(fig, f"Slices: {info.label} against each parameter (completed trials)")
 
 
 def _draw_contour(study: optuna.Study, info: ContourInfo) -> go.Figure:
-    fig = vis.plot_contour(study, params=[info.x_name, info.y_name], target_name=info.label)
+    fig = vis.plot_contour(
+        study, params=[info.x_name, info.y_name], target=_target(study), target_name=info.label
+    )
     fig.update_traces(selector={"type": "scatter"}, marker_size=10)
     title = f"{info.label} over {info.x_name} × {info.y_name}"
     return _style(fig, title)
@@ -497,6 +518,43 @@ def _draw_timeline(study: optuna.Study, info: TimelineInfo) -> go.Figure:
         )
     )
     return _style(fig, "Timeline: when each trial ran, by state", "time", "trial")
+
+
+@dataclass(frozen=True)
+class ParetoInfo:
+    """A study that weighs a cost against its metric: the trade-offs no trial beats."""
+
+    labels: list[str]  # the metric's and the cost's
+    front: list[int]  # trial numbers on the Pareto front, best metric first
+    completed: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def drawable(self) -> bool:
+        return bool(self.front)
+
+
+def _pareto_info(study: optuna.Study) -> ParetoInfo | None:
+    if len(study.directions) == 1:
+        return None  # one objective: no trade-off to show
+    names = study.metric_names or [_label(study), "cost"]
+    done = _completed(study)
+    front = sorted(study.best_trials, key=lambda t: (t.values, t.number)) if done else []
+    notes = [] if done else ["No trial has completed yet."]
+    if front:
+        notes.append(
+            f"{len(front)} of {len(done)} completed trials are on the front: no other trial "
+            f"is better on both {names[0]} and {names[1]}. 'ganhpo study best --fid-within "
+            "PCT' takes the cheapest within PCT % of the best."
+        )
+    return ParetoInfo(list(names), [t.number for t in front], len(done), notes)
+
+
+def _draw_pareto(study: optuna.Study, info: ParetoInfo) -> go.Figure:
+    fig = vis.plot_pareto_front(study, target_names=info.labels)
+    fig.update_traces(marker_size=10)
+    x, y = info.labels
+    return _style(fig, f"Pareto front: {x} against {y} (red: the front)", x, y)
 
 
 # ----------------------------------------------------------------------------------- the pages
@@ -516,6 +574,7 @@ class Page:
 
 PAGES: tuple[Page, ...] = (
     Page("history.html", "Optimization history", _history_info, _draw_history),
+    Page("pareto.html", "Pareto front", _pareto_info, _draw_pareto),
     Page("curves.html", "Learning curves", _curves_info, _draw_curves),
     Page("importances.html", "Parameter importances", _importance_info, _draw_importances),
     Page("parallel.html", "Parallel coordinates", _parallel_info, _draw_parallel),

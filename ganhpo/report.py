@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial
 
 from ganhpo._files import atomic_write_bytes
 from ganhpo.errors import ConfigError
-from ganhpo.plots import PAGES, _completed, _direction, _objective, _timeline_info
+from ganhpo.plots import PAGES, _completed, _direction, _metric, _objective, _timeline_info
 
 __all__ = ["write_report"]
 
@@ -72,7 +72,7 @@ class IndexInfo:
 
 def _index_info(study: optuna.Study, top: int = BEST_ROWS) -> IndexInfo:
     reverse = _direction(study) == "maximize"
-    ranked = sorted(_completed(study), key=lambda t: (t.value, t.number), reverse=reverse)[:top]
+    ranked = sorted(_completed(study), key=lambda t: (_metric(t), t.number), reverse=reverse)[:top]
 
     objective = _objective(study)
 
@@ -81,13 +81,14 @@ def _index_info(study: optuna.Study, top: int = BEST_ROWS) -> IndexInfo:
         v = t.user_attrs.get(key)
         if isinstance(v, int | float):
             return float(v)
-        return float(t.value) if objective == key and t.value is not None else None
+        value = _metric(t)
+        return float(value) if objective == key and value is not None else None
 
     rows = [
         TrialRow(
             number=t.number,
             state=t.state.name,
-            value=float(t.value),  # type: ignore[arg-type]
+            value=float(_metric(t)),  # type: ignore[arg-type]
             fid=metric(t, "fid"),
             kid=metric(t, "kid"),
             params=dict(t.params),

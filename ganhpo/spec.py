@@ -246,6 +246,8 @@ class StudySpec:
     sampler: ComponentSpec
     pruner: ComponentSpec
     objective: str = "fid"  # fid or kid
+    # A multi-objective study's second objective, minimised with the first (COSTS), or None.
+    cost: str | None = None
     direction: str = "minimize"
     seed: int = 0
     max_trials: int | None = None  # the total budget shared by all workers
@@ -257,6 +259,11 @@ class StudySpec:
     grace_period: int = 120  # a trial silent this long is failed and handed to another worker
     max_retry: int = 3  # times one trial is handed over before it stays failed
     strategy: StrategySpec = StrategySpec()
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """What the study minimises: the metric, then the cost of a multi-objective study."""
+        return (self.objective,) if self.cost is None else (self.objective, self.cost)
 
     @property
     def space(self) -> dict[str, ParamSpace]:
@@ -487,6 +494,27 @@ def _parse_component(raw: Any, key: str, kind: str) -> ComponentSpec:
     return ComponentSpec(name=name, args=tuple(sorted(raw.items())), wrapped=inner)
 
 
+# A multi-objective study's second objective: what a trial's generator costs.
+COSTS = {
+    "g_params": "the generator's parameter count",
+    "train_seconds": "the trial's training time on its device, in seconds",
+}
+_OBJECTIVE_HELP = (
+    'use "fid", "kid", or a metric and a cost to minimise together, e.g. ["fid", "g_params"] '
+    f"(costs: {', '.join(COSTS)})"
+)
+
+
+def _parse_objective(raw: Any) -> tuple[str, str | None]:
+    """``study.objective``: a metric (``fid``/``kid``), or ``[metric, cost]`` for a
+    multi-objective study that weighs the metric against a cost of :data:`COSTS`."""
+    if isinstance(raw, str) and raw in ("fid", "kid"):
+        return raw, None
+    if isinstance(raw, list) and len(raw) == 2 and raw[0] in ("fid", "kid") and raw[1] in COSTS:
+        return raw[0], raw[1]
+    raise ConfigError(f"study.objective = {raw!r} is invalid; {_OBJECTIVE_HELP}")
+
+
 def default_sampler(max_trials: int | None) -> ComponentSpec:
     """ganhpo's sampler when a spec has no ``[sampler]``: multivariate TPE whose random start-up
     is a tenth of the budget, 5 to 10 trials (10 without a budget).
@@ -518,9 +546,7 @@ def parse_study_spec(
             raise ConfigError('a [study] table is needed, with at least name = "..."')
         _reject_unknown(study, list(_STUDY_KEYS), "[study]")
         name = check_study_name(study.get("name"), "study.name")
-        objective = study.get("objective", "fid")
-        if objective not in ("fid", "kid"):
-            raise ConfigError(f"study.objective = {objective!r} is invalid; use fid or kid")
+        objective, cost = _parse_objective(study.get("objective", "fid"))
         direction = study.get("direction", "minimize")
         if direction != "minimize":
             raise ConfigError(
@@ -610,6 +636,8 @@ def parse_study_spec(
         strategy = _parse_strategy(data.get("strategy"), base, parsed, max_trials, data)
         if strategy.name == "pbt":
             pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
+        if cost is not None:
+            sampler, pruner = _multi_objective(sampler, pruner, strategy, "pruner" in data)
         validate_components(sampler, pruner, seed=seed)
 
         from ganhpo.train.config import MODEL_SEARCHABLE
@@ -670,6 +698,7 @@ def parse_study_spec(
             sampler=sampler,
             pruner=pruner,
             objective=objective,
+            cost=cost,
             direction=direction,
             seed=seed,
             max_trials=max_trials,
@@ -681,6 +710,33 @@ def parse_study_spec(
         )
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from e
+
+
+# Samplers that cannot weigh two objectives (Optuna's CMA-ES is single-objective).
+_SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
+
+
+def _multi_objective(
+    sampler: ComponentSpec, pruner: ComponentSpec, strategy: StrategySpec, pruner_given: bool
+) -> tuple[ComponentSpec, ComponentSpec]:
+    """The sampler and pruner of a multi-objective study, or a ConfigError: Optuna's pruners
+    rank trials by one objective, so such a study trains every trial to its length."""
+    if strategy.name == "pbt":
+        raise ConfigError(
+            "strategy pbt ranks members by one objective; use study.objective = "
+            '"fid" with pbt, or drop [strategy] to weigh FID against a cost'
+        )
+    if pruner_given and pruner.name != "none":
+        raise ConfigError(
+            f"pruner {pruner.name!r} cannot prune a study with two objectives (Optuna's pruners "
+            "rank one); drop [pruner]: every trial then trains to its length"
+        )
+    if sampler.name in _SINGLE_OBJECTIVE_SAMPLERS:
+        raise ConfigError(
+            f"sampler {sampler.name!r} optimises one objective; use tpe, nsga2, gp, random or "
+            "qmc for study.objective with a cost"
+        )
+    return sampler, ComponentSpec("none")
 
 
 def _parse_strategy(
@@ -811,7 +867,7 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
 
     study: dict[str, Any] = {
         "name": spec.name,
-        "objective": spec.objective,
+        "objective": list(spec.objectives) if spec.cost else spec.objective,
         "direction": spec.direction,
         "seed": spec.seed,
     }

@@ -7,6 +7,7 @@ worker needs only the storage URL and the study name.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -62,7 +63,7 @@ VERSION_ATTR = "ganhpo:version"
 
 # The name of each objective as Optuna's metric name: what optuna-dashboard and Optuna's plots
 # label the values with (instead of "Objective 0").
-METRIC_NAMES = {"fid": "FID", "kid": "KID"}
+METRIC_NAMES = {"fid": "FID", "kid": "KID", "g_params": "G parameters", "train_seconds": "train s"}
 
 
 def suggest_params(trial: optuna.Trial, spec: StudySpec) -> dict[str, Any]:
@@ -111,12 +112,13 @@ def create_study(
     study = optuna.create_study(
         storage=storage,
         study_name=spec.name,
-        direction="minimize",  # FID and KID; the spec parser accepts nothing else
+        # FID, KID and the costs are minimised; the spec parser accepts nothing else.
+        directions=["minimize"] * len(spec.objectives),
         sampler=build_sampler(spec.sampler, seed=spec.seed),
         pruner=build_pruner(spec.pruner, std_attr=STD_ATTRS[spec.objective]),
     )
     try:
-        name_metrics(study, spec.objective)
+        name_metrics(study, spec.objectives)
         study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
         study.set_user_attr(VERSION_ATTR, __version__)
         if artifacts is not None:
@@ -138,13 +140,14 @@ def create_study(
     return study
 
 
-def name_metrics(study: optuna.Study, objective: str) -> None:
-    """Name the study's objective (``FID`` or ``KID``) as Optuna's metric name, unless it is.
+def name_metrics(study: optuna.Study, objectives: Sequence[str]) -> None:
+    """Name the study's objectives (``FID`` or ``KID``, and a multi-objective study's cost)
+    as Optuna's metric names, unless they are.
 
     Called when a study is created, and by the commands that open one (worker, study show,
     dashboard), which name the objective of a study created before ganhpo named it.
     """
-    names = [METRIC_NAMES[objective]]
+    names = [METRIC_NAMES[o] for o in objectives]
     if study.metric_names != names:
         study.set_metric_names(names)  # two workers doing this at once: both write the same
 
@@ -207,9 +210,9 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=frozen.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         done = [
-            t.value
+            t.values[0]  # the metric (FID or KID), also of a multi-objective study
             for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+            if t.state == optuna.trial.TrialState.COMPLETE and t.values
         ]
         best = min(done) if done else None  # ganhpo's objectives are minimized
         rows.append({"name": frozen.study_name, "n_trials": len(trials), "best_value": best})
@@ -236,18 +239,26 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         if t.number not in links and t.state in STARTED_STATES:
             latest[t.state.name] = latest.get(t.state.name, 0) + 1
     best = None
-    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if completed:
-        b = study.best_trial
+    front = pareto_front(study)
+    if front:
+        b = front[0]
         best = {
             "number": b.number,
-            "value": b.value,
+            "value": b.values[0],
             "params": b.params,
             "user_attrs": {k: v for k, v in b.user_attrs.items() if k != "baseline"},
         }
+    extra: dict[str, Any] = {}
+    if spec.cost is not None:
+        extra["pareto_front"] = [
+            {"number": t.number, "values": dict(zip(spec.objectives, t.values, strict=True)),
+             "params": t.params}
+            for t in front
+        ]  # fmt: skip
     return {
         "name": study.study_name,
         "objective": spec.objective,
+        "objectives": list(spec.objectives),
         "direction": spec.direction,
         "strategy": _describe_strategy(spec),
         "sampler": spec.sampler.describe(),
@@ -266,7 +277,18 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "pbt_intervals": sum(1 for n in links if trials[n].state != optuna.trial.TrialState.FAIL),
         "waiting": states["WAITING"],
         "best": best,
+        **extra,
     }
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials no other beats on every objective, best metric first; of a study
+    with one objective, its best trial."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return []
+    if len(study.directions) == 1:
+        return [study.best_trial]
+    return sorted(study.best_trials, key=lambda t: (t.values, t.number))
 
 
 def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
@@ -313,7 +335,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "number": t.number,
             "state": t.state.name,
-            "value": t.value,
+            "value": t.values[0] if t.values else None,  # the metric: FID or KID
+            **({"cost": t.values[1] if t.values else None} if len(study.directions) > 1 else {}),
             "datetime_start": t.datetime_start.isoformat() if t.datetime_start else None,
             "datetime_complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
         }
@@ -352,14 +375,37 @@ def trial_config(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> TrainConfi
     return apply_params(spec, trial.params, trial.user_attrs, default_seed=spec.seed)
 
 
-def best_config(study: optuna.Study) -> tuple[int, float, TrainConfig]:
-    """(number, value, configuration) of the best completed trial."""
+def best_config(
+    study: optuna.Study, *, trial: int | None = None, fid_within: float | None = None
+) -> tuple[int, float, TrainConfig]:
+    """(number, metric, configuration) of the chosen completed trial: ``trial`` by number;
+    else, with ``fid_within`` (a percentage), the cheapest trial of the Pareto front whose
+    metric is within that much of the best; else the best metric."""
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    name = study.study_name
     if not completed:
         raise StorageError(
-            f"study {study.study_name!r} has no completed trial yet; run 'ganhpo worker "
-            f"--study {study.study_name}' first"
+            f"study {name!r} has no completed trial yet; run 'ganhpo worker --study {name}' first"
         )
-    b = study.best_trial
-    assert b.value is not None
-    return b.number, b.value, trial_config(study_spec(study), b)
+    spec = study_spec(study)
+    if trial is not None:
+        chosen = [t for t in completed if t.number == trial]
+        if not chosen:
+            numbers = ", ".join(str(t.number) for t in pareto_front(study))
+            raise StorageError(
+                f"trial {trial} of study {name!r} is not a completed trial; choose a completed "
+                f"one (the best: {numbers}; 'ganhpo study trials {name}' lists them)"
+            )
+        b = chosen[0]
+    elif fid_within is not None:
+        if spec.cost is None:
+            raise StorageError(
+                f"--fid-within needs a study that weighs a cost against {spec.objective}; "
+                f"study {name!r} has one objective: drop --fid-within"
+            )
+        front = pareto_front(study)
+        limit = front[0].values[0] * (1 + fid_within / 100)
+        b = min((t for t in front if t.values[0] <= limit), key=lambda t: (t.values[1], t.number))
+    else:
+        b = pareto_front(study)[0]
+    return b.number, b.values[0], trial_config(spec, b)

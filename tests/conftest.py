@@ -167,3 +167,36 @@ def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "storage": f"sqlite:///{work / 'ganhpo.db'}",
         "artifacts": str(work / "ganhpo-artifacts"),
     }
+
+
+# The quickstart as a study that weighs FID against the generator's size: no pruner (a study
+# with two objectives has none), the generator's width searched so that sizes differ.
+PARETO = {
+    'objective = "fid"': 'objective = ["fid", "g_params"]',
+    "max_trials = 6 ": "max_trials = 5 ",
+    "steps = 240": "steps = 160",
+    "[search]\n": "[search]\nwidth_g = { choices = [8, 16, 32] }\n",
+    "[pruner]": "[unused]",
+}
+
+
+@pytest.fixture(scope="session")
+def pareto_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A finished multi-objective study (FID and G's parameter count) by a real worker."""
+    from procs import ganhpo, spec_variant, worker_env
+
+    work = tmp_path_factory.mktemp("pareto-study")
+    spec = spec_variant(work, PARETO)
+    text = spec.read_text()  # the quick spec's [pruner] table goes: none in such a study
+    spec.write_text(text[: text.index("[unused]")] + text[text.index("[[baselines]]") :])
+    env = worker_env(work / "cache")
+    for argv in (["study", "create", str(spec)], ["worker", "--study", "quick"]):
+        done = ganhpo(*argv, cwd=work, env=env)
+        if done.returncode != 0:
+            pytest.fail(f"ganhpo {' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
+    return {
+        "dir": str(work),
+        "name": "quick",
+        "storage": f"sqlite:///{work / 'ganhpo.db'}",
+        "artifacts": str(work / "ganhpo-artifacts"),
+    }

@@ -104,7 +104,7 @@ def test_parsed_space_types() -> None:
         ),
         (
             base(study={"name": "t", "objective": "is"}),
-            r"study.objective = 'is' is invalid; use fid or kid",
+            r"study.objective = 'is' is invalid; use \"fid\", \"kid\", or a metric and a cost",
         ),
         (base(study={"name": "t", "max_trials": 0}), r"max_trials = 0 must be at least 1"),
         (
@@ -168,7 +168,7 @@ def test_a_bad_searched_value_is_named_as_written_with_a_fix_that_works() -> Non
         (
             base(sampler={"name": "tpee"}),
             r"unknown sampler 'tpee' \(did you mean 'tpe'\?\); "
-            r"choose one of: cmaes, gp, qmc, random, tpe",
+            r"choose one of: cmaes, gp, nsga2, qmc, random, tpe",
         ),
         (base(pruner={"name": "medain"}), r"unknown pruner 'medain' \(did you mean 'median'\?\)"),
         (base(dataset={"name": "cifar"}), r"unknown dataset 'cifar'"),
@@ -477,3 +477,50 @@ def test_spectral_norm_exists_only_where_the_architecture_lets_it_choose() -> No
         r"add another arch or drop search.spectral_norm",
     ):
         parse_study_spec(fixed_resnet)
+
+
+def test_a_study_may_weigh_fid_against_a_cost() -> None:
+    spec = parse_study_spec(base(study={"name": "t", "objective": ["fid", "g_params"]}))
+    assert spec.objectives == ("fid", "g_params") and spec.cost == "g_params"
+    assert spec.pruner == ComponentSpec("none")  # two objectives: trials are never pruned
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    seconds = parse_study_spec(base(study={"name": "t", "objective": ["kid", "train_seconds"]}))
+    assert seconds.objectives == ("kid", "train_seconds")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            base(study={"name": "t", "objective": ["fid", "size"]}),
+            r"study.objective = \['fid', 'size'\] is invalid; use \"fid\", \"kid\", or a metric "
+            r"and a cost to minimise together, e.g. \[\"fid\", \"g_params\"\] \(costs: g_params, "
+            r"train_seconds\)",
+        ),
+        (
+            base(study={"name": "t", "objective": ["g_params", "fid"]}),
+            r"study.objective = \['g_params', 'fid'\] is invalid",
+        ),
+        (
+            base(study={"name": "t", "objective": ["fid", "g_params"]}, pruner={"name": "median"}),
+            r"pruner 'median' cannot prune a study with two objectives \(Optuna's pruners rank "
+            r"one\); drop \[pruner\]",
+        ),
+        (
+            base(study={"name": "t", "objective": ["fid", "g_params"]}, sampler={"name": "cmaes"}),
+            r"sampler 'cmaes' optimises one objective; use tpe, nsga2, gp, random or qmc",
+        ),
+        (
+            base(
+                study={"name": "t", "objective": ["fid", "g_params"], "max_trials": 4},
+                strategy={"name": "pbt", "hyperparams": ["lr_g"]},
+                train={"steps": 100},
+                eval={"every": 10},
+            ),
+            r"strategy pbt ranks members by one objective",
+        ),
+    ],
+)
+def test_bad_multi_objective_specs_name_the_fix(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_study_spec(data)

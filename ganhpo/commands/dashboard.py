@@ -89,7 +89,7 @@ def _name_metrics(storage: Any) -> None:
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         if SPEC_ATTR in s.user_attrs:  # studies of other tools are shown as they are
             study = optuna.load_study(study_name=s.study_name, storage=storage)
-            name_metrics(study, study_spec(study).objective)
+            name_metrics(study, study_spec(study).objectives)
 
 
 def run(args: argparse.Namespace) -> int:

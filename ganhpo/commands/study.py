@@ -90,9 +90,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the best trial; --as-config prints it for ganhpo train",
         description="Print the best completed trial: its number and value; with --json, "
         "its whole configuration too; with --as-config, that configuration as a TOML file "
-        "for 'ganhpo train'.",
+        "for 'ganhpo train'. A study that weighs FID against a cost has a Pareto front of "
+        "trade-offs instead of one best: it takes the best FID unless --fid-within or --trial "
+        "chooses another ('ganhpo study show' lists the front).",
     )
     b.add_argument("name", help=_NAME_HELP)
+    choice = b.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--fid-within",
+        type=float,
+        metavar="PCT",
+        help="a study with a cost: the cheapest trial of the Pareto front whose FID (or KID) "
+        "is within PCT %% of the best",
+    )
+    choice.add_argument("--trial", type=int, metavar="N", help="trial N instead of the best")
     how = b.add_mutually_exclusive_group()
     how.add_argument(
         "--as-config",
@@ -172,7 +183,7 @@ def show(args: argparse.Namespace) -> int:
 
     study = load_study(args.name, storage_from_args(args))
     info = summarize(study)
-    name_metrics(study, info["objective"])  # a study created before ganhpo named it
+    name_metrics(study, info["objectives"])  # a study created before ganhpo named it
     if args.json:
         print_json(info)
         return 0
@@ -211,6 +222,19 @@ def show(args: argparse.Namespace) -> int:
         print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
         for k, v in best["params"].items():
             print(f"  {k:<12} {v}")
+    front = info.get("pareto_front")
+    if front:
+        cost = info["objectives"][1]
+        print(
+            f"pareto     {len(front)} trade-offs of {info['objective']} and {cost} (no trial "
+            "beats one on both; 'ganhpo study best --fid-within PCT' picks one):"
+        )
+        for t in front:
+            values = t["values"]
+            print(
+                f"  trial {t['number']:<5} {info['objective']} {values[info['objective']]:.4f}  "
+                f"{cost} {values[cost]:.6g}"
+            )
     return 0
 
 
@@ -274,8 +298,10 @@ def best(args: argparse.Namespace) -> int:
     from ganhpo.study import best_config, load_study
     from ganhpo.train import config_to_dict
 
+    if args.fid_within is not None and not args.fid_within >= 0:
+        raise ConfigError(f"--fid-within {args.fid_within:g} is invalid; use a percentage >= 0")
     study = load_study(args.name, storage_from_args(args))
-    number, value, config = best_config(study)
+    number, value, config = best_config(study, trial=args.trial, fid_within=args.fid_within)
     if args.as_config:
         header = (
             f"# ganhpo train config of trial {number} of study {args.name!r} (FID {value:.4f})\n"

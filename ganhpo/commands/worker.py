@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     study, spec, storage = open_worker_study(
         args.study, lambda **heartbeat: storage_from_args(args, **heartbeat)
     )
-    name_metrics(study, spec.objective)  # a study created before ganhpo named it
+    name_metrics(study, spec.objectives)  # a study created before ganhpo named it
     artifacts = args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR)
     options = WorkerOptions(
         n_trials=args.n_trials,

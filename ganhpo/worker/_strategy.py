@@ -50,7 +50,9 @@ class Worker(Protocol):
         """A fresh id for a checkpoint file of the study."""
         ...
 
-    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+    def tell(
+        self, trial: optuna.Trial, state: TrialState, values: list[float] | None = None
+    ) -> None:
         """Tell the study the trial ended, through outages, once."""
         ...
 
@@ -79,6 +81,8 @@ class OptunaStrategy(Strategy):
     """The sampler proposes each trial's parameters; the pruner stops the poor ones early."""
 
     def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
+        if w.spec.cost is not None:
+            return "go on"  # two objectives: no Optuna pruner ranks them (the spec has none)
         return "prune" if w._db(trial.should_prune) else "go on"
 
 

@@ -655,7 +655,7 @@ class Worker:
                 if math.isfinite(std):  # before the report: the pruner reads it
                     stds[str(record.step)] = std
                     self._db(trial.set_user_attr, STD_ATTRS[objective], stds)
-                self._db(trial.report, value, record.step)
+                self._db(self._report, trial, value, record.step)
                 spent = (
                     f"  budget {self.steps_spent}/{self.max_steps} steps"
                     if self.max_steps is not None
@@ -882,9 +882,11 @@ class Worker:
         if state != TrialState.FAIL:
             self._last_failure = None  # only failures in a row look like the environment's
         failpoint("finish:recorded")
+        values: list[float] | None = None
         if state == TrialState.COMPLETE:
             assert value is not None and math.isfinite(value)
-        self.tell(trial, state, value if state == TrialState.COMPLETE else None)
+            values = [value, *self._costs(trial)]
+        self.tell(trial, state, values)
         failpoint("finish:told")
         if self.artifacts is not None:
             for artifact_id in checkpoint_ids(trial.user_attrs):
@@ -894,7 +896,29 @@ class Worker:
         log("trial %d %s (%s, %.0fs)", trial.number, state.name.lower(), reason, wall)
         return state
 
-    def tell(self, trial: optuna.Trial, state: TrialState, value: float | None = None) -> None:
+    def _report(self, trial: optuna.Trial, value: float, step: int) -> None:
+        """Report an evaluation. A study with two objectives keeps its metric's curve too
+        (for the dashboard, plots and hand-overs), written to the storage directly: Optuna's
+        ``Trial.report`` refuses multi-objective studies, whose trials are never pruned."""
+        if self.spec.cost is None:
+            trial.report(value, step)
+        else:
+            self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+
+    def _costs(self, trial: optuna.Trial) -> list[float]:
+        """The second objective of a multi-objective study (none for one with one objective):
+        a cost the trial recorded as a user attribute of the same name."""
+        name = self.spec.cost
+        if name is None:
+            return []
+        cost = self._db(lambda: trial.user_attrs.get(name))
+        if cost is None:
+            raise RuntimeError(f"trial {trial.number} recorded no {name}")
+        return [float(cost)]
+
+    def tell(
+        self, trial: optuna.Trial, state: TrialState, values: list[float] | None = None
+    ) -> None:
         """Tell the study that ``trial`` ended in ``state``, retrying through outages.
 
         A tell can go through and its answer still be lost (the connection drops after the
@@ -913,8 +937,8 @@ class Worker:
                 if current.is_finished():
                     raise _TakenOver(f"the trial is {current.name}")
             attempts += 1
-            if value is not None:
-                self.study.tell(trial, value)
+            if values is not None:
+                self.study.tell(trial, values)
             else:
                 self.study.tell(trial, state=state)
             failpoint("tell:done")
@@ -922,6 +946,10 @@ class Worker:
         self._db(tell_once)
 
     def _best_value(self) -> float | None:
+        """The best metric so far (of a multi-objective study: the best on its Pareto front)."""
+        if self.spec.cost is not None:
+            front = self._db(lambda: self.study.best_trials)
+            return min((t.values[0] for t in front), default=None)
         try:
             return float(self._db(lambda: self.study.best_value))
         except ValueError:

@@ -196,3 +196,19 @@ def test_dashboard_without_a_database_is_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0]
     assert not (tmp_path / "ganhpo-artifacts").exists()
+
+
+def test_dashboard_serves_the_pareto_front_of_a_study_of_fid_and_size(
+    pareto_study: dict[str, str],
+) -> None:
+    with serving(pareto_study["dir"]) as base:
+        _, detail = study_detail(base)
+    study = optuna.load_study(study_name="quick", storage=pareto_study["storage"])
+    assert detail["objective_names"] == ["FID", "G parameters"]
+    assert len(detail["directions"]) == 2
+    served = sorted(t["number"] for t in detail["best_trials"])  # optuna-dashboard's front
+    assert served == sorted(t.number for t in study.best_trials) and served
+    by_number = {t["number"]: t for t in detail["trials"]}
+    for t in study.best_trials:
+        assert by_number[t.number]["values"] == pytest.approx(t.values)
+    assert detail["has_intermediate_values"]  # the FID curves, though no trial is pruned

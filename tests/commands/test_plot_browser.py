@@ -109,7 +109,11 @@ def screenshot(driver: Any, name: str) -> Image.Image:
     return shot
 
 
-@pytest.mark.parametrize("page", [pg.filename for pg in plots.PAGES])
+# The pages of a study with one objective: all but the Pareto front's.
+SINGLE = [pg.filename for pg in plots.PAGES if pg.filename != "pareto.html"]
+
+
+@pytest.mark.parametrize("page", SINGLE)
 def test_page_draws_its_plot_without_console_errors(browser: Any, report: Path, page: str) -> None:
     browser.get((report / page).as_uri())
     assert wait_drawn(browser) == 1
@@ -129,7 +133,7 @@ def test_index_links_every_page_and_shows_the_grid(
     links = browser.execute_script(
         "return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))"
     )
-    assert {pg.filename for pg in plots.PAGES} <= set(links)
+    assert set(SINGLE) <= set(links) and "pareto.html" not in links
     rows = browser.execute_script("return document.querySelectorAll('#best tbody tr').length")
     assert rows >= 1
     images = browser.execute_script(
@@ -143,3 +147,31 @@ def test_index_links_every_page_and_shows_the_grid(
         assert "no sample grid" in browser.execute_script(f"return {first_row}.textContent")
     assert errors(browser) == []
     screenshot(browser, "index").close()
+
+
+def test_the_pareto_front_of_a_study_of_fid_and_size_is_drawn(
+    browser: Any, pareto_study: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    assert main(["plot", "quick", "--out", str(out), "--storage", pareto_study["storage"]]) == 0
+    study = optuna.load_study(study_name="quick", storage=pareto_study["storage"])
+    browser.get((out / "pareto.html").as_uri())
+    assert wait_drawn(browser) == 1
+    assert errors(browser) == []
+    layout = "document.querySelector('.js-plotly-plot')._fullLayout"
+    title = browser.execute_script(f"return {layout}.title.text")
+    assert title.startswith("Pareto front: FID against G parameters"), title
+    # Optuna's figure: the front's trials in one trace (red, its colour bar "Best Trial"), the
+    # others in another ("Trial").
+    traces = browser.execute_script(
+        "return document.querySelector('.js-plotly-plot').data"
+        ".map(t => [t.marker.colorbar.title.text, t.x.length])"
+    )
+    on_front = dict(traces).get("Best Trial")
+    assert on_front == len(study.best_trials), traces
+    screenshot(browser, "pareto").close()
+    # The other pages plot the FID of such a study too.
+    for page in ("history.html", "slices.html"):
+        browser.get((out / page).as_uri())
+        assert wait_drawn(browser) == 1 and errors(browser) == [], page
+        assert "FID" in browser.execute_script(f"return {layout}.title.text"), page

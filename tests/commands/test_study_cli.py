@@ -498,3 +498,68 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
         assert [float(v.split("±")[1]) for _, v in pairs] == pytest.approx(
             [p["std"] for p in row["intermediate"]], rel=0.05
         )
+
+
+def _dominated(t: optuna.trial.FrozenTrial, others: list[optuna.trial.FrozenTrial]) -> bool:
+    return any(
+        all(a <= b for a, b in zip(o.values, t.values, strict=True)) and o.values != t.values
+        for o in others
+    )
+
+
+def test_a_study_of_fid_and_size_has_a_pareto_front_and_best_asks_which(
+    capsys: pytest.CaptureFixture[str], pareto_study: dict[str, str]
+) -> None:
+    storage = pareto_study["storage"]
+    study = optuna.load_study(study_name="quick", storage=storage)
+    assert study.metric_names == ["FID", "G parameters"]
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) >= 3, [(t.number, t.state, t.user_attrs.get("status")) for t in study.trials]
+    for t in done:  # the values are the final FID and the generator's parameter count
+        assert t.values == [t.user_attrs["fid"], t.user_attrs["g_params"]]
+        assert sorted(t.intermediate_values) == [80, 160]  # its curve, though never pruned
+    assert len({t.values[1] for t in done}) > 1  # the widths differ: a real trade-off
+    front = sorted((t for t in done if not _dominated(t, done)), key=lambda t: (t.values, t.number))
+    assert {t.number for t in front} == {t.number for t in study.best_trials}  # Optuna's
+
+    code, out, _ = run(capsys, "study", "show", "quick", "--json", "--storage", storage)
+    info = json.loads(out)
+    assert code == 0 and info["objectives"] == ["fid", "g_params"]
+    assert [p["number"] for p in info["pareto_front"]] == [t.number for t in front]
+    assert info["pareto_front"][0]["values"] == {"fid": front[0].values[0],
+                                                 "g_params": front[0].values[1]}  # fmt: skip
+    assert info["best"]["number"] == front[0].number  # the best FID
+    assert info["pruner"] == "none()"
+    code, out, _ = run(capsys, "study", "show", "quick", "--storage", storage)
+    assert f"pareto     {len(front)} trade-offs of fid and g_params" in out
+    for t in front:
+        assert f"trial {t.number:<5} fid {t.values[0]:.4f}  g_params {t.values[1]:.6g}" in out
+
+    def best(*extra: str) -> int:
+        code, out, err = run(capsys, "study", "best", "quick", "--json", "--storage", storage,
+                             *extra)  # fmt: skip
+        assert code == 0, err
+        return int(json.loads(out)["number"])
+
+    assert best() == front[0].number  # by default: the best FID
+    smallest = min(front, key=lambda t: (t.values[1], t.number))
+    assert best("--fid-within", "1e9") == smallest.number  # any FID: the smallest generator
+    assert best("--fid-within", "0") == front[0].number
+    within = [t for t in front if t.values[0] <= front[0].values[0] * 1.25]
+    assert best("--fid-within", "25") == min(within, key=lambda t: t.values[1]).number
+    other = next(t for t in done if t.number != front[0].number)
+    assert best("--trial", str(other.number)) == other.number
+
+    code, _, err = run(capsys, "study", "best", "quick", "--trial", "99", "--storage", storage)
+    assert code != 0 and "trial 99 of study 'quick' is not a completed trial" in one_line_error(err)
+    code, _, err = run(capsys, "study", "best", "quick", "--fid-within", "-5", "--storage", storage)
+    assert code != 0 and "--fid-within -5 is invalid" in one_line_error(err)
+
+
+def test_fid_within_needs_a_study_with_a_cost(
+    capsys: pytest.CaptureFixture[str], quick_study: dict[str, str]
+) -> None:
+    code, _, err = run(capsys, "study", "best", "quick", "--fid-within", "10",
+                       "--storage", quick_study["storage"])  # fmt: skip
+    assert code != 0
+    assert "--fid-within needs a study that weighs a cost against fid" in one_line_error(err)
