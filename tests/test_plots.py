@@ -330,6 +330,10 @@ def test_report_shows_each_best_trials_latest_grid(mixed: Any, tmp_path: Path) -
     assert (grids / "trial-00003.png").read_bytes() == png(30)  # the one its attribute names
     assert text.count("no sample grid") == 1  # trial 0
     for page in plots.PAGES:
+        if page.filename == "pareto.html":  # one objective: no trade-off, no page
+            assert not (tmp_path / "report" / page.filename).exists()
+            assert f"href='{page.filename}'" not in text
+            continue
         assert 'id="plot"' in (tmp_path / "report" / page.filename).read_text(), page.filename
         assert f"href='{page.filename}'" in text
 
@@ -374,7 +378,8 @@ def test_plot_a_real_study(
     assert out == f"{out_dir / 'index.html'}\n"  # the result on stdout, progress on stderr
     assert "wrote" in err
     names = {f.name for f in out_dir.iterdir()}
-    assert names >= {"index.html", "plotly.min.js", *(pg.filename for pg in plots.PAGES)}
+    single = {pg.filename for pg in plots.PAGES} - {"pareto.html"}  # one objective: no front
+    assert names >= {"index.html", "plotly.min.js", *single} and "pareto.html" not in names
     for page in out_dir.glob("*.html"):
         text = page.read_text()
         # Offline: no script or stylesheet from the network, plotly.js from the folder.
@@ -460,3 +465,20 @@ def test_plot_before_any_trial_completed_says_what_to_do(
         else "run a worker ('ganhpo worker --study quick', with the same storage)"
     )
     assert f": {fix} until a trial completes, then run 'ganhpo plot' again" in warning
+
+
+def test_pareto_page_only_for_a_study_that_weighs_a_cost(mixed: Any) -> None:
+    from test_study import VALUES, study_of
+
+    assert plots._pareto_info(mixed[0]) is None  # one objective: the page does not apply
+    study = study_of(VALUES)
+    info = plots._pareto_info(study)
+    assert info is not None and info.drawable
+    assert info.labels == ["FID", "G parameters"] and info.front == [4, 2, 1]
+    assert "3 of 6 completed trials are on the front" in info.notes[0]
+    # The single-objective figures plot the FID of such a study.
+    history = plots._history_info(study)
+    assert history.label == "FID" and history.completed == list(range(6))
+    fig = plots._draw_pareto(study, info)
+    assert fig.layout.xaxis.title.text == "FID" and fig.layout.yaxis.title.text == "G parameters"
+    assert plots._draw_history(study, history).data  # Optuna drew it with the FID as target

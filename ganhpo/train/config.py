@@ -72,6 +72,7 @@ class ModelConfig:
     spectral_norm: bool = False  # spectral normalization on every D layer
     width_g: int | None = None  # the generator's width when it differs from D's (else width)
     width_d: int | None = None  # the discriminator's width (else width)
+    depth: int = 0  # extra blocks (layers in dcgan, residual blocks in resnet) per resolution
     options: tuple[tuple[str, Any], ...] = ()  # a user builder's own keys, sorted
 
     # from_dict collects unknown [model] keys here when accepts_options says so
@@ -112,10 +113,13 @@ class ModelConfig:
             value = getattr(self, key)
             _require(value is None or 4 <= value <= 1024, f"model.{key}", value, "use 4 to 1024")
         _require(1 <= self.latent_dim <= 4096, "model.latent_dim", self.latent_dim, "use 1 to 4096")
+        _require(0 <= self.depth <= 8, "model.depth", self.depth, "use 0 to 8")
 
 
 # [model] keys a study may search (besides a user builder's own keys).
-MODEL_SEARCHABLE = frozenset({"arch", "width", "width_g", "width_d", "latent_dim", "spectral_norm"})
+MODEL_SEARCHABLE = frozenset(
+    {"arch", "width", "width_g", "width_d", "latent_dim", "spectral_norm", "depth"}
+)
 
 
 def is_builder_path(arch: object) -> bool:

@@ -534,8 +534,10 @@ class Trainer:
         # The budget and the evaluation cadence may change on resume; nothing else may.
         ignored = {"steps", "checkpoint_every", *adopt}
         diffs = []
+        # A key a checkpoint lacks was added to ganhpo after it was made: its default then.
+        defaults = config_to_dict(TrainConfig())
         for section in ("dataset", "model", "train"):
-            a, b = mine.get(section, {}), saved.get(section, {})
+            a, b = mine.get(section, {}), {**defaults[section], **saved.get(section, {})}
             diffs += [f"{section}.{k}" for k in (set(a) | set(b)) - ignored if a.get(k) != b.get(k)]
         if saved.get("seed") != mine.get("seed"):
             diffs.append("seed")
@@ -637,6 +639,7 @@ def _networks(
             spectral_norm=model.spectral_norm,
             width_g=model.width_g,
             width_d=model.width_d,
+            depth=model.depth,
             options=dict(model.options),
             rotation_head=config.train.rotation,
         )

@@ -48,11 +48,23 @@ def upsampling_plan(resolution: int) -> tuple[int, int]:
     return size, ups
 
 
-class DCGANGenerator(nn.Module):
-    """z -> linear -> (ConvTranspose 4x4/2, BN, ReLU)* -> ConvTranspose -> tanh."""
+def _check_depth(depth: int) -> None:
+    if not 0 <= depth <= MAX_DEPTH:
+        raise ConfigError(f"model.depth = {depth} is invalid; use 0 to {MAX_DEPTH}")
 
-    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int) -> None:
+
+MAX_DEPTH = 8  # extra blocks per resolution
+
+
+class DCGANGenerator(nn.Module):
+    """z -> linear -> (ConvTranspose 4x4/2, BN, ReLU)* -> ConvTranspose -> tanh; ``depth``
+    extra (conv 3x3, BN, ReLU) layers at each hidden resolution."""
+
+    def __init__(
+        self, latent_dim: int, channels: int, resolution: int, width: int, depth: int = 0
+    ) -> None:
         super().__init__()
+        _check_depth(depth)
         base, ups = upsampling_plan(resolution)
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. [64, 32]
         self.latent_dim = latent_dim
@@ -62,12 +74,21 @@ class DCGANGenerator(nn.Module):
             nn.BatchNorm1d(widths[0] * base * base),
             nn.ReLU(inplace=True),
         )
-        layers: list[nn.Module] = []
+
+        def extra(c: int) -> list[nn.Module]:
+            return [
+                m
+                for _ in range(depth)
+                for m in (nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True))
+            ]
+
+        layers: list[nn.Module] = extra(widths[0])
         for cin, cout in itertools.pairwise(widths):
             layers += [
                 nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
                 nn.BatchNorm2d(cout),
                 nn.ReLU(inplace=True),
+                *extra(cout),
             ]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -78,7 +99,8 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """(Conv 4x4/2, LeakyReLU)* -> linear logit. No batch norm, so every penalty applies."""
+    """(Conv 4x4/2, LeakyReLU)* -> linear logit, with ``depth`` extra (conv 3x3, LeakyReLU)
+    layers after each down-sampling. No batch norm, so every penalty applies."""
 
     def __init__(
         self,
@@ -87,8 +109,10 @@ class DCGANDiscriminator(nn.Module):
         width: int,
         spectral_norm: bool,
         rotation_head: bool = False,
+        depth: int = 0,
     ) -> None:
         super().__init__()
+        _check_depth(depth)
         base, downs = upsampling_plan(resolution)
 
         def sn(m: nn.Module) -> nn.Module:
@@ -99,6 +123,8 @@ class DCGANDiscriminator(nn.Module):
         for i in range(downs):
             cout = width * 2**i
             layers += [sn(nn.Conv2d(cin, cout, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
+            for _ in range(depth):
+                layers += [sn(nn.Conv2d(cout, cout, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True)]
             cin = cout
         self.net = nn.Sequential(*layers)
         self.fc = sn(nn.Linear(cin * base * base, 1))
@@ -118,20 +144,26 @@ class DCGANDiscriminator(nn.Module):
 
 
 class _UpBlock(nn.Module):
-    """BN, ReLU, 2x nearest up-sampling, conv 3x3, BN, ReLU, conv 3x3; shortcut: up, conv 1x1."""
+    """BN, ReLU, 2x nearest up-sampling, conv 3x3, BN, ReLU, conv 3x3; shortcut: up, conv 1x1.
+    Without ``up``, a block at the same resolution (identity shortcut): ``model.depth``."""
 
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, *, up: bool = True) -> None:
         super().__init__()
+        upsample: list[nn.Module] = [nn.Upsample(scale_factor=2)] if up else []
         self.body = nn.Sequential(
             nn.BatchNorm2d(cin),
             nn.ReLU(),
-            nn.Upsample(scale_factor=2),
+            *upsample,
             nn.Conv2d(cin, cout, 3, 1, 1),
             nn.BatchNorm2d(cout),
             nn.ReLU(),
             nn.Conv2d(cout, cout, 3, 1, 1),
         )
-        self.shortcut = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(cin, cout, 1))
+        self.shortcut: nn.Module = (
+            nn.Sequential(*upsample, nn.Conv2d(cin, cout, 1))
+            if up or cin != cout
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
@@ -142,21 +174,37 @@ class _DownBlock(nn.Module):
 
     The first block of D sees images: no ReLU before its first convolution, and its shortcut
     pools before the 1x1 convolution (SNGAN's "optimized" block). ``sn`` wraps every layer in
-    spectral normalisation.
+    spectral normalisation. Without ``down``, a block at the same resolution with an identity
+    shortcut (SNGAN's last blocks; ``model.depth``).
     """
 
     def __init__(
-        self, cin: int, cout: int, *, first: bool, sn: Callable[[nn.Module], nn.Module]
+        self,
+        cin: int,
+        cout: int,
+        *,
+        first: bool,
+        sn: Callable[[nn.Module], nn.Module],
+        down: bool = True,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [] if first else [nn.ReLU()]
         layers += [sn(nn.Conv2d(cin, cout, 3, 1, 1)), nn.ReLU(), sn(nn.Conv2d(cout, cout, 3, 1, 1))]
-        layers.append(nn.AvgPool2d(2))
+        if down:
+            layers.append(nn.AvgPool2d(2))
         self.body = nn.Sequential(*layers)
-        conv = sn(nn.Conv2d(cin, cout, 1))
-        self.shortcut = (
-            nn.Sequential(nn.AvgPool2d(2), conv) if first else nn.Sequential(conv, nn.AvgPool2d(2))
-        )
+        self.shortcut: nn.Module
+        if not down and cin == cout:
+            self.shortcut = nn.Identity()
+        elif not down:
+            self.shortcut = sn(nn.Conv2d(cin, cout, 1))
+        else:
+            conv = sn(nn.Conv2d(cin, cout, 1))
+            self.shortcut = (
+                nn.Sequential(nn.AvgPool2d(2), conv)
+                if first
+                else nn.Sequential(conv, nn.AvgPool2d(2))
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.shortcut(x)
@@ -164,16 +212,26 @@ class _DownBlock(nn.Module):
 
 class ResNetGenerator(nn.Module):
     """SNGAN's ResNet generator (Miyato et al. 2018; compare_gan's ``resnet_cifar``): z ->
-    linear -> residual up-sampling blocks -> BN, ReLU, conv 3x3 -> tanh."""
+    linear -> residual up-sampling blocks (each followed by ``depth`` residual blocks at its
+    resolution) -> BN, ReLU, conv 3x3 -> tanh."""
 
-    def __init__(self, latent_dim: int, channels: int, resolution: int, width: int) -> None:
+    def __init__(
+        self, latent_dim: int, channels: int, resolution: int, width: int, depth: int = 0
+    ) -> None:
         super().__init__()
+        _check_depth(depth)
         base, ups = upsampling_plan(resolution)
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)] + [width]
         self.latent_dim = latent_dim
         self.base = base
         self.fc = nn.Linear(latent_dim, widths[0] * base * base)
-        self.blocks = nn.Sequential(*(_UpBlock(a, b) for a, b in itertools.pairwise(widths)))
+        self.blocks = nn.Sequential(
+            *(
+                block
+                for a, b in itertools.pairwise(widths)
+                for block in (_UpBlock(a, b), *(_UpBlock(b, b, up=False) for _ in range(depth)))
+            )
+        )
         self.out = nn.Sequential(
             nn.BatchNorm2d(widths[-1]),
             nn.ReLU(),
@@ -189,19 +247,30 @@ class ResNetGenerator(nn.Module):
 class ResNetDiscriminator(nn.Module):
     """SNGAN's ResNet discriminator: residual down-sampling blocks with spectral normalisation,
     ReLU, global sum pooling, a linear logit. Spectral normalisation is part of the design
-    (model.spectral_norm does not turn it off)."""
+    (model.spectral_norm does not turn it off). ``depth`` residual blocks follow each
+    down-sampling one, at its resolution."""
 
     def __init__(
-        self, channels: int, resolution: int, width: int, rotation_head: bool = False
+        self,
+        channels: int,
+        resolution: int,
+        width: int,
+        rotation_head: bool = False,
+        depth: int = 0,
     ) -> None:
         super().__init__()
+        _check_depth(depth)
         _, downs = upsampling_plan(resolution)
         sn = nn.utils.parametrizations.spectral_norm
         widths = [channels] + [width * 2**i for i in range(downs)]
         self.blocks = nn.Sequential(
             *(
-                _DownBlock(a, b, first=i == 0, sn=sn)
+                block
                 for i, (a, b) in enumerate(itertools.pairwise(widths))
+                for block in (
+                    _DownBlock(a, b, first=i == 0, sn=sn),
+                    *(_DownBlock(b, b, first=False, sn=sn, down=False) for _ in range(depth)),
+                )
             )
         )
         self.fc = sn(nn.Linear(widths[-1], 1))
@@ -240,9 +309,12 @@ def _dcgan(
     width_g: int | None = None,
     width_d: int | None = None,
     rotation_head: bool = False,
+    depth: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
-    g = DCGANGenerator(latent_dim, channels, resolution, width_g or width)
-    d = DCGANDiscriminator(channels, resolution, width_d or width, spectral_norm, rotation_head)
+    g = DCGANGenerator(latent_dim, channels, resolution, width_g or width, depth)
+    d = DCGANDiscriminator(
+        channels, resolution, width_d or width, spectral_norm, rotation_head, depth
+    )
     g.apply(_init_weights)
     d.apply(_init_weights)
     return g, d
@@ -259,10 +331,11 @@ def _resnet(
     width_g: int | None = None,
     width_d: int | None = None,
     rotation_head: bool = False,
+    depth: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     del spectral_norm  # always on in this D
-    g = ResNetGenerator(latent_dim, channels, resolution, width_g or width)
-    d = ResNetDiscriminator(channels, resolution, width_d or width, rotation_head)
+    g = ResNetGenerator(latent_dim, channels, resolution, width_g or width, depth)
+    d = ResNetDiscriminator(channels, resolution, width_d or width, rotation_head, depth)
     return g, d
 
 
@@ -278,6 +351,7 @@ def build_models(
     width_d: int | None = None,
     options: Mapping[str, Any] | None = None,
     rotation_head: bool = False,
+    depth: int = 0,
 ) -> tuple[nn.Module, nn.Module]:
     """(generator, discriminator) for C x R x R images: a registered architecture, or a user's
     builder named ``"package.module:function"`` (see :func:`build_user_models`).
@@ -291,6 +365,7 @@ def build_models(
             "spectral_norm": spectral_norm,
             "width_g": width_g,
             "width_d": width_d,
+            "depth": depth,
         }
         if rotation_head:
             raise ConfigError(
@@ -307,6 +382,7 @@ def build_models(
         width_g=width_g,
         width_d=width_d,
         spectral_norm=spectral_norm,
+        depth=depth,
         **extra,
     )
 
@@ -343,11 +419,11 @@ def build_user_models(
     """A user's (generator, discriminator) from ``builder(image_shape, **kwargs)``.
 
     The builder receives the image shape (C, H, W) and ``latent_dim``, the builder's own
-    ``[model]`` keys (fixed or searched), and those of ``width``, ``width_g``, ``width_d`` and
-    ``spectral_norm`` that its signature names (or all of them, given ``**kwargs``). It returns
-    (G, D): G maps z [N, latent_dim] to images [N, C, H, W] in [-1, 1] (tanh), D maps images to
-    one logit per image ([N] or [N, 1]). Raises ModelError in one line when it fails or returns
-    anything else.
+    ``[model]`` keys (fixed or searched), and those of ``width``, ``width_g``, ``width_d``,
+    ``spectral_norm`` and ``depth`` that its signature names (or all of them, given
+    ``**kwargs``). It returns (G, D): G maps z [N, latent_dim] to images [N, C, H, W] in
+    [-1, 1] (tanh), D maps images to one logit per image ([N] or [N, 1]). Raises ModelError in
+    one line when it fails or returns anything else.
     """
     builder = import_builder(arch)
     try:

@@ -28,7 +28,7 @@ def mnist_small(mnist_dir: Path) -> ImageDataset:
 
 def tiny_config(**train: object) -> TrainConfig:
     """A 20-step run on 1000 MNIST images; ``train`` may set [train] and [model] keys."""
-    model = {k: train.pop(k) for k in ("arch",) if k in train}
+    model = {k: train.pop(k) for k in ("arch", "depth") if k in train}
     params = {"steps": 20, "batch_size": 16, **train}
     return TrainConfig(
         dataset=DatasetConfig(name="mnist", limit=1000),
@@ -61,8 +61,20 @@ def state_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
         {"feature_matching": True, "fm_weight": 0.5},
         {"consistency": True, "penalty": "r1"},
         {"rotation": True, "loss": "hinge", "arch": "resnet"},
+        {"depth": 1},
+        {"depth": 1, "arch": "resnet", "loss": "hinge"},
     ],
-    ids=["ns", "wgan-gp-ema", "hinge-r1", "resnet", "feature-matching", "bcr-r1", "ss-rotation"],
+    ids=[
+        "ns",
+        "wgan-gp-ema",
+        "hinge-r1",
+        "resnet",
+        "feature-matching",
+        "bcr-r1",
+        "ss-rotation",
+        "dcgan-depth",
+        "resnet-depth",
+    ],
 )
 def test_checkpoint_resume_is_bit_exact(
     mnist_small: ImageDataset, tmp_path: Path, params: dict[str, object]
@@ -112,6 +124,26 @@ def test_resume_with_another_configuration_is_refused(
         other.load(tmp_path / "c.pt")
     # A longer budget is allowed: that is how a run is extended.
     Trainer(tiny_config(steps=50), data=mnist_small).load(tmp_path / "c.pt")
+
+
+def test_a_checkpoint_from_before_a_model_key_existed_resumes(
+    mnist_small: ImageDataset, tmp_path: Path
+) -> None:
+    """A checkpoint made before ``model.depth`` existed has no such key: it means the default
+    (an upgraded worker resumes a study's trials; the state is the same network)."""
+    from ganhpo.train.checkpoint import load_checkpoint, save_checkpoint
+
+    t = Trainer(tiny_config(), data=mnist_small)
+    t.train_step()
+    state = t.state_dict()
+    del state["config"]["model"]["depth"]
+    save_checkpoint(state, tmp_path / "old.pt")
+    resumed = Trainer(tiny_config(), data=mnist_small)
+    resumed.load(tmp_path / "old.pt")
+    assert resumed.step == 1
+    assert "depth" not in load_checkpoint(tmp_path / "old.pt")["config"]["model"]
+    with pytest.raises(CheckpointError, match=r"model\.depth"):  # but not another network
+        Trainer(tiny_config(depth=1), data=mnist_small).load(tmp_path / "old.pt")
 
 
 def test_adopted_hyperparameters_continue_the_state_bit_exactly(

@@ -67,3 +67,37 @@ def test_unknown_architecture_lists_valid_ones() -> None:
 def test_bad_channel_count() -> None:
     with pytest.raises(ConfigError, match="use 1 or 3"):
         build_models("dcgan", latent_dim=8, channels=2, resolution=28, width=8)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+@pytest.mark.parametrize(("channels", "resolution"), [(1, 28), (3, 32)])
+def test_depth_adds_blocks_at_every_resolution(arch: str, channels: int, resolution: int) -> None:
+    """``model.depth`` extra blocks per resolution: the same image shapes, more layers; depth 0
+    is the network of before (same parameters, so older checkpoints load)."""
+    kw = {"latent_dim": 16, "channels": channels, "resolution": resolution, "width": 8}
+    ups = upsampling_plan(resolution)[1]
+    sizes = {}
+    for depth in (0, 1, 2):
+        torch.manual_seed(0)
+        g, d = build_models(arch, depth=depth, **kw)
+        x = g(torch.randn(3, 16))
+        assert x.shape == (3, channels, resolution, resolution) and d(x).shape == (3,)
+        convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+        d_convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+        sizes[depth] = (len(convs), len(d_convs), count_params(g), count_params(d))
+    torch.manual_seed(0)
+    g0, d0 = build_models(arch, **kw)  # no depth given
+    assert (count_params(g0), count_params(d0)) == sizes[0][2:]
+    if arch == "dcgan":  # one 3x3 conv per extra block: at the base and each up-sampled size
+        assert sizes[1][0] - sizes[0][0] == ups and sizes[2][0] - sizes[0][0] == 2 * ups
+        assert sizes[1][1] - sizes[0][1] == ups
+    else:  # a residual block of 2 convs per up-/down-sampling block, identity shortcut
+        assert sizes[1][0] - sizes[0][0] == 2 * ups and sizes[1][1] - sizes[0][1] == 2 * ups
+        d_blocks = [m for m in d.modules() if type(m).__name__ == "_DownBlock"]
+        assert len(d_blocks) == 3 * ups  # depth 2: 1 + 2 per resolution
+    assert sizes[0][2] < sizes[1][2] < sizes[2][2] and sizes[0][3] < sizes[1][3] < sizes[2][3]
+
+
+def test_depth_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"model.depth = 9 is invalid; use 0 to 8"):
+        build_models("dcgan", latent_dim=8, channels=1, resolution=28, width=8, depth=9)

@@ -175,7 +175,7 @@ def test_a_study_searches_the_users_own_key_with_two_workers(
             'arch = "dcgan"\nhidden = 3',
             "",
             "unknown key 'model.hidden' in [model]; valid keys: arch, width, latent_dim, "
-            "spectral_norm, width_g, width_d; keys of your own need your own networks",
+            "spectral_norm, width_g, width_d, depth; keys of your own need your own networks",
         ),
     ],
 )

@@ -52,5 +52,8 @@ def test_the_structure_study_runs_to_completion(
     baseline = trials[0]
     assert baseline.params["arch"] == "dcgan" and baseline.params["width_g"] == 16
     for t in trials:
-        assert {"arch", "width_g", "width_d", "latent_dim", "lr_g", "rotation"} <= set(t.params)
+        assert {"arch", "width_g", "width_d", "latent_dim", "depth", "lr_g", "rotation"} <= set(
+            t.params
+        )
+        assert ("spectral_norm" in t.params) == (t.params["arch"] == "dcgan")  # conditional
         assert t.user_attrs["g_params"] > 0 and t.user_attrs["d_params"] > 0
