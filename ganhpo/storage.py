@@ -356,6 +356,41 @@ def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
     return rdb
 
 
+def take_trial_id(study: optuna.Study) -> int:
+    """Start a trial of ``study``: the first waiting one (lowest number) set RUNNING, else a
+    new one; returns its id. Call it under :func:`budget_lock`, then build the trial with
+    ``optuna.Trial(study, trial_id)`` outside the lock.
+
+    What ``Study.ask`` does, lighter: ``ask`` finds the waiting trials by reading every
+    unfinished trial of the study (their parameters, attributes and curves; with hundreds of
+    workers, hundreds of running trials) and then lets the sampler sample, all while the caller
+    holds the lock that serializes every worker's start. Here one indexed query finds the
+    waiting ids, and the sampler runs after the lock is released, workers in parallel.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+
+    trial = models.TrialModel
+    with rdb_of(study._storage).engine.connect() as conn:
+        waiting = (
+            conn.execute(
+                sqlalchemy.select(trial.trial_id)
+                .where(trial.study_id == study._study_id, trial.state == TrialState.WAITING)
+                .order_by(trial.number)
+            )
+            .scalars()
+            .all()
+        )
+    for trial_id in waiting:
+        try:  # False, or finished, when a process outside ganhpo's lock took it first
+            if study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return int(trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return study._storage.create_new_trial(study._study_id)
+
+
 def sqlite_lock_path(database: str | Path) -> Path:
     """The file beside a SQLite database that :func:`budget_lock` locks (``ganhpo.db.lock``)."""
     path = Path(database)

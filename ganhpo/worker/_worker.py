@@ -64,7 +64,7 @@ from ganhpo.errors import (
     StorageError,
 )
 from ganhpo.spec import StudySpec
-from ganhpo.storage import at_connection_limit, budget_lock
+from ganhpo.storage import at_connection_limit, budget_lock, take_trial_id
 from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
 from ganhpo.train.models import import_builder
@@ -388,7 +388,11 @@ class Worker:
                 if self.max_steps - self.steps_spent < self._chunk(0) and not self._waiting():
                     self.spent = f"the study's compute budget of {self.max_steps} steps is spent"
                     return None
-            trial = self.study.ask()
+            trial_id = take_trial_id(self.study)
+        # The sampler runs outside the lock (the trial is already counted): Study.ask's work,
+        # split so that workers sample in parallel.
+        self.study._thread_local.cached_all_trials = None
+        trial = optuna.Trial(self.study, trial_id)
         failpoint("worker:asked")
         return trial
 
