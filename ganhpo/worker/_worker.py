@@ -389,9 +389,11 @@ class Worker:
                     self.spent = f"the study's compute budget of {self.max_steps} steps is spent"
                     return None
             trial_id = take_trial_id(self.study)
-        # The sampler runs outside the lock (the trial is already counted): Study.ask's work,
-        # split so that workers sample in parallel.
+        # Study.ask's other work, outside the lock (the trial is counted already), so that
+        # workers do it in parallel: sync the study's trial cache (it must know a trial taken
+        # from the queue before the trial's parameters are set), then let the sampler sample.
         self.study._thread_local.cached_all_trials = None
+        self.study._storage.get_all_trials(self.study._study_id, deepcopy=False, states=())
         trial = optuna.Trial(self.study, trial_id)
         failpoint("worker:asked")
         return trial

@@ -32,12 +32,19 @@ def worker_on(url: str, waiting: int = 0) -> Worker:
 
 def test_waiting_trials_are_taken_in_order_then_new_ones(postgres_url: str) -> None:
     w = worker_on(postgres_url, waiting=2)
-    taken = [w.next_trial() for _ in range(5)]
-    assert [t.number for t in taken if t is not None] == [0, 1, 2, 3, 4]
+    taken, params = [], []
+    for _ in range(5):
+        trial = w.next_trial()
+        assert trial is not None
+        # Its parameters are set at once, as the worker does: a trial taken from the queue
+        # must be known to the study's trial cache by then (KeyError before it was synced).
+        params.append(suggest_params(trial, w.spec))
+        taken.append(trial.number)
+    assert taken == [0, 1, 2, 3, 4]
     trials = w.study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.RUNNING] * 5
-    # The baseline's enqueued values reach the sampler as the trial's fixed parameters.
-    assert suggest_params(taken[0], w.spec)["lr_g"] == 5e-4
+    # The baseline's enqueued values are the trial's fixed parameters; the others sampled.
+    assert params[0]["lr_g"] == 5e-4 and len({p["lr_g"] for p in params}) == 5
     w.budget = 5
     assert w.next_trial() is None and "budget of 5 trials is spent" in w.spent
 
