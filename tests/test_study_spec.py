@@ -524,3 +524,20 @@ def test_a_study_may_weigh_fid_against_a_cost() -> None:
 def test_bad_multi_objective_specs_name_the_fix(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_study_spec(data)
+
+
+def test_a_compute_budget_gets_hyperband_over_the_full_length_by_default() -> None:
+    spec = parse_study_spec(
+        base(study={"name": "t", "max_steps": 10000}, train={"steps": 1000}, eval={"every": 100})
+    )
+    assert spec.pruner == ComponentSpec(
+        "hyperband", (("max_resource", 1000), ("min_resource", 100), ("reduction_factor", 3))
+    )
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec  # stored as resolved
+    # A trial budget, or no evaluation before the end: the median rule.
+    trials = parse_study_spec(base(study={"name": "t", "max_trials": 10}, eval={"every": 5}))
+    assert trials.pruner == DEFAULT_PRUNER
+    at_end = base(study={"name": "t", "max_steps": 100}, train={"steps": 10}, eval={"every": 10})
+    assert parse_study_spec(at_end).pruner == DEFAULT_PRUNER
+    named = base(study={"name": "t", "max_steps": 100}, pruner={"name": "median"})
+    assert parse_study_spec(named).pruner == ComponentSpec("median")

@@ -299,6 +299,9 @@ def test_the_default_study_has_a_compute_budget(
     code, out, _ = run(capsys, "study", "show", "mnist-dcgan")
     assert code == 0
     assert "compute    0 of 150000 training steps spent (0 %), 150000 left" in out.splitlines()
+    # Trials that grow: Hyperband over the 5000 steps, its first rung the first evaluation.
+    pruner = "pruner     hyperband(max_resource=5000, min_resource=500, reduction_factor=3)"
+    assert pruner in out.splitlines()
 
 
 def test_create_show_list_trials_delete(
