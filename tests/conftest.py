@@ -146,18 +146,13 @@ def private_postgres() -> Iterator[PrivateServer]:
 # -- A real finished study ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The quickstart, run once per session: ``studies/quick.toml`` by a real worker process.
+def _finished_study(work: Path, spec: Path) -> dict[str, str]:
+    """``ganhpo study create SPEC`` and one ``ganhpo worker`` to the end, in ``work`` (SQLite
+    and artifacts there): ``dir``, ``name``, ``storage`` (URL) and ``artifacts`` (the store)."""
+    from procs import ganhpo, worker_env
 
-    SQLite and artifacts in a temporary working directory (about a minute on 2 cores).
-    Returns ``dir``, ``name``, ``storage`` (URL) and ``artifacts`` (the store's directory).
-    """
-    from procs import QUICK, ganhpo, worker_env
-
-    work = tmp_path_factory.mktemp("quick-study")
     env = worker_env(work / "cache")
-    for argv in (["study", "create", str(QUICK)], ["worker", "--study", "quick"]):
+    for argv in (["study", "create", str(spec)], ["worker", "--study", "quick"]):
         done = ganhpo(*argv, cwd=work, env=env)
         if done.returncode != 0:
             pytest.fail(f"ganhpo {' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
@@ -167,6 +162,15 @@ def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "storage": f"sqlite:///{work / 'ganhpo.db'}",
         "artifacts": str(work / "ganhpo-artifacts"),
     }
+
+
+@pytest.fixture(scope="session")
+def quick_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The quickstart, run once per session: ``studies/quick.toml`` by a real worker process
+    (about a minute on 2 cores)."""
+    from procs import QUICK
+
+    return _finished_study(tmp_path_factory.mktemp("quick-study"), QUICK)
 
 
 # The quickstart as a study that weighs FID against the generator's size: no pruner (a study
@@ -183,20 +187,10 @@ PARETO = {
 @pytest.fixture(scope="session")
 def pareto_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A finished multi-objective study (FID and G's parameter count) by a real worker."""
-    from procs import ganhpo, spec_variant, worker_env
+    from procs import spec_variant
 
     work = tmp_path_factory.mktemp("pareto-study")
     spec = spec_variant(work, PARETO)
     text = spec.read_text()  # the quick spec's [pruner] table goes: none in such a study
     spec.write_text(text[: text.index("[unused]")] + text[text.index("[[baselines]]") :])
-    env = worker_env(work / "cache")
-    for argv in (["study", "create", str(spec)], ["worker", "--study", "quick"]):
-        done = ganhpo(*argv, cwd=work, env=env)
-        if done.returncode != 0:
-            pytest.fail(f"ganhpo {' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
-    return {
-        "dir": str(work),
-        "name": "quick",
-        "storage": f"sqlite:///{work / 'ganhpo.db'}",
-        "artifacts": str(work / "ganhpo-artifacts"),
-    }
+    return _finished_study(work, spec)
