@@ -373,9 +373,20 @@ class Worker:
 
         Under the budget lock: missing retries of handed-over trials are enqueued first (a
         worker may have died between failing a trial and enqueuing its retry), then the budget
-        is counted, then a trial is asked for (a waiting retry before a new sample). A waiting
-        retry is taken even when no compute is left, so that it ends instead of waiting forever.
+        is counted, then a trial is taken (a waiting retry before a new one). A waiting retry
+        is taken even when no compute is left, so that it ends instead of waiting forever.
+        After the lock, the trial is opened for sampling (:meth:`_open`), in a database call
+        of its own: an outage then retries the opening, not the taking of another trial.
         """
+        trial_id = self._db(self._take)
+        if trial_id is None:
+            return None
+        trial = self._db(self._open, trial_id)
+        failpoint("worker:asked")
+        return trial
+
+    def _take(self) -> int | None:
+        """The id of the trial this worker starts, under the budget lock (see next_trial)."""
         with budget_lock(self.storage, self.study.study_name):
             ledger = read_ledger(self.study)
             if repair(self.study, max_retry=self.spec.max_retry, ledger=ledger):
@@ -388,15 +399,16 @@ class Worker:
                 if self.max_steps - self.steps_spent < self._chunk(0) and not self._waiting():
                     self.spent = f"the study's compute budget of {self.max_steps} steps is spent"
                     return None
-            trial_id = take_trial_id(self.study)
-        # Study.ask's other work, outside the lock (the trial is counted already), so that
-        # workers do it in parallel: sync the study's trial cache (it must know a trial taken
-        # from the queue before the trial's parameters are set), then let the sampler sample.
+            return take_trial_id(self.study)
+
+    def _open(self, trial_id: int) -> optuna.Trial:
+        """Study.ask's other work, outside the lock (the trial is counted already), so that
+        workers do it in parallel: sync the study's trial cache (it must know a trial taken
+        from the queue before the trial's parameters are set), then let the sampler prepare."""
+        failpoint("worker:opening")
         self.study._thread_local.cached_all_trials = None
         self.study._storage.get_all_trials(self.study._study_id, deepcopy=False, states=())
-        trial = optuna.Trial(self.study, trial_id)
-        failpoint("worker:asked")
-        return trial
+        return optuna.Trial(self.study, trial_id)
 
     def _chunk(self, step: int) -> int:
         """Steps from ``step`` to the next evaluation (or the end): the unit of the compute
@@ -474,7 +486,7 @@ class Worker:
                 max_retry=self.spec.max_retry,
                 grace_period=self.spec.grace_period,
             )
-            trial = self._db(self.next_trial)
+            trial = self.next_trial()
             if trial is None:
                 running = self._db(self._running)
                 if not running:

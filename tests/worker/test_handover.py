@@ -163,6 +163,9 @@ def test_frozen_worker_whose_trial_was_taken_over_drops_its_copy(
 @pytest.mark.parametrize(
     ("failpoint", "sigterm"),
     [
+        # Taken (RUNNING, counted) under the lock, not yet opened for sampling: taken over as a
+        # silent trial that never reported.
+        ("worker:opening:kill", False),
         # Written, not yet recorded in the trial: the resumer removes the pending file.
         ("checkpoint:written:kill", False),
         # The second one recorded, the first not yet removed: the sweep removes it.

@@ -108,3 +108,17 @@ def test_the_lock_is_held_for_a_few_queries_not_the_running_trials(
     assert seen and len(seen) <= 15, joined
     for table in ("trial_params", "trial_intermediate_values", "trial_values"):
         assert table not in joined, (table, joined)
+
+
+def test_an_outage_while_opening_a_trial_opens_it_again_and_takes_no_other(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trial is taken (RUNNING, counted) under the lock; a database error after that, while
+    the worker opens it, must retry the opening: taking another would leave the first running
+    without a heartbeat until the grace period hands it over."""
+    w = worker_on(postgres_url)
+    monkeypatch.setenv("GANHPO_FAILPOINT", "worker:opening#1:dberror")
+    trial = w.next_trial()
+    assert trial is not None and trial.number == 0
+    states = [t.state for t in w.study.get_trials(deepcopy=False)]
+    assert states == [TrialState.RUNNING]
