@@ -28,7 +28,10 @@ study and one ``ganhpo worker`` process with one torch thread (``--jobs`` studie
 the budget is the worker's own compute budget (``study.max_steps``) and compute is what the
 trials reserved. Ray Tune runs ``--jobs`` members at a time in one Ray instance; compute is the
 steps its members trained, counted by the trainable. Repetition ``r`` uses study seed ``r``:
-the same random configurations, the same trial seeds, for every method.
+trial ``n`` trains with the same seed (initial weights, batches, noise) in every method, and
+both PBTs start from the same population. The samplers are not seeded: a worker draws its own
+configurations (two workers with one seed would propose the same points), so the searches'
+random configurations differ from run to run, as they do for a user.
 
 Evaluations compute FID only (KID off) with the classifier that ships with ganhpo: every
 ``L / 10`` steps on ``--eval-samples`` samples (what pruners and PBT see) and at L on
