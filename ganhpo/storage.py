@@ -298,14 +298,20 @@ def open_storage(
     delay = 0.5
     while True:
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 _with_driver(url),
                 engine_kwargs=engine_kwargs,
                 skip_table_creation=not create_schema,
+                # Optuna's check holds one connection while it opens another: behind a small
+                # PgBouncer pool, workers starting together would each hold one and wait for
+                # a second forever. _check_schema asks one at a time.
+                skip_compatibility_check=True,
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_trial_callback,
             )
+            _check_schema(storage)
+            return storage
         except ImportError as e:
             raise StorageError(
                 f"storage {redact(url)} needs a database driver that is not installed "
@@ -333,6 +339,24 @@ def open_storage(
                 f"storage {redact(url)} is not a usable study database: {scrub(str(e), url)}; "
                 "create a study there with 'ganhpo study create SPEC --storage URL'"
             ) from None
+
+
+def _check_schema(storage: optuna.storages.RDBStorage) -> None:
+    """What Optuna's compatibility check asks (the schema's version against this Optuna's),
+    with one connection at a time. A database without Optuna's schema raises what a missing
+    table raises; another version a RuntimeError naming it."""
+    from alembic.migration import MigrationContext
+
+    with storage.engine.connect() as conn:
+        # Optuna's tables, or the missing-table error open_storage explains.
+        conn.execute(sqlalchemy.text("SELECT 1 FROM version_info LIMIT 1"))
+        current = MigrationContext.configure(conn).get_current_revision()
+    head = storage._version_manager.get_head_version()
+    if current != head:
+        raise RuntimeError(
+            f"its schema is at version {current}, this Optuna ({optuna.__version__}) uses "
+            f"{head}; upgrade it with 'optuna storage upgrade --storage URL' (or Optuna)"
+        )
 
 
 # Pauses between tries of the budget lock (PostgreSQL): short at first (the lock is held for

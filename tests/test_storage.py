@@ -511,3 +511,23 @@ def test_a_full_server_is_recognised_through_optunas_wrapping() -> None:
     assert not at_connection_limit(
         sqlalchemy.exc.OperationalError("SELECT 1", {}, RuntimeError("connection refused"))
     )
+
+
+def test_a_database_without_optunas_schema_or_of_another_version_is_one_line(
+    postgres_url: str,
+) -> None:
+    with pytest.raises(StorageError, match=r"holds no study database; create a study there"):
+        open_storage(postgres_url)
+    open_storage(postgres_url, create_schema=True).engine.dispose()
+    engine = sqlalchemy.create_engine(
+        postgres_url.replace("postgresql://", "postgresql+psycopg2://")
+    )
+    with engine.begin() as conn:  # as if an older Optuna had made it
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'v3.0.0.a'"))
+    engine.dispose()
+    with pytest.raises(
+        StorageError,
+        match=r"is not a usable study database: its schema is at version v3.0.0.a, this Optuna "
+        r"\(.+\) uses .+; upgrade it with 'optuna storage upgrade --storage URL'",
+    ):
+        open_storage(postgres_url)

@@ -76,3 +76,24 @@ def test_workers_through_pgbouncer_spend_the_budget_exactly(
         f"{WORKERS} workers through PgBouncer (pool {POOL}): {BUDGET} trials in {took:.0f} s, "
         f"peak server connections {watch.peak - 1}"
     )
+
+
+def test_opening_the_storage_needs_one_server_connection_at_a_time() -> None:
+    """Optuna's schema check holds a connection while it opens a second: behind a pool of one,
+    it waits forever for itself (and behind a small pool, workers starting together each hold
+    one and wait for another: seen as a PgBouncer test that hung until its timeout)."""
+    import threading
+
+    from ganhpo.storage import open_storage
+
+    with PrivateServer() as server:
+        server.create_database("one")
+        open_storage(server.url("one"), create_schema=True).engine.dispose()  # the schema
+        with PgBouncer(server, ["one"], pool_size=1) as bouncer:
+            opened: list[object] = []
+            thread = threading.Thread(
+                target=lambda: opened.append(open_storage(bouncer.url("one"))), daemon=True
+            )
+            thread.start()
+            thread.join(60)
+            assert opened, "opening the storage through a pool of one connection hung"
