@@ -539,9 +539,10 @@ def default_pruner(base: TrainConfig, max_steps: int | None) -> ComponentSpec:
     (``train.steps``), its first rung at the first evaluation, a third of the trials going on
     at each rung. Trials grow: the promising ones reach the length the final generator trains
     for, the rest stop early. ``bench/compute_budget.py`` measured it (with TPE and the preset
-    as first trial) the only method among the best two at both budgets, 4 and 10 full trials;
-    the median rule spent 3 of 4 full trials before it pruned (BENCHMARKS.md). With a trial
-    budget only, or no evaluation before the end: :data:`DEFAULT_PRUNER`.
+    as first trial) the only method among the best three at both budgets, 4 and 10 full
+    trials, with the lowest mean over the two; the median rule spent 3 of 4 full trials before
+    it pruned (BENCHMARKS.md 1b). With a trial budget only, or no evaluation before the end:
+    :data:`DEFAULT_PRUNER`.
     """
     every, steps = base.eval.every, base.train.steps
     if max_steps is None or not every or every >= steps:
