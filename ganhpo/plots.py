@@ -539,7 +539,9 @@ def _pareto_info(study: optuna.Study) -> ParetoInfo | None:
         return None  # one objective: no trade-off to show
     names = study.metric_names or [_label(study), "cost"]
     done = _completed(study)
-    front = sorted(study.best_trials, key=lambda t: (t.values, t.number)) if done else []
+    from ganhpo.study import pareto_front
+
+    front = pareto_front(study)
     notes = [] if done else ["No trial has completed yet."]
     if front:
         notes.append(
