@@ -132,6 +132,7 @@ def _sim_worker_class() -> Any:
             self._stop_deadline = math.inf
             self._last_failure = None
             self._study_key = None
+            self.max_seconds, self.seconds_spent, self._seconds_at_start = None, 0.0, 0.0
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []

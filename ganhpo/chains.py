@@ -4,8 +4,10 @@ A trial whose worker was lost or stopped is failed and retried as a new trial wi
 parameters, seed, checkpoint and FID curve (Optuna's ``retry_history`` system attribute links a
 retry to the trials before it). The chain is one trial of the study's budget; its failed links
 are *hand-overs*. The compute a study spent is the sum of the training steps its trials
-reserved (``steps_reserved``), each link of a chain counting what it trained. This module reads
-that bookkeeping; ``ganhpo.worker`` writes it.
+reserved (``steps_reserved``), each link of a chain counting what it trained; the device time
+it spent is the sum of ``seconds_reserved``, each link's own training and evaluation time on its
+device (an estimate for the interval it is training, replaced by the time measured at the
+interval's end). This module reads that bookkeeping; ``ganhpo.worker`` writes it.
 
 Population-based training uses the same links: a member is a chain, each of its trials one
 interval of training (``PBT_ATTR`` on a trial that ended its interval says how its successor
@@ -27,6 +29,7 @@ from ganhpo.storage import rdb_of
 __all__ = [
     "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
+    "LINK_ATTRS",
     "PBT_ATTR",
     "STARTED_STATES",
     "Ledger",
@@ -36,6 +39,7 @@ __all__ = [
     "member_of",
     "read_ledger",
     "retry_history",
+    "seconds_spent",
     "steps_spent",
 ]
 
@@ -50,6 +54,10 @@ PBT_ATTR = "ganhpo:pbt-next"
 # A system attribute: how many times the chain up to this trial was handed over (lost, stopped,
 # broken); study.max_retry bounds it. PBT intervals do not count.
 HANDOVERS_ATTR = "ganhpo:handovers"
+
+# User attributes that describe one link of a chain alone (its status, the compute it reserved,
+# the device time it spent): a retry or a PBT successor starts without them.
+LINK_ATTRS = ("status", "steps_reserved", "seconds_reserved", "device_seconds")
 
 # States of trials that count against the total budget (unless handed over to a retry).
 STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -95,6 +103,19 @@ def steps_spent(trials: Sequence[FrozenTrial]) -> int:
     return sum(int(t.user_attrs.get("steps_reserved", 0)) for t in trials)
 
 
+def seconds_spent(trials: Sequence[FrozenTrial]) -> float:
+    """Device seconds reserved by all trials: the device-time budget spent (measured for what
+    they trained, estimated for the interval a running trial is in)."""
+    return sum(float(t.user_attrs.get("seconds_reserved", 0.0)) for t in trials)
+
+
+# User attributes of a trial's cost on its device, summed or maximised by read_ledger.
+_COST_SUMS = ("steps_reserved", "seconds_reserved")
+# The largest per-step training time and per-image evaluation time any trial measured: the
+# estimate of a new trial's first interval, before it has measured its own.
+_COST_MAXIMA = ("seconds_per_step", "seconds_per_image")
+
+
 @dataclass(frozen=True)
 class Ledger:
     """What a study has spent and what is left to repair, counted by the database itself:
@@ -104,6 +125,9 @@ class Ledger:
 
     counted: int  # trials that count against study.max_trials
     steps: int  # training steps reserved, against study.max_steps
+    seconds: float  # device seconds reserved, against study.max_device_hours
+    seconds_per_step: float  # the slowest training step measured in the study (0: none yet)
+    seconds_per_image: float  # likewise, the evaluation time per generated image
     links: dict[int, int]  # predecessor number -> the number of the trial that continues it
     marked: dict[int, int]  # number -> trial id of ended trials whose successor is due:
     # FAIL with the hand-over mark, PRUNED with a PBT decision, and no successor yet
@@ -130,16 +154,18 @@ def read_ledger(study: optuna.Study) -> Ledger:
             .join(sysattr, sysattr.trial_id == trial.trial_id)
             .where(in_study, sysattr.key == "retry_history")
         ).all()
-        steps = conn.execute(
-            sqlalchemy.select(
-                sqlalchemy.func.coalesce(
-                    sqlalchemy.func.sum(sqlalchemy.cast(userattr.value_json, sqlalchemy.Integer)),
-                    0,
+        as_float = sqlalchemy.cast(userattr.value_json, sqlalchemy.Float)
+        costs = {
+            key: (total, peak)
+            for key, total, peak in conn.execute(
+                sqlalchemy.select(
+                    userattr.key, sqlalchemy.func.sum(as_float), sqlalchemy.func.max(as_float)
                 )
-            )
-            .join(trial, userattr.trial_id == trial.trial_id)
-            .where(in_study, userattr.key == "steps_reserved")
-        ).scalar_one()
+                .join(trial, userattr.trial_id == trial.trial_id)
+                .where(in_study, userattr.key.in_(_COST_SUMS + _COST_MAXIMA))
+                .group_by(userattr.key)
+            ).all()
+        }
         candidates = conn.execute(
             sqlalchemy.select(trial.number, trial.trial_id)
             .join(sysattr, sysattr.trial_id == trial.trial_id)
@@ -161,7 +187,10 @@ def read_ledger(study: optuna.Study) -> Ledger:
     # Every trial a successor continues is a started one (a FAIL or a PRUNED trial).
     return Ledger(
         counted=int(started) - len(handed_over),
-        steps=int(steps),
+        steps=round(costs.get("steps_reserved", (0, 0))[0]),
+        seconds=float(costs.get("seconds_reserved", (0, 0))[0]),
+        seconds_per_step=float(costs.get("seconds_per_step", (0, 0))[1]),
+        seconds_per_image=float(costs.get("seconds_per_image", (0, 0))[1]),
         links=links,
         marked={n: i for n, i in candidates if n not in links},
     )

@@ -7,6 +7,7 @@ wrong types and bad values with the key, the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -254,6 +255,8 @@ class StudySpec:
     max_trials: int | None = None  # the total budget shared by all workers
     # The compute budget shared by all workers: training steps (G updates) over all trials.
     max_steps: int | None = None
+    # The compute budget in device time (GPU-hours): training and evaluation over all trials.
+    max_device_hours: float | None = None
     baselines: tuple[tuple[tuple[str, Any], ...], ...] = ()  # configurations enqueued first
     description: str = ""
     heartbeat_interval: int = 30  # seconds between a running trial's heartbeats
@@ -311,7 +314,8 @@ def fixed_value(base: TrainConfig, name: str) -> Any:
 
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
 _STUDY_KEYS = (
-    "name", "objective", "direction", "seed", "max_trials", "max_steps", "description",
+    "name", "objective", "direction", "seed", "max_trials", "max_steps", "max_device_hours",
+    "description",
     "heartbeat_interval", "grace_period", "max_retry",
 )  # fmt: skip
 
@@ -532,20 +536,20 @@ def default_sampler(max_trials: int | None) -> ComponentSpec:
 DEFAULT_PRUNER = ComponentSpec("median", (("n_startup_trials", 3), ("n_warmup_steps", 0)))
 
 
-def default_pruner(base: TrainConfig, max_steps: int | None) -> ComponentSpec:
+def default_pruner(base: TrainConfig, compute_budget: bool) -> ComponentSpec:
     """ganhpo's pruner when a spec has no ``[pruner]``.
 
-    With a compute budget (``study.max_steps``): Hyperband over the trial's full length
-    (``train.steps``), its first rung at the first evaluation, a third of the trials going on
-    at each rung. Trials grow: the promising ones reach the length the final generator trains
-    for, the rest stop early. ``bench/compute_budget.py`` measured it (with TPE and the preset
-    as first trial) the only method among the best three at both budgets, 4 and 10 full
-    trials, with the lowest mean over the two; the median rule spent 3 of 4 full trials before
-    it pruned (BENCHMARKS.md 1b). With a trial budget only, or no evaluation before the end:
-    :data:`DEFAULT_PRUNER`.
+    With a compute budget (``study.max_steps`` or ``study.max_device_hours``): Hyperband over
+    the trial's full length (``train.steps``), its first rung at the first evaluation, a third
+    of the trials going on at each rung. Trials grow: the promising ones reach the length the
+    final generator trains for, the rest stop early. ``bench/compute_budget.py`` measured it
+    (with TPE and the preset as first trial) the only method among the best three at both
+    budgets, 4 and 10 full trials, with the lowest mean over the two; the median rule spent 3
+    of 4 full trials before it pruned (BENCHMARKS.md 1b). With a trial budget only, or no
+    evaluation before the end: :data:`DEFAULT_PRUNER`.
     """
     every, steps = base.eval.every, base.train.steps
-    if max_steps is None or not every or every >= steps:
+    if not compute_budget or not every or every >= steps:
         return DEFAULT_PRUNER
     return ComponentSpec(
         "hyperband", (("max_resource", steps), ("min_resource", every), ("reduction_factor", 3))
@@ -586,6 +590,15 @@ def parse_study_spec(
                 raise ConfigError(
                     f"study.max_steps = {max_steps} must be at least 1 (training steps over all "
                     "trials); drop it for no compute budget"
+                )
+        max_device_hours = raw_hours = study.get("max_device_hours")
+        if max_device_hours is not None:
+            max_device_hours = _convert(max_device_hours, float, "study.max_device_hours")
+            if not 0 < max_device_hours < math.inf:
+                raise ConfigError(
+                    f"study.max_device_hours = {raw_hours} must be a positive number "
+                    "(device-hours of training and evaluation over all trials, e.g. 0.5); drop "
+                    "it for no device-time budget"
                 )
         fault = {}
         for key, (low, high, unit) in _FAULT_BOUNDS.items():
@@ -652,7 +665,7 @@ def parse_study_spec(
         pruner = (
             _parse_component(data["pruner"], "pruner", "pruner")
             if "pruner" in data
-            else default_pruner(base, max_steps)
+            else default_pruner(base, max_steps is not None or max_device_hours is not None)
         )
         strategy = _parse_strategy(data.get("strategy"), base, parsed, max_trials, data)
         if strategy.name == "pbt":
@@ -724,6 +737,7 @@ def parse_study_spec(
             seed=seed,
             max_trials=max_trials,
             max_steps=max_steps,
+            max_device_hours=max_device_hours,
             baselines=tuple(baselines),
             description=str(study.get("description", "")),
             strategy=strategy,
@@ -896,6 +910,8 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         study["max_trials"] = spec.max_trials
     if spec.max_steps is not None:
         study["max_steps"] = spec.max_steps
+    if spec.max_device_hours is not None:
+        study["max_device_hours"] = spec.max_device_hours
     if spec.description:
         study["description"] = spec.description
     study |= {

@@ -380,10 +380,10 @@ def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
     return rdb
 
 
-def take_trial_id(study: optuna.Study) -> int:
+def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
     """Start a trial of ``study``: the first waiting one (lowest number) set RUNNING, else a
-    new one; returns its id. Call it under :func:`budget_lock`, then build the trial with
-    ``optuna.Trial(study, trial_id)`` outside the lock.
+    new one (None with ``create=False``); returns its id. Call it under :func:`budget_lock`,
+    then build the trial with ``optuna.Trial(study, trial_id)`` outside the lock.
 
     What ``Study.ask`` does, lighter: ``ask`` finds the waiting trials by reading every
     unfinished trial of the study (their parameters, attributes and curves; with hundreds of
@@ -412,7 +412,7 @@ def take_trial_id(study: optuna.Study) -> int:
                 return int(trial_id)
         except UpdateFinishedTrialError:
             continue
-    return study._storage.create_new_trial(study._study_id)
+    return study._storage.create_new_trial(study._study_id) if create else None
 
 
 def sqlite_lock_path(database: str | Path) -> Path:

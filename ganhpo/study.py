@@ -20,6 +20,7 @@ from ganhpo.chains import (
     chain_links,
     counted_trials,
     retry_history,
+    seconds_spent,
     steps_spent,
 )
 from ganhpo.components import STD_ATTRS, build_pruner, build_sampler
@@ -272,6 +273,8 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
             "states": latest,
             "steps": steps_spent(trials),
             "max_steps": spec.max_steps,
+            "device_hours": seconds_spent(trials) / 3600,
+            "max_device_hours": spec.max_device_hours,
         },
         "hand_overs": sum(1 for n in links if trials[n].state == optuna.trial.TrialState.FAIL),
         "pbt_intervals": sum(1 for n in links if trials[n].state != optuna.trial.TrialState.FAIL),

@@ -17,6 +17,7 @@ from ganhpo.chains import (
     chain_links,
     counted_trials,
     read_ledger,
+    seconds_spent,
     steps_spent,
 )
 from ganhpo.storage import open_storage
@@ -31,8 +32,12 @@ def add(
     steps: int | None = None,
     history: list[int] | None = None,
     system_attrs: dict | None = None,
+    user_attrs: dict | None = None,
 ) -> None:
     system = dict(system_attrs or {})
+    user = dict(user_attrs or {})
+    if steps is not None:
+        user["steps_reserved"] = steps
     if history:
         system |= {"retry_history": history, "failed_trial": history[0]}
     study.add_trial(
@@ -41,18 +46,27 @@ def add(
             value=1.0 if state == TrialState.COMPLETE else None,
             params={"lr_g": 1e-3},
             distributions=DIST,
-            user_attrs={"steps_reserved": steps} if steps is not None else {},
+            user_attrs=user,
             system_attrs=system,
         )
     )
 
 
+def cost(seconds: float, per_step: float, per_image: float) -> dict[str, float]:
+    return {
+        "seconds_reserved": seconds,
+        "seconds_per_step": per_step,
+        "seconds_per_image": per_image,
+    }
+
+
 def fill(study: optuna.Study) -> None:
-    add(study, TrialState.COMPLETE, steps=240)  # 0
+    # Device time: measured (0, 4), an estimate while running (11); the slowest rates.
+    add(study, TrialState.COMPLETE, steps=240, user_attrs=cost(12.5, 0.05, 0.001))  # 0
     add(study, TrialState.FAIL, steps=80, system_attrs={HANDOVER_ATTR: {}})  # 1, handed over
     add(study, TrialState.FAIL, steps=160, history=[1], system_attrs={HANDOVER_ATTR: {}})  # 2
     add(study, TrialState.COMPLETE, steps=80, history=[1, 2])  # 3: chain 1 -> 2 -> 3
-    add(study, TrialState.PRUNED, steps=40)  # 4
+    add(study, TrialState.PRUNED, steps=40, user_attrs=cost(2.25, 0.0625, 2e-4))  # 4
     add(study, TrialState.FAIL, steps=120)  # 5: its own fault, counts
     add(study, TrialState.FAIL, steps=40, system_attrs={HANDOVER_ATTR: {}})  # 6: retry due
     add(  # 7: out of retries, stays failed and counts
@@ -61,7 +75,7 @@ def fill(study: optuna.Study) -> None:
     add(study, TrialState.PRUNED, steps=80, system_attrs={PBT_ATTR: {"checkpoint": None}})  # 8
     add(study, TrialState.WAITING, history=[8])  # 9: member 8's next interval
     add(study, TrialState.PRUNED, steps=80, system_attrs={PBT_ATTR: {"checkpoint": None}})  # 10
-    add(study, TrialState.RUNNING, steps=40)  # 11
+    add(study, TrialState.RUNNING, steps=40, user_attrs={"seconds_reserved": 1e-3})  # 11
     add(study, TrialState.WAITING)  # 12: an enqueued baseline
 
 
@@ -74,7 +88,8 @@ def test_the_ledger_counts_what_the_trials_say(
     else:
         url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     study = optuna.create_study(study_name="s", storage=open_storage(url, create_schema=True))
-    assert read_ledger(study).counted == 0 and read_ledger(study).steps == 0
+    empty = read_ledger(study)
+    assert (empty.counted, empty.steps, empty.seconds, empty.seconds_per_step) == (0, 0, 0, 0)
     fill(study)
     trials = study.get_trials(deepcopy=False)
     ledger = read_ledger(study)
@@ -82,6 +97,8 @@ def test_the_ledger_counts_what_the_trials_say(
     # before any new one, and counts once it starts).
     assert ledger.counted == counted_trials(trials) == 8
     assert ledger.steps == steps_spent(trials) == 1000
+    assert ledger.seconds == pytest.approx(seconds_spent(trials)) == 14.751
+    assert (ledger.seconds_per_step, ledger.seconds_per_image) == (0.0625, 0.001)
     assert ledger.links == chain_links(trials) == {1: 2, 2: 3, 8: 9}
     # Due a successor: the hand-overs without a retry (6, and 7, which repair refuses) and
     # the PBT interval without its next trial (10).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,18 @@ def subset(**dataset: object) -> dict[str, object]:
         (base(study={"name": 3}), r"study.name must be a non-empty string .*; got 3"),
         (base(study={"name": "t", "max_steps": 0}), r"study.max_steps = 0 must be at least 1"),
         (base(study={"name": "t", "max_steps": 1.5}), r"study.max_steps = 1.5 must be an integer"),
+        *(
+            (
+                base(study={"name": "t", "max_device_hours": v}),
+                rf"study.max_device_hours = {v} must be a positive number \(device-hours of "
+                r"training and evaluation over all trials, e.g. 0.5\); drop it",
+            )
+            for v in (0, -1, math.inf, math.nan)
+        ),
+        (
+            base(study={"name": "t", "max_device_hours": "2h"}),
+            r"study.max_device_hours = '2h' must be a number",
+        ),
     ],
 )
 def test_values_that_can_never_work_are_refused(data: dict, message: str) -> None:
@@ -336,6 +349,9 @@ def test_a_compute_budget_round_trips_through_the_stored_spec() -> None:
     spec = parse_study_spec(base(study={"name": "t", "max_steps": 50_000}))
     assert spec.max_steps == 50_000 and spec.max_trials is None
     assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    hours = parse_study_spec(base(study={"name": "t", "max_device_hours": 2}))
+    assert hours.max_device_hours == 2.0 and hours.max_steps is None
+    assert parse_study_spec(study_spec_to_dict(hours)) == hours
 
 
 def pbt(**strategy: object) -> dict[str, object]:
@@ -539,5 +555,9 @@ def test_a_compute_budget_gets_hyperband_over_the_full_length_by_default() -> No
     assert trials.pruner == DEFAULT_PRUNER
     at_end = base(study={"name": "t", "max_steps": 100}, train={"steps": 10}, eval={"every": 10})
     assert parse_study_spec(at_end).pruner == DEFAULT_PRUNER
+    hours = base(
+        study={"name": "t", "max_device_hours": 1}, train={"steps": 1000}, eval={"every": 100}
+    )
+    assert parse_study_spec(hours).pruner == spec.pruner  # a budget in device time too
     named = base(study={"name": "t", "max_steps": 100}, pruner={"name": "median"})
     assert parse_study_spec(named).pruner == ComponentSpec("median")

@@ -205,6 +205,12 @@ def show(args: argparse.Namespace) -> int:
             f"compute    {budget['steps']} of {budget['max_steps']} training steps spent "
             f"({100 * budget['steps'] / budget['max_steps']:.0f} %), {left} left"
         )
+    if budget["max_device_hours"] is not None:
+        spent, most = budget["device_hours"], budget["max_device_hours"]
+        print(
+            f"device     {spent:.3g} of {most:g} device-hours spent ({100 * spent / most:.0f} %), "
+            f"{max(0.0, most - spent):.3g} left"
+        )
     if info["hand_overs"]:
         print(
             f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "

@@ -42,6 +42,7 @@ from ganhpo.artifacts import ArtifactStore, list_artifacts, remove_artifact
 from ganhpo.chains import (
     HANDOVER_ATTR,
     HANDOVERS_ATTR,
+    LINK_ATTRS,
     PBT_ATTR,
     Ledger,
     chain_links,
@@ -190,7 +191,7 @@ def _enqueue_retry(
     }
     system_attrs |= {"failed_trial": history[0], "retry_history": history, HANDOVERS_ATTR: count}
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
-    dropped = ("status", "steps_reserved") + (CHECKPOINT_ATTRS if from_start else ())
+    dropped = LINK_ATTRS + (CHECKPOINT_ATTRS if from_start else ())
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     retry = _add_waiting(
         study,
@@ -235,7 +236,7 @@ def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTri
     user_attrs = {
         k: v
         for k, v in trial.user_attrs.items()
-        if k not in ("status", "steps_reserved", "resumed_from_trial", "resumed_at_step")
+        if k not in (*LINK_ATTRS, "resumed_from_trial", "resumed_at_step")
     }
     user_attrs["checkpoint"] = info["checkpoint"]
     parent = info.get("parent")

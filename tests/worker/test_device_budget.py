@@ -1,0 +1,133 @@
+"""A budget in device time (``study.max_device_hours``): training and evaluation seconds over
+all trials, reserved an evaluation interval at a time from measured rates.
+
+First the bookkeeping, step by step, with a stand-in for the trainer's clock (so the seconds are
+exact); then real workers on PostgreSQL, one of them SIGKILLed mid-trial, spending a budget.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from faults import checkpoint_of, create_study, load, start_worker
+from optuna.trial import TrialState
+from procs import finish, ganhpo, spec_variant, wait_for
+
+from ganhpo.chains import read_ledger, retry_history, seconds_spent
+from ganhpo.spec import load_study_spec
+from ganhpo.storage import open_storage
+from ganhpo.study import create_study as create_optuna_study
+from ganhpo.study import load_study
+from ganhpo.train.loop import TrainResult
+from ganhpo.worker import Worker, WorkerOptions
+
+
+def clock(step: int, train: float, evals: float, evaluated: int) -> SimpleNamespace:
+    """What ``Worker._reserve`` reads of a trainer: its step and device seconds so far."""
+    history = [SimpleNamespace(num_samples=500)] * evaluated
+    return SimpleNamespace(step=step, train_seconds=train, eval_seconds=evals, history=history)
+
+
+def test_device_seconds_are_reserved_from_measured_rates(postgres_url: str, tmp_path: Path) -> None:
+    # quick.toml: 240 steps, evaluations of 500 images at 80 and 160, 1000 at the end; 36 s.
+    spec = load_study_spec(spec_variant(tmp_path, {"max_trials = 6 ": "max_device_hours = 0.01 "}))
+    storage = open_storage(postgres_url, create_schema=True)
+    create_optuna_study(spec, storage)
+    w = Worker(load_study(spec.name, storage), spec, WorkerOptions(), storage=storage)
+
+    def reserved(trial: object) -> float:
+        return float(trial.user_attrs["seconds_reserved"])  # type: ignore[attr-defined]
+
+    a = w.next_trial()
+    assert a is not None
+    # Nothing measured yet, in the trial or the study: its first interval is let through.
+    assert w._reserve(a, clock(0, 0.0, 0.0, 0)) == 80 and reserved(a) == 0
+    # After it, 0.1 s a step and 1 ms an image: the next interval (80 steps, 500 images) is
+    # estimated at 8.5 s, on top of the 8.5 s it used.
+    assert w._reserve(a, clock(80, 8.0, 0.5, 1)) == 160 and reserved(a) == 17.0
+    assert a.user_attrs["seconds_per_step"] == 0.1
+
+    b = w.next_trial()  # 17 s spent, a new trial's first interval at the study's rates: 8.5
+    assert b is not None
+    assert w._reserve(b, clock(0, 0.0, 0.0, 0)) == 80 and reserved(b) == 8.5
+    # a's last interval ends with the final evaluation of 1000 images: 8 + 1 s; 34.5 of 36.
+    assert w._reserve(a, clock(160, 16.0, 1.0, 2)) == 240 and reserved(a) == 26.0
+    assert read_ledger(w.study).seconds == pytest.approx(34.5)
+    assert w.next_trial() is None  # 34.5 + 8.5 > 36: no new trial
+    assert w.spent == "the study's device-time budget of 0.01 h is spent"
+
+    # b ran slower than the study's rates said (20.5 s, not 8.5): its next interval, 20.5 s at
+    # its own rate, does not fit, and what it reserved becomes what it used.
+    assert w._reserve(b, clock(80, 20.0, 0.5, 1)) == 80 and reserved(b) == 20.5
+    assert read_ledger(w.study).seconds_per_step == 0.25  # the slowest rate measured
+    # a ends: its record replaces its estimate by the time it took, training and evaluation.
+    w._record(a, "completed", time.monotonic(), TrainResult(240, False, [], 24.0, 2.0))
+    assert reserved(a) == a.user_attrs["device_seconds"] == 26.0
+    # In all 46.5 s: over the 36 by what b's slow interval took beyond its estimate.
+    assert seconds_spent(w.study.get_trials(deepcopy=False)) == pytest.approx(46.5)
+
+    # A link resumed from a checkpoint counts only its own seconds, not those before.
+    w._seconds_at_start = 17.0  # the trainer's clock when it resumed at step 160
+    c = w.next_trial()
+    assert c is None  # no room for a new trial; a waiting retry would still be taken
+    study = w.study
+    study.enqueue_trial({})
+    retry = w.next_trial()
+    assert retry is not None
+    assert w._reserve(retry, clock(160, 16.0 + 8.0, 1.0 + 0.5, 2)) == 160  # 25.5 - 17 = 8.5 s
+    assert reserved(retry) == 8.5
+
+
+HOURS = 0.012  # 43.2 s of training and evaluation: about four of these trials on one core
+
+
+@pytest.mark.slow  # started first (tests/conftest.py)
+def test_workers_spend_a_device_time_budget(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    create_study(postgres_url, tmp_path, env, {"max_trials = 1 ": f"max_device_hours = {HOURS} "})
+    budget = HOURS * 3600
+    workers = [start_worker(postgres_url, tmp_path, env, f"w{i}") for i in range(2)]
+    def in_second_interval() -> bool:  # its first measured, its second estimated
+        ckpt = checkpoint_of(postgres_url, 0)
+        return bool(ckpt and ckpt["step"] >= 120)
+
+    wait_for(in_second_interval, 300, "trial 0's checkpoint at step 120")
+    victim = next(
+        i
+        for i, w in enumerate(workers)
+        if "trial 0 started" in (tmp_path / f"w{i}.log").read_text()
+    )
+    os.kill(workers[victim].pid, signal.SIGKILL)
+    assert finish(workers[victim]) == -signal.SIGKILL
+    workers[victim] = start_worker(postgres_url, tmp_path, env, "replacement")
+    codes = [finish(w) for w in workers]
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert codes == [0, 0], logs
+    assert f"the study's device-time budget of {HOURS:g} h is spent" in logs
+    assert f"/{HOURS:g} device-h" in logs  # the progress lines show what is spent
+
+    study = load(postgres_url)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    for t in ended:  # what each link reserved is what it measured
+        assert t.user_attrs["seconds_reserved"] == t.user_attrs["device_seconds"] > 0
+    killed = trials[0]  # what it reserved stays spent: its retry counts its own time
+    assert killed.state == TrialState.FAIL and killed.user_attrs["seconds_reserved"] > 0
+    assert any(retry_history(t) == [0] for t in trials)
+    spent = seconds_spent(trials)
+    ledger = read_ledger(study)
+    first_interval = 80 * ledger.seconds_per_step + 500 * ledger.seconds_per_image
+    # Used up to what no new trial's first interval fits in, and over it only by what the
+    # intervals in flight at the end took beyond their estimates (loose here: a shared CPU).
+    assert budget - first_interval < spent <= 1.5 * budget, (spent, budget, first_interval)
+    shown = ganhpo("study", "show", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
+    assert f"device     {spent / 3600:.3g} of {HOURS:g} device-hours spent" in shown.stdout
+    print(f"device budget: {spent:.1f} of {budget:.1f} s over {len(trials)} trials")
