@@ -103,6 +103,7 @@ def _sim_worker_class() -> Any:
 
     from ganhpo.train.loop import EvalRecord, TrainResult
     from ganhpo.worker import Worker
+    from ganhpo.worker import _worker as _worker_module
 
     class SimWorker(Worker):
         """A worker whose training is a sleep; everything that talks to the database is the
@@ -132,7 +133,8 @@ def _sim_worker_class() -> Any:
             self._stop_deadline = math.inf
             self._last_failure = None
             self._study_key = None
-            self.max_seconds, self.seconds_spent, self._seconds_at_start = None, 0.0, 0.0
+            self.max_seconds, self.seconds_spent = None, 0.0
+            self._link_start = _worker_module._Clock()
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []

@@ -162,6 +162,10 @@ class TrainResult:
 class Trainer:
     """Owns the models, optimizers, RNGs and step counter of one run."""
 
+    # The first steps of each run are timed exactly (synchronised on CUDA, where a step is
+    # otherwise timed only up to its launch): a caller may read its rate after them.
+    TIMED_FIRST_STEPS = 5
+
     def __init__(
         self,
         config: TrainConfig,
@@ -462,7 +466,7 @@ class Trainer:
             boundary = (ev.every and self.step % ev.every == 0 and self.step < tp.steps) or (
                 checkpoint_every and self.step % checkpoint_every == 0
             )
-            if boundary and sync:
+            if sync and (boundary or self._timed_steps < self.TIMED_FIRST_STEPS):
                 torch.cuda.synchronize(self.device)
             self.train_seconds += time.perf_counter() - t0
             self._timed_steps += 1

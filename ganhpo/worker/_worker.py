@@ -103,6 +103,12 @@ STOP_GRACE_S = 10.0
 # A server at its connection limit is waited for as long as it takes, with a warning this often.
 FULL_SERVER_WARN_S = 300.0
 
+# A link of a trial that has not measured its step time yet trains this many steps, reserved
+# at the slowest rate the study has measured, before it reserves the rest of its interval at
+# its own rate (a device-time budget only): its first interval may be a resnet's after many
+# dcgan ones. The trainer times its first steps exactly (synchronised on CUDA).
+CALIBRATION_STEPS = Trainer.TIMED_FIRST_STEPS
+
 # Failures that come from where the worker runs, not from the trial's parameters: every trial
 # would fail the same way here, so the trial is handed back and the worker stops.
 _ENVIRONMENT_ERRORS = (OSError, ImportError, DataError, ExtractorError, ModelImportError)
@@ -245,7 +251,7 @@ class Worker:
             spec.max_device_hours * 3600 if spec.max_device_hours is not None else None
         )
         self.seconds_spent = 0.0  # of max_seconds, as last seen under the budget lock
-        self._seconds_at_start = 0.0  # the running trial's device seconds when this link began
+        self._link_start = _Clock()  # the running trial's clock when this link of it began
         self.spent = ""  # which budget is spent, once one is
         base = spec.base
         if options.device:
@@ -444,7 +450,8 @@ class Worker:
 
     def _estimate(self, step: int, per_step: float, per_image: float) -> float:
         """Device seconds of the interval from ``step`` to the next evaluation, that evaluation
-        included, at the given rates."""
+        included, at the given rates (a new trial's first: its calibration steps, then the rest
+        of the interval)."""
         until = step + self._chunk(step)
         return (until - step) * per_step + self._eval_images(until) * per_image
 
@@ -455,17 +462,22 @@ class Worker:
 
         Under the budget lock, so that all workers together never reserve more than
         ``study.max_steps``. Device time cannot be reserved exactly: the interval's is
-        estimated from the trial's own measured rates (before it has any: the slowest the study
-        has measured), and the estimate the previous interval reserved is replaced by the time
-        it took. So the study's device time stays within ``study.max_device_hours`` but for
-        intervals in flight that run slower than their estimate.
+        estimated from the rates this link of the trial measured, and the estimate the previous
+        interval reserved is replaced by the time it took. A link that has not measured its
+        step time yet (a new trial, a resumed one, perhaps on another device) first reserves
+        only :data:`CALIBRATION_STEPS` steps, at the slowest rate the study has measured, and
+        the rest of the interval once it knows its own. So the study's device time stays within
+        ``study.max_device_hours`` but for what intervals in flight take beyond their estimates.
         """
         step = trainer.step
         until = step + self._chunk(step)
         if (self.max_steps is None and self.max_seconds is None) or step >= self.base.train.steps:
             return max(until, step)
-        used = self._link_seconds(trainer)
-        own = _rates(trainer)
+        now = _Clock.of(trainer)
+        used = now.seconds - self._link_start.seconds
+        per_step, per_image = now.rates_since(self._link_start)
+        if self.max_seconds is not None and per_step is None:
+            until = min(until, step + CALIBRATION_STEPS)
 
         def reserve() -> int:
             with budget_lock(self.storage, self.study.study_name):
@@ -475,9 +487,11 @@ class Worker:
                 if self.max_steps is not None:
                     fits = ledger.steps + (until - step) <= self.max_steps
                 if self.max_seconds is not None:
-                    per_step = own[0] if own[0] is not None else ledger.seconds_per_step
-                    per_image = own[1] if own[1] is not None else ledger.seconds_per_image
-                    estimate = self._estimate(step, per_step, per_image)
+                    estimate = (until - step) * (
+                        per_step if per_step is not None else ledger.seconds_per_step
+                    ) + self._eval_images(until) * (
+                        per_image if per_image is not None else ledger.seconds_per_image
+                    )
                     # The others' reservations, then this trial's: what it used, and the next
                     # interval if that fits.
                     others = ledger.seconds - float(trial.user_attrs.get("seconds_reserved", 0))
@@ -485,10 +499,13 @@ class Worker:
                     mine = used + estimate if fits else used
                     trial.set_user_attr("seconds_reserved", mine)
                     self.seconds_spent = others + mine
-                    rates = zip(("seconds_per_step", "seconds_per_image"), own, strict=True)
-                    for key, rate in rates:
-                        if rate is not None:
-                            trial.set_user_attr(key, rate)
+                    # Rates measured over an interval (not a few calibration steps, which
+                    # include the first step's warm-up) price other trials' first intervals.
+                    if step - self._link_start.step > CALIBRATION_STEPS:
+                        own = (("seconds_per_step", per_step), ("seconds_per_image", per_image))
+                        for key, rate in own:
+                            if rate is not None:
+                                trial.set_user_attr(key, rate)
                 if not fits:
                     return step
                 if self.max_steps is not None:
@@ -498,11 +515,6 @@ class Worker:
                 return until
 
         return self._db(reserve)
-
-    def _link_seconds(self, trainer: Trainer | Any) -> float:
-        """Device seconds this link of the trial's chain spent so far (a trainer, or the result
-        of its run): its training and evaluation time since it began or resumed."""
-        return trainer.train_seconds + trainer.eval_seconds - self._seconds_at_start
 
     def new_checkpoint_id(self) -> str:
         """A fresh id for a checkpoint file of this study (named with its :func:`study_key`)."""
@@ -764,7 +776,7 @@ class Worker:
                     interval_end.append(record.step)
 
             self._resume(trial, trainer)
-            self._seconds_at_start = trainer.train_seconds + trainer.eval_seconds
+            self._link_start = _Clock.of(trainer)
             # The compute budget is reserved an evaluation interval at a time.
             allowed = [self._reserve(trial, trainer)]
             if allowed[0] <= trainer.step < config.train.steps:
@@ -926,7 +938,7 @@ class Worker:
         attrs: dict[str, Any] = {"status": reason, "wall_time": time.monotonic() - started}
         value: float | None = None
         if result is not None:
-            device_seconds = self._link_seconds(result)
+            device_seconds = result.train_seconds + result.eval_seconds - self._link_start.seconds
             attrs |= {
                 "steps": result.steps,
                 "images_per_sec": result.images_per_sec,
@@ -1043,14 +1055,39 @@ class Worker:
             return None
 
 
-def _rates(trainer: Trainer) -> tuple[float | None, float | None]:
-    """A trainer's measured device seconds per training step and per evaluated image (None
-    before it has trained or evaluated; a resumed trainer's include the steps before)."""
-    images = sum(r.num_samples for r in trainer.history)
-    return (
-        trainer.train_seconds / trainer.step if trainer.step else None,
-        trainer.eval_seconds / images if images else None,
-    )
+@dataclass(frozen=True)
+class _Clock:
+    """A trainer's counters of device time: training seconds over its steps, evaluation seconds
+    over the images it evaluated (both restored from a checkpoint with the steps before)."""
+
+    step: int = 0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    images: int = 0
+
+    @classmethod
+    def of(cls, trainer: Trainer) -> _Clock:
+        """A trainer's clock now."""
+        return cls(
+            step=trainer.step,
+            train_seconds=trainer.train_seconds,
+            eval_seconds=trainer.eval_seconds,
+            images=sum(r.num_samples for r in trainer.history),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.train_seconds + self.eval_seconds
+
+    def rates_since(self, start: _Clock) -> tuple[float | None, float | None]:
+        """Seconds per training step since ``start`` (None: no step since), and per evaluated
+        image (since ``start`` or, before this link evaluated, over the whole trial; None when
+        it never evaluated)."""
+        steps, images = self.step - start.step, self.images - start.images
+        per_step = (self.train_seconds - start.train_seconds) / steps if steps > 0 else None
+        if images > 0:
+            return per_step, (self.eval_seconds - start.eval_seconds) / images
+        return per_step, (self.eval_seconds / self.images if self.images else None)
 
 
 def _short(params: dict[str, Any]) -> str:

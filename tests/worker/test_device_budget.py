@@ -25,6 +25,7 @@ from ganhpo.study import create_study as create_optuna_study
 from ganhpo.study import load_study
 from ganhpo.train.loop import TrainResult
 from ganhpo.worker import Worker, WorkerOptions
+from ganhpo.worker._worker import CALIBRATION_STEPS, _Clock
 
 
 def clock(step: int, train: float, evals: float, evaluated: int) -> SimpleNamespace:
@@ -45,42 +46,43 @@ def test_device_seconds_are_reserved_from_measured_rates(postgres_url: str, tmp_
 
     a = w.next_trial()
     assert a is not None
-    # Nothing measured yet, in the trial or the study: its first interval is let through.
-    assert w._reserve(a, clock(0, 0.0, 0.0, 0)) == 80 and reserved(a) == 0
-    # After it, 0.1 s a step and 1 ms an image: the next interval (80 steps, 500 images) is
-    # estimated at 8.5 s, on top of the 8.5 s it used.
+    # Nothing measured yet, by the trial or the study: 5 calibration steps, then its rate
+    # (0.1 s a step) prices the rest of the interval: 75 steps, 7.5 s, on top of 0.5 used.
+    assert w._reserve(a, clock(0, 0.0, 0.0, 0)) == CALIBRATION_STEPS == 5
+    assert reserved(a) == 0
+    assert w._reserve(a, clock(5, 0.5, 0.0, 0)) == 80 and reserved(a) == 8.0
+    # After the interval, 1 ms an evaluated image too: 80 steps and 500 images, 8.5 s.
     assert w._reserve(a, clock(80, 8.0, 0.5, 1)) == 160 and reserved(a) == 17.0
     assert a.user_attrs["seconds_per_step"] == 0.1
 
-    b = w.next_trial()  # 17 s spent, a new trial's first interval at the study's rates: 8.5
+    b = w.next_trial()  # 17 s spent; a new trial's first interval at the study's rates: 8.5
     assert b is not None
-    assert w._reserve(b, clock(0, 0.0, 0.0, 0)) == 80 and reserved(b) == 8.5
-    # a's last interval ends with the final evaluation of 1000 images: 8 + 1 s; 34.5 of 36.
-    assert w._reserve(a, clock(160, 16.0, 1.0, 2)) == 240 and reserved(a) == 26.0
-    assert read_ledger(w.study).seconds == pytest.approx(34.5)
-    assert w.next_trial() is None  # 34.5 + 8.5 > 36: no new trial
+    assert w._reserve(b, clock(0, 0.0, 0.0, 0)) == 5 and reserved(b) == 0.5
+    # b is a network 2.5 times slower a step: its interval (19.25 s) does not fit, and it
+    # stops after its calibration steps, having reserved what they took.
+    assert w._reserve(b, clock(5, 1.25, 0.0, 0)) == 5 and reserved(b) == 1.25
+    # Rates of calibration steps (the first step warms up) price no other trial.
+    assert read_ledger(w.study).seconds_per_step == 0.1 and "seconds_per_step" not in b.user_attrs
+    # a's last interval ends with the final evaluation of 1000 images, at its own 1.5 ms an
+    # image: 8 + 1.5 s.
+    assert w._reserve(a, clock(160, 16.0, 1.5, 2)) == 240 and reserved(a) == 27.0
+    assert read_ledger(w.study).seconds == pytest.approx(28.25)
+    assert w.next_trial() is None  # a new trial's first interval (8 + 0.75 s) does not fit
     assert w.spent == "the study's device-time budget of 0.01 h is spent"
-
-    # b ran slower than the study's rates said (20.5 s, not 8.5): its next interval, 20.5 s at
-    # its own rate, does not fit, and what it reserved becomes what it used.
-    assert w._reserve(b, clock(80, 20.0, 0.5, 1)) == 80 and reserved(b) == 20.5
-    assert read_ledger(w.study).seconds_per_step == 0.25  # the slowest rate measured
     # a ends: its record replaces its estimate by the time it took, training and evaluation.
-    w._record(a, "completed", time.monotonic(), TrainResult(240, False, [], 24.0, 2.0))
+    w._record(a, "completed", time.monotonic(), TrainResult(240, False, [], 24.5, 1.5))
     assert reserved(a) == a.user_attrs["device_seconds"] == 26.0
-    # In all 46.5 s: over the 36 by what b's slow interval took beyond its estimate.
-    assert seconds_spent(w.study.get_trials(deepcopy=False)) == pytest.approx(46.5)
 
-    # A link resumed from a checkpoint counts only its own seconds, not those before.
-    w._seconds_at_start = 17.0  # the trainer's clock when it resumed at step 160
-    c = w.next_trial()
-    assert c is None  # no room for a new trial; a waiting retry would still be taken
-    study = w.study
-    study.enqueue_trial({})
+    # A retry resumed at step 160 counts only its own seconds, and calibrates again (another
+    # device, perhaps); a waiting trial is taken even when no new one fits.
+    w.study.enqueue_trial({})
     retry = w.next_trial()
     assert retry is not None
-    assert w._reserve(retry, clock(160, 16.0 + 8.0, 1.0 + 0.5, 2)) == 160  # 25.5 - 17 = 8.5 s
-    assert reserved(retry) == 8.5
+    w._link_start = _Clock(step=160, train_seconds=16.0, eval_seconds=1.5, images=1000)
+    assert w._reserve(retry, clock(160, 16.0, 1.5, 2)) == 165 and reserved(retry) == 0.5
+    # 0.1 s a step, and the trial's 1.5 ms an image: 7.5 + 1.5 s more does not fit in 36.
+    assert w._reserve(retry, clock(165, 16.5, 1.5, 2)) == 165 and reserved(retry) == 0.5
+    assert read_ledger(w.study).seconds == pytest.approx(26.0 + 1.25 + 0.5)
 
 
 HOURS = 0.012  # 43.2 s of training and evaluation: about four of these trials on one core
@@ -93,6 +95,7 @@ def test_workers_spend_a_device_time_budget(
     create_study(postgres_url, tmp_path, env, {"max_trials = 1 ": f"max_device_hours = {HOURS} "})
     budget = HOURS * 3600
     workers = [start_worker(postgres_url, tmp_path, env, f"w{i}") for i in range(2)]
+
     def in_second_interval() -> bool:  # its first measured, its second estimated
         ckpt = checkpoint_of(postgres_url, 0)
         return bool(ckpt and ckpt["step"] >= 120)
