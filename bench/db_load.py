@@ -135,6 +135,7 @@ def _sim_worker_class() -> Any:
             self._study_key = None
             self.max_seconds, self.seconds_spent = None, 0.0
             self._link_start = _worker_module._Clock()
+            self.ledger = None
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []

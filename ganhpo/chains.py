@@ -124,6 +124,8 @@ class Ledger:
     texts, however many trials the study holds)."""
 
     counted: int  # trials that count against study.max_trials
+    running: int  # trials running now
+    waiting: int  # trials waiting to be taken (retries, PBT intervals, baselines)
     steps: int  # training steps reserved, against study.max_steps
     seconds: float  # device seconds reserved, against study.max_device_hours
     seconds_per_step: float  # the slowest training step measured in the study (0: none yet)
@@ -144,11 +146,14 @@ def read_ledger(study: optuna.Study) -> Ledger:
     )
     in_study = trial.study_id == study._study_id
     with rdb_of(study._storage).engine.connect() as conn:
-        started = conn.execute(
-            sqlalchemy.select(sqlalchemy.func.count())
-            .select_from(trial)
-            .where(in_study, trial.state.in_(STARTED_STATES))
-        ).scalar_one()
+        by_state = {
+            TrialState(state): int(n)
+            for state, n in conn.execute(
+                sqlalchemy.select(trial.state, sqlalchemy.func.count())
+                .where(in_study)
+                .group_by(trial.state)
+            ).all()
+        }
         histories = conn.execute(
             sqlalchemy.select(trial.number, sysattr.value_json)
             .join(sysattr, sysattr.trial_id == trial.trial_id)
@@ -186,7 +191,9 @@ def read_ledger(study: optuna.Study) -> Ledger:
             handed_over.update(history)
     # Every trial a successor continues is a started one (a FAIL or a PRUNED trial).
     return Ledger(
-        counted=int(started) - len(handed_over),
+        counted=sum(by_state.get(state, 0) for state in STARTED_STATES) - len(handed_over),
+        running=by_state.get(TrialState.RUNNING, 0),
+        waiting=by_state.get(TrialState.WAITING, 0),
         steps=round(costs.get("steps_reserved", (0, 0))[0]),
         seconds=float(costs.get("seconds_reserved", (0, 0))[0]),
         seconds_per_step=float(costs.get("seconds_per_step", (0, 0))[1]),

@@ -51,7 +51,7 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import read_ledger, retry_history
+from ganhpo.chains import Ledger, read_ledger, retry_history
 from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
@@ -252,6 +252,7 @@ class Worker:
         )
         self.seconds_spent = 0.0  # of max_seconds, as last seen under the budget lock
         self._link_start = _Clock()  # the running trial's clock when this link of it began
+        self.ledger: Ledger | None = None  # the study's budget, as next_trial last read it
         self.spent = ""  # which budget is spent, once one is
         base = spec.base
         if options.device:
@@ -398,41 +399,65 @@ class Worker:
         return trial
 
     def _take(self) -> int | None:
-        """The id of the trial this worker starts, under the budget lock (see next_trial)."""
+        """The id of the trial this worker starts, under the budget lock (see next_trial).
+
+        The ledger is read first without the lock: when it shows nothing to take (no budget
+        left for a new trial, nothing waiting, nothing to repair), as it does for every worker
+        that waits for a study's last trials, the worker says so without queueing for the lock
+        every worker's start goes through. What the lock guards is decided under it.
+        """
+        ledger = self.ledger = read_ledger(self.study)
+        refused = self._refused(ledger)
+        if refused and not ledger.marked and (not ledger.waiting or self._out_of_trials(ledger)):
+            self.spent = refused
+            return None
         with budget_lock(self.storage, self.study.study_name):
-            ledger = read_ledger(self.study)
+            ledger = self.ledger = read_ledger(self.study)
             if repair(self.study, max_retry=self.spec.max_retry, ledger=ledger):
-                ledger = read_ledger(self.study)
-            if self.budget is not None and ledger.counted >= self.budget:
-                self.spent = f"the study's budget of {self.budget} trials is spent"
+                ledger = self.ledger = read_ledger(self.study)
+            refused = self._refused(ledger)
+            if self._out_of_trials(ledger):
+                self.spent = refused
                 return None
             # A waiting trial (a retry, a PBT member) is taken even when no compute is left,
             # so that it ends instead of waiting forever; a new one only if its first
             # evaluation interval fits.
-            spent = ""
-            self.steps_spent, self.seconds_spent = ledger.steps, ledger.seconds
-            if self.max_steps is not None and self.max_steps - ledger.steps < self._chunk(0):
-                spent = f"the study's compute budget of {self.max_steps} steps is spent"
-            if self.max_seconds is not None:
-                first = self._estimate(0, ledger.seconds_per_step, ledger.seconds_per_image)
-                if ledger.seconds >= self.max_seconds or ledger.seconds + first > self.max_seconds:
-                    spent = (
-                        "the study's device-time budget of "
-                        f"{self.spec.max_device_hours:g} h is spent"
-                    )
-            trial_id = take_trial_id(self.study, create=not spent)
+            trial_id = take_trial_id(self.study, create=not refused)
             if trial_id is None:
-                self.spent = spent
+                self.spent = refused
             return trial_id
+
+    def _out_of_trials(self, ledger: Ledger) -> bool:
+        return self.budget is not None and ledger.counted >= self.budget
+
+    def _refused(self, ledger: Ledger) -> str:
+        """Why no new trial may start, by the study's budgets as ``ledger`` counts them ("" when
+        one may): its trials are spent, or its first evaluation interval does not fit in the
+        compute left."""
+        self.steps_spent, self.seconds_spent = ledger.steps, ledger.seconds
+        if self._out_of_trials(ledger):
+            return f"the study's budget of {self.budget} trials is spent"
+        if self.max_steps is not None and self.max_steps - ledger.steps < self._chunk(0):
+            return f"the study's compute budget of {self.max_steps} steps is spent"
+        if self.max_seconds is not None:
+            first = self._estimate(0, ledger.seconds_per_step, ledger.seconds_per_image)
+            if ledger.seconds >= self.max_seconds or ledger.seconds + first > self.max_seconds:
+                hours = self.spec.max_device_hours
+                return f"the study's device-time budget of {hours:g} h is spent"
+        return ""
 
     def _open(self, trial_id: int) -> optuna.Trial:
         """Study.ask's other work, outside the lock (the trial is counted already), so that
-        workers do it in parallel: sync the study's trial cache (it must know a trial taken
-        from the queue before the trial's parameters are set), then let the sampler prepare."""
+        workers do it in parallel: sync the study's trial cache once (it must know a trial
+        taken from the queue before the trial's parameters are set) and keep it for the
+        sampler, as ``ask`` does, then let the sampler prepare."""
         failpoint("worker:opening")
-        self.study._thread_local.cached_all_trials = None
-        self.study._storage.get_all_trials(self.study._study_id, deepcopy=False, states=())
-        return optuna.Trial(self.study, trial_id)
+        study = self.study
+        study._thread_local.cached_all_trials = None
+        study._thread_local.cached_all_trials = study._storage.get_all_trials(
+            study._study_id, deepcopy=False
+        )
+        return optuna.Trial(study, trial_id)
 
     def _chunk(self, step: int) -> int:
         """Steps from ``step`` to the next evaluation (or the end): the unit of the compute
@@ -527,9 +552,6 @@ class Worker:
         if self.artifacts is not None:
             self._db(sweep_checkpoints, self.study, self.artifacts, max_retry=self.spec.max_retry)
 
-    def _running(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
     # ------------------------------------------------------------------- loop
     def run(self) -> WorkerSummary:
         """Run trials until this worker's limit, the study's budget or the timeout."""
@@ -559,7 +581,8 @@ class Worker:
             )
             trial = self.next_trial()
             if trial is None:
-                running = self._db(self._running)
+                assert self.ledger is not None  # next_trial read it
+                running = self.ledger.running
                 if not running:
                     summary.stop_reason = self.spent
                     self._sweep()  # the study is done: no checkpoint is needed any more
@@ -572,7 +595,8 @@ class Worker:
                         running,
                     )
                     waiting_logged = True
-                time.sleep(min(self.spec.heartbeat_interval, 5))
+                # Apart from the other waiting workers (hundreds of them, on a large study).
+                time.sleep(min(self.spec.heartbeat_interval, 5) * random.uniform(0.5, 1.5))
                 continue
             waiting_logged = False
             state = self.run_trial(trial)

@@ -122,3 +122,40 @@ def test_an_outage_while_opening_a_trial_opens_it_again_and_takes_no_other(
     assert trial is not None and trial.number == 0
     states = [t.state for t in w.study.get_trials(deepcopy=False)]
     assert states == [TrialState.RUNNING]
+
+
+def test_a_worker_waiting_for_the_last_trials_neither_locks_nor_reads_them(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget is spent and 30 trials of other workers run: a worker that finds nothing to
+    take (and waits for them to end, in case one is handed over) must not queue for the budget
+    lock, nor read the running trials, every few seconds: with hundreds of workers waiting for
+    a study's last trials, both grew with the workers (the lock is what every start goes
+    through; the trials were read to count the running ones)."""
+    w = worker_on(postgres_url)
+    w.budget = 30
+    others = optuna.load_study(study_name="quick", storage=open_storage(postgres_url))
+    for _ in range(30):
+        t = others.ask()
+        suggest_params(t, w.spec)
+        t.report(100.0, 80)
+    w.study.get_trials(deepcopy=False)  # the worker's cache holds them, as after earlier asks
+    locked: list[bool] = []
+    monkeypatch.setattr(worker_module, "budget_lock", lambda *a, **k: locked.append(True))
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sqlalchemy.event.listen(w.storage.engine, "before_cursor_execute", record)
+    try:
+        assert w.next_trial() is None
+    finally:
+        sqlalchemy.event.remove(w.storage.engine, "before_cursor_execute", record)
+    assert w.spent == "the study's budget of 30 trials is spent"
+    assert w.ledger is not None and w.ledger.running == 30  # what the wait loop counts
+    assert not locked
+    joined = "\n".join(seen)
+    assert seen and len(seen) <= 6, joined
+    for table in ("trial_params", "trial_intermediate_values", "trial_values"):
+        assert table not in joined, (table, joined)
