@@ -6,7 +6,7 @@ import math
 import os
 import platform
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,16 +48,23 @@ def bulk_fill(
     seed: int,
     distributions: dict[str, Any],
     curve: Callable[[float], list[float]],
+    *,
+    steps: Sequence[int] | None = None,
+    running: bool = False,
+    user_attrs: dict[str, Any] | None = None,
 ) -> float:
     """Add ``n`` completed trials to the existing study ``study_name``, each with a value of
-    every distribution and the FID-like ``curve(level)`` as its intermediate values; returns the
-    seconds taken.
+    every distribution and the FID-like ``curve(level)`` as its intermediate values (at
+    ``steps``, default 0, 1, ...); returns the seconds taken. With ``running``, the trials are
+    RUNNING instead, without a value, with a heartbeat recorded now (other workers' trials);
+    ``user_attrs`` are set on each.
 
     ``Study.add_trials`` writes one transaction per trial (about 0.1 s each here); thousands of
     them would take longer than a benchmark, so the rows go in with one executemany per table,
     in Optuna's own schema (its SQLAlchemy models).
     """
     import datetime
+    import json
     import random
     import time
 
@@ -76,13 +83,14 @@ def bulk_fill(
     rng = random.Random(seed)
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     dists = {k: distribution_to_json(d) for k, d in distributions.items()}
+    state = TrialState.RUNNING if running else TrialState.COMPLETE
     with storage.engine.begin() as conn:
         if n:
             conn.execute(
                 models.TrialModel.__table__.insert(),
                 [
-                    {"number": first + i, "study_id": study_id, "state": TrialState.COMPLETE,
-                     "datetime_start": now, "datetime_complete": now}
+                    {"number": first + i, "study_id": study_id, "state": state,
+                     "datetime_start": now, "datetime_complete": None if running else now}
                     for i in range(n)
                 ],
             )  # fmt: skip
@@ -93,7 +101,7 @@ def bulk_fill(
                 .where(models.TrialModel.study_id == study_id, models.TrialModel.number >= first)
             ).all()
         )
-        params, values, intermediate = [], [], []
+        params, values, intermediate, attrs = [], [], [], []
         finite_v = models.TrialValueModel.TrialValueType.FINITE
         finite_i = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
         for trial_id in ids.values():
@@ -109,18 +117,32 @@ def bulk_fill(
                      "distribution_json": dists[name]}
                 )  # fmt: skip
             points = curve(level)
-            values.append(
-                {"trial_id": trial_id, "objective": 0, "value": points[-1], "value_type": finite_v}
-            )
+            if not running:
+                values.append(
+                    {"trial_id": trial_id, "objective": 0, "value": points[-1],
+                     "value_type": finite_v}
+                )  # fmt: skip
             intermediate += [
                 {"trial_id": trial_id, "step": s, "intermediate_value": v,
                  "intermediate_value_type": finite_i}
-                for s, v in enumerate(points)
+                for s, v in zip(steps or range(len(points)), points, strict=False)
             ]  # fmt: skip
+            attrs += [
+                {"trial_id": trial_id, "key": k, "value_json": json.dumps(v)}
+                for k, v in (user_attrs or {}).items()
+            ]
         if n:
             conn.execute(models.TrialParamModel.__table__.insert(), params)
-            conn.execute(models.TrialValueModel.__table__.insert(), values)
+            if values:
+                conn.execute(models.TrialValueModel.__table__.insert(), values)
             conn.execute(models.TrialIntermediateValueModel.__table__.insert(), intermediate)
+            if attrs:
+                conn.execute(models.TrialUserAttributeModel.__table__.insert(), attrs)
+            if running:
+                conn.execute(
+                    models.TrialHeartbeatModel.__table__.insert(),
+                    [{"trial_id": i} for i in ids.values()],  # the server's time now
+                )
     loaded = len(optuna.load_study(study_name=study_name, storage=storage).get_trials())
     assert loaded == first + n, (loaded, first, n)
     storage.engine.dispose()
