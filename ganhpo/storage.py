@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
+import json
 import logging
 import math
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import optuna
 import sqlalchemy
-from optuna.trial import FrozenTrial
+from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -393,7 +396,6 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
     """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.storages._rdb import models
-    from optuna.trial import TrialState
 
     trial = models.TrialModel
     with rdb_of(study._storage).engine.connect() as conn:
@@ -413,6 +415,143 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
         except UpdateFinishedTrialError:
             continue
     return study._storage.create_new_trial(study._study_id) if create else None
+
+
+class TrialCache(_CachedStorage):
+    """Optuna's in-memory trial cache around a database storage (``_CachedStorage``, what
+    ``optuna.load_study`` puts around an ``RDBStorage``), reading less of what other workers'
+    running trials hold.
+
+    Optuna's cache reads every unfinished trial again, whole (parameters, attributes, curve),
+    whenever it is asked for trials: with hundreds of workers, hundreds of running trials for
+    every pruning decision of every worker. Here, a question about finished trials alone (the
+    median and percentile pruners ask for the completed trials' curves) reads the ids and states
+    of the unfinished and newer trials, then only those that have finished since: finished
+    trials never change again. Any other question is Optuna's, unchanged.
+    """
+
+    def cache_trial(self, study_id: int, trial_id: int) -> None:
+        """Read one trial into the cache: the cache must know a trial before parameters can be
+        set on it, which ``Study.ask`` gets by syncing every unfinished trial. It stays
+        unfinished here, so the next sync reads it again."""
+        frozen = self._backend.get_trial(trial_id)
+        with self._lock:
+            info = self._studies.setdefault(study_id, _StudyInfo())
+            self._add_trials_to_cache(study_id, [frozen])
+            info.unfinished_trial_ids.add(trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        if not _finished_only(states):
+            return list(super().get_all_trials(study_id, deepcopy=deepcopy, states=states))
+        assert states is not None
+        self._read_finished(study_id)
+        with self._lock:
+            trials = sorted(
+                (t for t in self._studies[study_id].trials.values() if t.state in states),
+                key=lambda t: t.number,
+            )
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def _read_finished(self, study_id: int) -> None:
+        """Bring the cache's finished trials up to date, reading only those that finished."""
+        from optuna.storages._rdb import models
+
+        trial = models.TrialModel
+        with self._lock:
+            info = self._studies.setdefault(study_id, _StudyInfo())
+            newer = trial.trial_id > info.last_finished_trial_id
+            if info.unfinished_trial_ids:
+                newer = sqlalchemy.or_(newer, trial.trial_id.in_(info.unfinished_trial_ids))
+            with self._backend.engine.connect() as conn:
+                rows = conn.execute(
+                    sqlalchemy.select(trial.trial_id, trial.state).where(
+                        trial.study_id == study_id, newer
+                    )
+                ).all()
+            done = {i for i, state in rows if TrialState(state).is_finished()}
+            info.unfinished_trial_ids.update(i for i, _ in rows if i not in done)
+            if not done:
+                return
+            # Optuna's read: these ids, and any newer trial that finished meanwhile.
+            read = self._backend._get_trials(
+                study_id,
+                states=_FINISHED,
+                included_trial_ids=done,
+                trial_id_greater_than=max(done),
+            )
+            self._add_trials_to_cache(study_id, read)
+            seen = max(i for i, _ in rows)  # every trial up to it was in rows (Optuna's rule)
+            for t in read:
+                info.unfinished_trial_ids.discard(t._trial_id)
+                if t._trial_id <= seen:
+                    info.last_finished_trial_id = max(info.last_finished_trial_id, t._trial_id)
+
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _finished_only(states: Container[TrialState] | None) -> bool:
+    if states is None or not isinstance(states, Iterable):
+        return False
+    listed = list(states)
+    return bool(listed) and all(s in _FINISHED for s in listed)
+
+
+def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict) -> None:
+    """Set several user attributes of a running trial in one transaction, in Optuna's schema
+    and as Optuna writes one (its API takes a transaction, and a connection, for each): the
+    trial is locked, a finished one raises ``UpdateFinishedTrialError``."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.storages._rdb import models
+
+    rdb = rdb_of(storage)
+    attr = models.TrialUserAttributeModel
+    with rdb.engine.begin() as conn:
+        state = conn.execute(
+            sqlalchemy.select(models.TrialModel.state)
+            .where(models.TrialModel.trial_id == trial_id)
+            .with_for_update()
+        ).scalar_one()
+        if TrialState(state).is_finished():
+            raise UpdateFinishedTrialError(
+                f"trial id {trial_id} has already finished ({TrialState(state).name}) and can "
+                "not be updated"
+            )
+        existing = dict(
+            conn.execute(
+                sqlalchemy.select(attr.key, attr.trial_user_attribute_id).where(
+                    attr.trial_id == trial_id, attr.key.in_(list(attrs))
+                )
+            ).all()
+        )
+        for key, value in attrs.items():
+            value_json = json.dumps(value)
+            if key in existing:
+                conn.execute(
+                    sqlalchemy.update(attr)
+                    .where(attr.trial_user_attribute_id == existing[key])
+                    .values(value_json=value_json)
+                )
+            else:
+                conn.execute(
+                    sqlalchemy.insert(attr).values(
+                        trial_id=trial_id, key=key, value_json=value_json
+                    )
+                )
+
+
+def cache_trial(study: optuna.Study, trial_id: int) -> None:
+    """Read one trial of ``study`` into the trial cache around its storage, if it has one
+    (:meth:`TrialCache.cache_trial`)."""
+    if isinstance(study._storage, TrialCache):
+        study._storage.cache_trial(study._study_id, trial_id)
+    else:  # Optuna's own cache: what Study.ask does, a sync of the whole cache
+        study._storage.get_all_trials(study._study_id, deepcopy=False, states=())
 
 
 def sqlite_lock_path(database: str | Path) -> Path:

@@ -36,6 +36,7 @@ from ganhpo.spec import (
     parse_study_spec,
     study_spec_to_dict,
 )
+from ganhpo.storage import TrialCache
 from ganhpo.train.config import TrainConfig
 
 __all__ = [
@@ -184,6 +185,8 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
             + "; create it with 'ganhpo study create SPEC'"
         )
     spec = _spec_from_attrs(name, studies[name].user_attrs)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        storage = TrialCache(storage)  # Optuna's trial cache, reading less of running trials
     return optuna.load_study(
         study_name=name,
         storage=storage,

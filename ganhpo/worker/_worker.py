@@ -64,7 +64,13 @@ from ganhpo.errors import (
     StorageError,
 )
 from ganhpo.spec import StudySpec
-from ganhpo.storage import at_connection_limit, budget_lock, take_trial_id
+from ganhpo.storage import (
+    at_connection_limit,
+    budget_lock,
+    cache_trial,
+    set_user_attrs,
+    take_trial_id,
+)
 from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
 from ganhpo.train.models import import_builder
@@ -448,16 +454,14 @@ class Worker:
 
     def _open(self, trial_id: int) -> optuna.Trial:
         """Study.ask's other work, outside the lock (the trial is counted already), so that
-        workers do it in parallel: sync the study's trial cache once (it must know a trial
-        taken from the queue before the trial's parameters are set) and keep it for the
-        sampler, as ``ask`` does, then let the sampler prepare."""
+        workers do it in parallel: put the trial into the study's trial cache (it must know a
+        trial taken from the queue before the trial's parameters are set), then let the sampler
+        prepare; it reads what it needs of the other trials itself (TPE with the constant liar:
+        the running ones too)."""
         failpoint("worker:opening")
-        study = self.study
-        study._thread_local.cached_all_trials = None
-        study._thread_local.cached_all_trials = study._storage.get_all_trials(
-            study._study_id, deepcopy=False
-        )
-        return optuna.Trial(study, trial_id)
+        self.study._thread_local.cached_all_trials = None
+        cache_trial(self.study, trial_id)
+        return optuna.Trial(self.study, trial_id)
 
     def _chunk(self, step: int) -> int:
         """Steps from ``step`` to the next evaluation (or the end): the unit of the compute
@@ -508,6 +512,7 @@ class Worker:
             with budget_lock(self.storage, self.study.study_name):
                 ledger = read_ledger(self.study)
                 fits = True
+                attrs: dict[str, Any] = {}  # written together, in one transaction
                 self.steps_spent = ledger.steps
                 if self.max_steps is not None:
                     fits = ledger.steps + (until - step) <= self.max_steps
@@ -522,22 +527,20 @@ class Worker:
                     others = ledger.seconds - float(trial.user_attrs.get("seconds_reserved", 0))
                     fits = fits and others + used + estimate <= self.max_seconds
                     mine = used + estimate if fits else used
-                    trial.set_user_attr("seconds_reserved", mine)
+                    attrs["seconds_reserved"] = mine
                     self.seconds_spent = others + mine
                     # Rates measured over an interval (not a few calibration steps, which
                     # include the first step's warm-up) price other trials' first intervals.
                     if step - self._link_start.step > CALIBRATION_STEPS:
                         own = (("seconds_per_step", per_step), ("seconds_per_image", per_image))
-                        for key, rate in own:
-                            if rate is not None:
-                                trial.set_user_attr(key, rate)
-                if not fits:
-                    return step
-                if self.max_steps is not None:
+                        attrs |= {key: rate for key, rate in own if rate is not None}
+                if fits and self.max_steps is not None:
                     mine_steps = int(trial.user_attrs.get("steps_reserved", 0))
-                    trial.set_user_attr("steps_reserved", mine_steps + until - step)
+                    attrs["steps_reserved"] = mine_steps + until - step
                     self.steps_spent = ledger.steps + until - step
-                return until
+                if attrs:
+                    _write_attrs(self.storage, trial, attrs)
+                return until if fits else step
 
         return self._db(reserve)
 
@@ -749,16 +752,15 @@ class Worker:
             config = self._config_for(trial)
             attrs = {"host": self.host, "seed": config.seed}
             attrs["device"] = str(Trainer.device_for(config))
-            for key, value in attrs.items():
-                self._db(trial.set_user_attr, key, value)
+            self._db(_write_attrs, self.storage, trial, attrs)
             failpoint("trial:training")
             trainer = Trainer(
                 config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
             )
             # What the trial's networks cost: parameters of each (the Pareto axis of a study
             # that weighs size against FID).
-            self._db(trial.set_user_attr, "g_params", count_params(trainer.G))
-            self._db(trial.set_user_attr, "d_params", count_params(trainer.D))
+            sizes = {"g_params": count_params(trainer.G), "d_params": count_params(trainer.D)}
+            self._db(_write_attrs, self.storage, trial, sizes)
 
             stds: dict[str, float] = dict(trial.user_attrs.get(STD_ATTRS[objective]) or {})
 
@@ -982,8 +984,7 @@ class Worker:
                 value = final.fid if self.spec.objective == "fid" else final.kid
         elif step is not None:
             attrs["steps"] = step
-        for key, v in attrs.items():
-            self._db(trial.set_user_attr, key, v)
+        self._db(_write_attrs, self.storage, trial, attrs)
         return value
 
     def _finish(
@@ -1077,6 +1078,15 @@ class Worker:
             return float(self._db(lambda: self.study.best_value))
         except ValueError:
             return None
+
+
+def _write_attrs(
+    storage: optuna.storages.RDBStorage, trial: optuna.Trial, attrs: dict[str, Any]
+) -> None:
+    """Set user attributes of a running trial in one transaction, and in the ``Trial``'s own
+    copy of it, which ``trial.user_attrs`` reads (as ``Trial.set_user_attr`` does for one)."""
+    set_user_attrs(storage, trial._trial_id, attrs)
+    trial._cached_frozen_trial.user_attrs.update(attrs)
 
 
 @dataclass(frozen=True)
