@@ -545,6 +545,30 @@ def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: d
                 )
 
 
+def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> TrialState:
+    """Record a running trial's heartbeat in Optuna's table (what ``record_heartbeat`` writes,
+    the database's clock) and return the trial's state, in one transaction: a worker beats all
+    the time it trains, and Optuna's call and a look at the state were two connections. A trial
+    no longer running (taken over by another worker) gets no beat."""
+    from optuna.storages._rdb import models
+
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    with rdb_of(storage).engine.begin() as conn:
+        state = TrialState(
+            conn.execute(
+                sqlalchemy.select(trial.state).where(trial.trial_id == trial_id)
+            ).scalar_one()
+        )
+        if state == TrialState.RUNNING:
+            now = sqlalchemy.func.current_timestamp()
+            updated = conn.execute(
+                sqlalchemy.update(beat).where(beat.trial_id == trial_id).values(heartbeat=now)
+            )
+            if updated.rowcount == 0:  # its first beat
+                conn.execute(sqlalchemy.insert(beat).values(trial_id=trial_id, heartbeat=now))
+    return state
+
+
 def cache_trial(study: optuna.Study, trial_id: int) -> None:
     """Read one trial of ``study`` into the trial cache around its storage, if it has one
     (:meth:`TrialCache.cache_trial`)."""

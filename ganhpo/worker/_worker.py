@@ -68,6 +68,7 @@ from ganhpo.storage import (
     at_connection_limit,
     budget_lock,
     cache_trial,
+    record_heartbeat,
     set_user_attrs,
     take_trial_id,
 )
@@ -199,27 +200,13 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                self._storage.record_heartbeat(self._trial_id)
-                if self._state() != TrialState.RUNNING:
+                if record_heartbeat(self._storage, self._trial_id) != TrialState.RUNNING:
                     self.lost.set()
                     return
             except Exception as e:  # the next beat retries; the grace period absorbs a few misses
                 logger.debug("heartbeat of trial id %d failed: %s", self._trial_id, e)
             if self._stop_event.wait(self._interval):
                 return
-
-    def _state(self) -> TrialState:
-        """The trial's state alone (one small query, not the whole trial)."""
-        from optuna.storages._rdb import models
-
-        with self._storage.engine.connect() as conn:
-            return TrialState(
-                conn.execute(
-                    sqlalchemy.select(models.TrialModel.state).where(
-                        models.TrialModel.trial_id == self._trial_id
-                    )
-                ).scalar_one()
-            )
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -8,6 +8,7 @@ heartbeat, so with hundreds of workers the scans grew with the square of them.
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import optuna
 import pytest
 import sqlalchemy
 from optuna.storages._rdb import models
+from optuna.trial import TrialState
 
-from ganhpo.storage import open_storage
+from ganhpo.storage import open_storage, record_heartbeat
 from ganhpo.worker._handover import stale_trial_ids
 
 GRACE = 60
@@ -61,3 +63,28 @@ def test_the_stale_scan_finds_what_optunas_finds_reading_only_the_stale(
     assert found == sorted(storage._get_stale_trial_ids(study._study_id)) == silent
     if backend == "postgresql":  # psycopg2 counts the rows a SELECT returned
         assert sum(rows) == 1 + len(silent), rows  # the server's clock, then the stale ids
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_heartbeat_is_optunas_in_one_transaction_and_says_the_trials_state(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    storage = open_storage(url, create_schema=True, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    fresh, silent, done = study.ask(), study.ask(), study.ask()
+    transactions: list[int] = []
+    sqlalchemy.event.listen(storage.engine, "begin", lambda *a: transactions.append(1))
+    for t in (fresh, silent, done):
+        assert record_heartbeat(storage, t._trial_id) == TrialState.RUNNING  # first beats
+    assert len(transactions) == 3
+    study.tell(done, 1.0)
+    assert record_heartbeat(storage, done._trial_id) == TrialState.COMPLETE
+    time.sleep(3)  # past the grace period: both silent
+    assert record_heartbeat(storage, fresh._trial_id) == TrialState.RUNNING  # a later beat
+    expected = [silent._trial_id]
+    assert storage._get_stale_trial_ids(study._study_id) == expected  # Optuna reads our beats
+    assert stale_trial_ids(study, 2) == expected
