@@ -134,7 +134,8 @@ def _sim_worker_class() -> Any:
             self._last_failure = None
             self._study_key = None
             self.max_seconds, self.seconds_spent = None, 0.0
-            self._link_start = _worker_module._Clock()
+            clock = getattr(_worker_module, "_Clock", None)  # absent in older checkouts
+            self._link_start = clock() if clock is not None else None
             self.ledger = None
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws

@@ -10,6 +10,7 @@ import optuna
 import pytest
 from procs import ROOT, finish, ganhpo, start
 
+from ganhpo.chains import seconds_spent
 from ganhpo.storage import open_storage
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 SPEC = ROOT / "studies" / "mnist-structure.toml"
 SMALLER = {  # the same search, trials of 60 steps and narrow networks
     "max_trials = 60": "max_trials = 4",
-    "max_steps = 120000": "max_steps = 240",
+    "max_device_hours = 2 ": "max_device_hours = 0.05 ",  # 180 s: the 4 trials end it first
     "steps = 4000": "steps = 60",
     "every = 500": "every = 30",
     "samples = 2000": "samples = 300",
@@ -48,7 +49,7 @@ def test_the_structure_study_runs_to_completion(
     study = optuna.load_study(study_name="mnist-structure", storage=open_storage(postgres_url))
     trials = study.get_trials(deepcopy=False)
     assert trials and all(t.state.is_finished() for t in trials)
-    assert sum(int(t.user_attrs.get("steps_reserved", 0)) for t in trials) <= 240
+    assert 0 < seconds_spent(trials) <= 180
     baseline = trials[0]
     assert baseline.params["arch"] == "dcgan" and baseline.params["width_g"] == 16
     for t in trials:
