@@ -33,6 +33,7 @@ __all__ = [
     "PBT_ATTR",
     "STARTED_STATES",
     "Ledger",
+    "Rates",
     "chain_links",
     "counted_trials",
     "handovers",
@@ -111,9 +112,18 @@ def seconds_spent(trials: Sequence[FrozenTrial]) -> float:
 
 # User attributes of a trial's cost on its device, summed or maximised by read_ledger.
 _COST_SUMS = ("steps_reserved", "seconds_reserved")
-# The largest per-step training time and per-image evaluation time any trial measured: the
-# estimate of a new trial's first interval, before it has measured its own.
-_COST_MAXIMA = ("seconds_per_step", "seconds_per_image")
+# Per-step training time and per-image evaluation time a trial measured over an interval: the
+# fastest and the slowest of the study price a new trial's first interval before it has
+# measured its own.
+_COST_RATES = ("seconds_per_step", "seconds_per_image")
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Device seconds per training step and per evaluated image (0: none measured yet)."""
+
+    per_step: float = 0.0
+    per_image: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,8 +138,8 @@ class Ledger:
     waiting: int  # trials waiting to be taken (retries, PBT intervals, baselines)
     steps: int  # training steps reserved, against study.max_steps
     seconds: float  # device seconds reserved, against study.max_device_hours
-    seconds_per_step: float  # the slowest training step measured in the study (0: none yet)
-    seconds_per_image: float  # likewise, the evaluation time per generated image
+    fastest: Rates  # the cheapest rates any trial of the study measured
+    slowest: Rates  # the dearest
     links: dict[int, int]  # predecessor number -> the number of the trial that continues it
     marked: dict[int, int]  # number -> trial id of ended trials whose successor is due:
     # FAIL with the hand-over mark, PRUNED with a PBT decision, and no successor yet
@@ -161,13 +171,16 @@ def read_ledger(study: optuna.Study) -> Ledger:
         ).all()
         as_float = sqlalchemy.cast(userattr.value_json, sqlalchemy.Float)
         costs = {
-            key: (total, peak)
-            for key, total, peak in conn.execute(
+            key: (total, low, high)
+            for key, total, low, high in conn.execute(
                 sqlalchemy.select(
-                    userattr.key, sqlalchemy.func.sum(as_float), sqlalchemy.func.max(as_float)
+                    userattr.key,
+                    sqlalchemy.func.sum(as_float),
+                    sqlalchemy.func.min(as_float),
+                    sqlalchemy.func.max(as_float),
                 )
                 .join(trial, userattr.trial_id == trial.trial_id)
-                .where(in_study, userattr.key.in_(_COST_SUMS + _COST_MAXIMA))
+                .where(in_study, userattr.key.in_(_COST_SUMS + _COST_RATES))
                 .group_by(userattr.key)
             ).all()
         }
@@ -194,10 +207,10 @@ def read_ledger(study: optuna.Study) -> Ledger:
         counted=sum(by_state.get(state, 0) for state in STARTED_STATES) - len(handed_over),
         running=by_state.get(TrialState.RUNNING, 0),
         waiting=by_state.get(TrialState.WAITING, 0),
-        steps=round(costs.get("steps_reserved", (0, 0))[0]),
-        seconds=float(costs.get("seconds_reserved", (0, 0))[0]),
-        seconds_per_step=float(costs.get("seconds_per_step", (0, 0))[1]),
-        seconds_per_image=float(costs.get("seconds_per_image", (0, 0))[1]),
+        steps=round(costs.get("steps_reserved", (0, 0, 0))[0]),
+        seconds=float(costs.get("seconds_reserved", (0, 0, 0))[0]),
+        fastest=Rates(*(float(costs.get(k, (0, 0, 0))[1]) for k in _COST_RATES)),
+        slowest=Rates(*(float(costs.get(k, (0, 0, 0))[2]) for k in _COST_RATES)),
         links=links,
         marked={n: i for n, i in candidates if n not in links},
     )

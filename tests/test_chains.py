@@ -14,6 +14,7 @@ from ganhpo.chains import (
     HANDOVER_ATTR,
     HANDOVERS_ATTR,
     PBT_ATTR,
+    Rates,
     chain_links,
     counted_trials,
     read_ledger,
@@ -89,7 +90,8 @@ def test_the_ledger_counts_what_the_trials_say(
         url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     study = optuna.create_study(study_name="s", storage=open_storage(url, create_schema=True))
     empty = read_ledger(study)
-    assert (empty.counted, empty.steps, empty.seconds, empty.seconds_per_step) == (0, 0, 0, 0)
+    assert (empty.counted, empty.steps, empty.seconds) == (0, 0, 0)
+    assert empty.fastest == empty.slowest == Rates(0, 0)
     fill(study)
     trials = study.get_trials(deepcopy=False)
     ledger = read_ledger(study)
@@ -98,7 +100,7 @@ def test_the_ledger_counts_what_the_trials_say(
     assert ledger.counted == counted_trials(trials) == 8
     assert ledger.steps == steps_spent(trials) == 1000
     assert ledger.seconds == pytest.approx(seconds_spent(trials)) == 14.751
-    assert (ledger.seconds_per_step, ledger.seconds_per_image) == (0.0625, 0.001)
+    assert ledger.fastest == Rates(0.05, 2e-4) and ledger.slowest == Rates(0.0625, 0.001)
     assert ledger.links == chain_links(trials) == {1: 2, 2: 3, 8: 9}
     # Due a successor: the hand-overs without a retry (6, and 7, which repair refuses) and
     # the PBT interval without its next trial (10).

@@ -433,7 +433,10 @@ class Worker:
         if self.max_steps is not None and self.max_steps - ledger.steps < self._chunk(0):
             return f"the study's compute budget of {self.max_steps} steps is spent"
         if self.max_seconds is not None:
-            first = self._estimate(0, ledger.seconds_per_step, ledger.seconds_per_image)
+            # At the cheapest rates measured: its own 5 calibration steps decide whether a
+            # slower configuration goes on (an estimate at the dearest would leave up to a
+            # whole interval of the slowest network unspent, however cheap the next one).
+            first = self._estimate(0, ledger.fastest.per_step, ledger.fastest.per_image)
             if ledger.seconds >= self.max_seconds or ledger.seconds + first > self.max_seconds:
                 hours = self.spec.max_device_hours
                 return f"the study's device-time budget of {hours:g} h is spent"
@@ -505,9 +508,9 @@ class Worker:
                     fits = ledger.steps + (until - step) <= self.max_steps
                 if self.max_seconds is not None:
                     estimate = (until - step) * (
-                        per_step if per_step is not None else ledger.seconds_per_step
+                        per_step if per_step is not None else ledger.slowest.per_step
                     ) + self._eval_images(until) * (
-                        per_image if per_image is not None else ledger.seconds_per_image
+                        per_image if per_image is not None else ledger.slowest.per_image
                     )
                     # The others' reservations, then this trial's: what it used, and the next
                     # interval if that fits.

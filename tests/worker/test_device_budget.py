@@ -62,7 +62,7 @@ def test_device_seconds_are_reserved_from_measured_rates(postgres_url: str, tmp_
     # stops after its calibration steps, having reserved what they took.
     assert w._reserve(b, clock(5, 1.25, 0.0, 0)) == 5 and reserved(b) == 1.25
     # Rates of calibration steps (the first step warms up) price no other trial.
-    assert read_ledger(w.study).seconds_per_step == 0.1 and "seconds_per_step" not in b.user_attrs
+    assert read_ledger(w.study).slowest.per_step == 0.1 and "seconds_per_step" not in b.user_attrs
     # a's last interval ends with the final evaluation of 1000 images, at its own 1.5 ms an
     # image: 8 + 1.5 s.
     assert w._reserve(a, clock(160, 16.0, 1.5, 2)) == 240 and reserved(a) == 27.0
@@ -127,7 +127,7 @@ def test_workers_spend_a_device_time_budget(
     assert any(retry_history(t) == [0] for t in trials)
     spent = seconds_spent(trials)
     ledger = read_ledger(study)
-    first_interval = 80 * ledger.seconds_per_step + 500 * ledger.seconds_per_image
+    first_interval = 80 * ledger.fastest.per_step + 500 * ledger.fastest.per_image
     # Used up to what no new trial's first interval fits in, and over it only by what the
     # intervals in flight at the end took beyond their estimates (loose here: a shared CPU).
     assert budget - first_interval < spent <= 1.5 * budget, (spent, budget, first_interval)
