@@ -137,6 +137,7 @@ def _sim_worker_class() -> Any:
             clock = getattr(_worker_module, "_Clock", None)  # absent in older checkouts
             self._link_start = clock() if clock is not None else None
             self.ledger = None
+            self._costs_counted = False
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []

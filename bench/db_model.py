@@ -192,11 +192,11 @@ def measure(url: str, prefill: int, running: int, trials: int) -> dict[str, Any]
     )
     real_stale, real_lock = worker_module.fail_stale_trials, worker_module.budget_lock
     beats = [0]
-    real_beat = storage.record_heartbeat
+    real_beat = worker_module.record_heartbeat
 
-    def beat(trial_id: int) -> None:
+    def beat(*args: Any) -> Any:
         beats[0] += 1
-        real_beat(trial_id)
+        return real_beat(*args)
 
     @contextlib.contextmanager
     def timed_lock(*args: Any, **kwargs: Any) -> Iterator[None]:
@@ -207,7 +207,7 @@ def measure(url: str, prefill: int, running: int, trials: int) -> dict[str, Any]
             finally:
                 meter.lock_holds.append(1000 * (time.perf_counter() - held))
 
-    storage.record_heartbeat = beat  # type: ignore[method-assign]
+    worker_module.record_heartbeat = beat
     worker_module.fail_stale_trials = meter.wrap("fail_stale_trials", real_stale)
     worker_module.budget_lock = timed_lock
     meter.listen(storage.engine)
@@ -229,6 +229,7 @@ def measure(url: str, prefill: int, running: int, trials: int) -> dict[str, Any]
         wall = time.perf_counter() - started
     finally:
         worker_module.fail_stale_trials, worker_module.budget_lock = real_stale, real_lock
+        worker_module.record_heartbeat = real_beat
     meter.calls["heartbeat"] = beats[0]
     rows = []
     for name, label in PARTS.items():

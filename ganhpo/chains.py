@@ -145,8 +145,13 @@ class Ledger:
     # FAIL with the hand-over mark, PRUNED with a PBT decision, and no successor yet
 
 
-def read_ledger(study: optuna.Study) -> Ledger:
-    """The study's :class:`Ledger`, in one transaction (call it under the budget lock)."""
+def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
+    """The study's :class:`Ledger`, in one transaction (call it under the budget lock).
+
+    ``costs=False`` leaves the compute spent at 0: summing it reads an attribute of every trial
+    of the study (about 80 ms at 10,000 trials here), which a study without a compute budget
+    need not pay under the lock that every worker's start goes through.
+    """
     from optuna.storages._rdb import models
 
     trial, sysattr, userattr = (
@@ -170,20 +175,24 @@ def read_ledger(study: optuna.Study) -> Ledger:
             .where(in_study, sysattr.key == "retry_history")
         ).all()
         as_float = sqlalchemy.cast(userattr.value_json, sqlalchemy.Float)
-        costs = {
-            key: (total, low, high)
-            for key, total, low, high in conn.execute(
-                sqlalchemy.select(
-                    userattr.key,
-                    sqlalchemy.func.sum(as_float),
-                    sqlalchemy.func.min(as_float),
-                    sqlalchemy.func.max(as_float),
-                )
-                .join(trial, userattr.trial_id == trial.trial_id)
-                .where(in_study, userattr.key.in_(_COST_SUMS + _COST_RATES))
-                .group_by(userattr.key)
-            ).all()
-        }
+        spent = (
+            {
+                key: (total, low, high)
+                for key, total, low, high in conn.execute(
+                    sqlalchemy.select(
+                        userattr.key,
+                        sqlalchemy.func.sum(as_float),
+                        sqlalchemy.func.min(as_float),
+                        sqlalchemy.func.max(as_float),
+                    )
+                    .join(trial, userattr.trial_id == trial.trial_id)
+                    .where(in_study, userattr.key.in_(_COST_SUMS + _COST_RATES))
+                    .group_by(userattr.key)
+                ).all()
+            }
+            if costs
+            else {}
+        )
         candidates = conn.execute(
             sqlalchemy.select(trial.number, trial.trial_id)
             .join(sysattr, sysattr.trial_id == trial.trial_id)
@@ -207,10 +216,10 @@ def read_ledger(study: optuna.Study) -> Ledger:
         counted=sum(by_state.get(state, 0) for state in STARTED_STATES) - len(handed_over),
         running=by_state.get(TrialState.RUNNING, 0),
         waiting=by_state.get(TrialState.WAITING, 0),
-        steps=round(costs.get("steps_reserved", (0, 0, 0))[0]),
-        seconds=float(costs.get("seconds_reserved", (0, 0, 0))[0]),
-        fastest=Rates(*(float(costs.get(k, (0, 0, 0))[1]) for k in _COST_RATES)),
-        slowest=Rates(*(float(costs.get(k, (0, 0, 0))[2]) for k in _COST_RATES)),
+        steps=round(spent.get("steps_reserved", (0, 0, 0))[0]),
+        seconds=float(spent.get("seconds_reserved", (0, 0, 0))[0]),
+        fastest=Rates(*(float(spent.get(k, (0, 0, 0))[1]) for k in _COST_RATES)),
+        slowest=Rates(*(float(spent.get(k, (0, 0, 0))[2]) for k in _COST_RATES)),
         links=links,
         marked={n: i for n, i in candidates if n not in links},
     )

@@ -101,6 +101,14 @@ def test_the_ledger_counts_what_the_trials_say(
     assert ledger.steps == steps_spent(trials) == 1000
     assert ledger.seconds == pytest.approx(seconds_spent(trials)) == 14.751
     assert ledger.fastest == Rates(0.05, 2e-4) and ledger.slowest == Rates(0.0625, 0.001)
+    # Without a compute budget the sums are not read (an attribute of every trial); the rest is.
+    light = read_ledger(study, costs=False)
+    assert (light.steps, light.seconds, light.slowest) == (0, 0, Rates())
+    assert (light.counted, light.links, light.marked) == (
+        ledger.counted,
+        ledger.links,
+        ledger.marked,
+    )
     assert ledger.links == chain_links(trials) == {1: 2, 2: 3, 8: 9}
     # Due a successor: the hand-overs without a retry (6, and 7, which repair refuses) and
     # the PBT interval without its next trial (10).

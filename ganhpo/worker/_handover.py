@@ -172,7 +172,7 @@ def repair(
     holds the budget lock. ``ledger`` (read under the lock) saves a query when the caller has
     it. Only the trials to repair are loaded. Returns the trials enqueued."""
     if ledger is None:
-        ledger = read_ledger(study)
+        ledger = read_ledger(study, costs=False)
     storage = study._storage
     enqueued: list[FrozenTrial | None] = []
     for _, trial_id in sorted(ledger.marked.items()):

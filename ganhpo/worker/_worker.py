@@ -246,6 +246,8 @@ class Worker:
         self.seconds_spent = 0.0  # of max_seconds, as last seen under the budget lock
         self._link_start = _Clock()  # the running trial's clock when this link of it began
         self.ledger: Ledger | None = None  # the study's budget, as next_trial last read it
+        # Whether the ledger sums the compute spent (a compute budget needs it).
+        self._costs_counted = self.max_steps is not None or self.max_seconds is not None
         self.spent = ""  # which budget is spent, once one is
         base = spec.base
         if options.device:
@@ -399,15 +401,15 @@ class Worker:
         that waits for a study's last trials, the worker says so without queueing for the lock
         every worker's start goes through. What the lock guards is decided under it.
         """
-        ledger = self.ledger = read_ledger(self.study)
+        ledger = self.ledger = read_ledger(self.study, costs=self._costs_counted)
         refused = self._refused(ledger)
         if refused and not ledger.marked and (not ledger.waiting or self._out_of_trials(ledger)):
             self.spent = refused
             return None
         with budget_lock(self.storage, self.study.study_name):
-            ledger = self.ledger = read_ledger(self.study)
+            ledger = self.ledger = read_ledger(self.study, costs=self._costs_counted)
             if repair(self.study, max_retry=self.spec.max_retry, ledger=ledger):
-                ledger = self.ledger = read_ledger(self.study)
+                ledger = self.ledger = read_ledger(self.study, costs=self._costs_counted)
             refused = self._refused(ledger)
             if self._out_of_trials(ledger):
                 self.spent = refused
@@ -934,7 +936,9 @@ class Worker:
 
         def enqueue() -> None:
             with budget_lock(self.storage, self.study.study_name):
-                if number not in read_ledger(self.study).links:  # its checkpoint went with it
+                if (
+                    number not in read_ledger(self.study, costs=False).links
+                ):  # its checkpoint went with it
                     failed = trial_by_number(self.study, number)
                     retry_trial(self.study, failed, max_retry=self.spec.max_retry, from_start=True)
 
