@@ -211,19 +211,21 @@ def measure(url: str, prefill: int, running: int, trials: int) -> dict[str, Any]
     worker_module.fail_stale_trials = meter.wrap("fail_stale_trials", real_stale)
     worker_module.budget_lock = timed_lock
     meter.listen(storage.engine)
-    first_open: dict[str, float] = {}
+    first: dict[str, float] = {}
     try:
-        real_open = w._open
+        real_sample = w._config_for
 
-        def open_first(trial_id: int) -> Any:  # the first opening loads the whole study
-            if first_open:
-                return real_open(trial_id)
-            before = dict(meter.totals["_open"])
-            trial = real_open(trial_id)
-            first_open.update({k: v - before.get(k, 0.0) for k, v in meter.totals["_open"].items()})
-            return trial
+        def sample_first(trial: Any) -> Any:  # the first sampling loads the whole study
+            if first:
+                return real_sample(trial)
+            before = dict(meter.totals["_config_for"])
+            config = real_sample(trial)
+            first.update(
+                {k: v - before.get(k, 0.0) for k, v in meter.totals["_config_for"].items()}
+            )
+            return config
 
-        w._open = open_first  # type: ignore[method-assign]
+        w._config_for = sample_first  # type: ignore[method-assign]
         started = time.perf_counter()
         w.run()
         wall = time.perf_counter() - started
@@ -234,10 +236,10 @@ def measure(url: str, prefill: int, running: int, trials: int) -> dict[str, Any]
     rows = []
     for name, label in PARTS.items():
         totals, calls = meter.totals.get(name, {}), meter.calls.get(name, 0)
-        if name == "_open" and first_open:  # later openings apart from the first
-            totals = {k: v - first_open.get(k, 0.0) for k, v in totals.items()}
+        if name == "_config_for" and first:  # later samplings apart from the first
+            totals = {k: v - first.get(k, 0.0) for k, v in totals.items()}
             calls -= 1
-            rows.append(_row("open the first (loads the study)", first_open, 1))
+            rows.append(_row("sample the first (loads the study)", first, 1))
         row = _row(label, totals, calls)
         if name == "run_trial":  # its time is the training's
             row["ms_per_call"] = None
