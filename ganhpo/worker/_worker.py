@@ -936,9 +936,8 @@ class Worker:
 
         def enqueue() -> None:
             with budget_lock(self.storage, self.study.study_name):
-                if (
-                    number not in read_ledger(self.study, costs=False).links
-                ):  # its checkpoint went with it
+                links = read_ledger(self.study, costs=False).links
+                if number not in links:  # not retried yet: its checkpoint went with it
                     failed = trial_by_number(self.study, number)
                     retry_trial(self.study, failed, max_retry=self.spec.max_retry, from_start=True)
 
