@@ -147,3 +147,18 @@ def bulk_fill(
     assert loaded == first + n, (loaded, first, n)
     storage.engine.dispose()
     return time.perf_counter() - started
+
+
+def worker_env(cache: Path, data_dir: str) -> dict[str, str]:
+    """The environment of a benchmark's ``ganhpo`` processes: one torch thread each, a shared
+    statistics cache, the full MNIST, ganhpo from this checkout."""
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        GANHPO_CACHE_DIR=str(cache),
+        GANHPO_DATA_DIR=data_dir,
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env

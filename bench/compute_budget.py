@@ -61,6 +61,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+sys.path.insert(1, str(ROOT / "bench"))
+
+from _common import worker_env  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
 METHODS = ("preset", "dcgan", "random", "default", "hyperband", "tpe-hyperband", "pbt", "ray-pbt")
@@ -170,18 +173,6 @@ def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, 
 
 
 # ------------------------------------------------------------------------------- the runs
-def _env(cache: Path, data_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        GANHPO_CACHE_DIR=str(cache),
-        GANHPO_DATA_DIR=data_dir,
-    )
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def run_ganhpo(job: dict[str, Any]) -> dict[str, Any]:
     """One ganhpo method at one budget and seed: a real study and one real worker."""
     import optuna
@@ -196,7 +187,7 @@ def run_ganhpo(job: dict[str, Any]) -> dict[str, Any]:
         spec = work / "spec.toml"
         spec.write_text(spec_text(method, length, budget, seed, job["size"]), encoding="utf-8")
         storage = f"sqlite:///{work / 'study.db'}"
-        env = _env(Path(job["cache"]), job["data_dir"])
+        env = worker_env(Path(job["cache"]), job["data_dir"])
         base = [sys.executable, "-m", "ganhpo"]
         subprocess.run(
             [

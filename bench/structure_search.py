@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 sys.path.insert(1, str(ROOT / "bench"))
 
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, worker_env  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
 STUDIES = {
@@ -85,22 +85,10 @@ def spec_text(
     return tomli_w.dumps(data)
 
 
-def _env(cache: Path, data_dir: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        GANHPO_CACHE_DIR=str(cache),
-        GANHPO_DATA_DIR=data_dir,
-    )
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def run_pair(seed: int, args: argparse.Namespace, cache: Path) -> list[dict[str, Any]]:
     """Both studies of one seed, each with one worker, at the same time."""
     work = Path(tempfile.mkdtemp(prefix="structure-search-"))
-    env = _env(cache, str(args.data_dir))
+    env = worker_env(cache, str(args.data_dir))
     base = [sys.executable, "-m", "ganhpo"]
     procs: dict[str, tuple[subprocess.Popen[bytes], Any, float]] = {}
     try:

@@ -136,6 +136,14 @@ def postgres_url(postgres_admin_url: str) -> Iterator[str]:
         engine.dispose()
 
 
+@pytest.fixture(params=["postgresql", "sqlite"])
+def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh study database: a test that takes it runs on PostgreSQL, then on SQLite."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return f"sqlite:///{tmp_path / 'db.sqlite'}"
+
+
 @pytest.fixture(scope="session")
 def private_postgres() -> Iterator[PrivateServer]:
     """A server of the tests' own with password ``PRIVATE_PASSWORD``; tests may restart it."""

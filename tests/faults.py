@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -160,3 +162,16 @@ class ConnectionWatch(threading.Thread):
             while not self.done.wait(0.2):
                 self.peak = max(self.peak, int(conn.execute(query).scalar_one()))
                 conn.commit()
+
+
+def kill_and_replace(
+    url: str, tmp_path: Path, env: dict[str, str], workers: list[subprocess.Popen[str]]
+) -> None:
+    """SIGKILL the worker (of ``workers``, logging to ``w{i}.log``) that runs trial 0, and
+    start a replacement worker in its place."""
+    victim = next(
+        i for i in range(len(workers)) if "trial 0 started" in (tmp_path / f"w{i}.log").read_text()
+    )
+    os.kill(workers[victim].pid, signal.SIGKILL)
+    assert finish(workers[victim]) == -signal.SIGKILL
+    workers[victim] = start_worker(url, tmp_path, env, "replacement")

@@ -3,8 +3,6 @@ PostgreSQL and SQLite, for every kind of chain a study holds."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -80,14 +78,8 @@ def fill(study: optuna.Study) -> None:
     add(study, TrialState.WAITING)  # 12: an enqueued baseline
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_the_ledger_counts_what_the_trials_say(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_the_ledger_counts_what_the_trials_say(any_db_url: str) -> None:
+    url = any_db_url
     study = optuna.create_study(study_name="s", storage=open_storage(url, create_schema=True))
     empty = read_ledger(study)
     assert (empty.counted, empty.steps, empty.seconds) == (0, 0, 0)

@@ -4,7 +4,6 @@ alone without reading the running ones again."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,23 +17,14 @@ from ganhpo.storage import TrialCache, open_storage, set_user_attrs
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def url_for(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if backend == "postgresql":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite:///{tmp_path / 'db.sqlite'}"
-
-
 def snapshot(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[Any, ...]]:
     return [
         (t.number, t.state, t.params, t.values, t.intermediate_values, t.user_attrs) for t in trials
     ]
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_the_cache_answers_as_optunas_while_trials_start_and_end(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    url = url_for(backend, request, tmp_path)
+def test_the_cache_answers_as_optunas_while_trials_start_and_end(any_db_url: str) -> None:
+    url = any_db_url
     optuna.create_study(study_name="s", storage=open_storage(url, create_schema=True))
     other = optuna.load_study(study_name="s", storage=open_storage(url))  # another worker
     cached = optuna.load_study(study_name="s", storage=TrialCache(open_storage(url)))
@@ -112,11 +102,10 @@ def test_a_question_about_finished_trials_reads_only_what_finished(postgres_url:
     assert sum(rows) > 8 * 29, rows
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_several_user_attributes_are_set_in_one_transaction_as_optuna_sets_one(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    any_db_url: str,
 ) -> None:
-    url = url_for(backend, request, tmp_path)
+    url = any_db_url
     storage = open_storage(url, create_schema=True)
     study = optuna.create_study(study_name="s", storage=storage)
     trial = study.ask()

@@ -7,12 +7,10 @@ checkpoint, trials cut by the budget stop at an evaluation, and nothing is left 
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
-from faults import checkpoint_of, create_study, load, retry_of, start_worker
+from faults import checkpoint_of, create_study, kill_and_replace, load, retry_of, start_worker
 from optuna.trial import TrialState
 from procs import finish, ganhpo, wait_for
 
@@ -29,14 +27,7 @@ def test_three_workers_spend_the_compute_budget_exactly(
     create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": f"max_steps = {MAX_STEPS} "})
     workers = [start_worker(postgres_url, tmp_path, env, f"w{i}") for i in range(3)]
     wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
-    victim = next(
-        i
-        for i, w in enumerate(workers)
-        if "trial 0 started" in (tmp_path / f"w{i}.log").read_text()
-    )
-    os.kill(workers[victim].pid, signal.SIGKILL)
-    assert finish(workers[victim]) == -signal.SIGKILL
-    workers[victim] = start_worker(postgres_url, tmp_path, env, "replacement")
+    kill_and_replace(postgres_url, tmp_path, env, workers)
     codes = [finish(w) for w in workers]
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert codes == [0, 0, 0], logs

@@ -7,14 +7,12 @@ exact); then real workers on PostgreSQL, one of them SIGKILLed mid-trial, spendi
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from faults import checkpoint_of, create_study, load, start_worker
+from faults import checkpoint_of, create_study, kill_and_replace, load, start_worker
 from optuna.trial import TrialState
 from procs import finish, ganhpo, spec_variant, wait_for
 
@@ -101,14 +99,7 @@ def test_workers_spend_a_device_time_budget(
         return bool(ckpt and ckpt["step"] >= 120)
 
     wait_for(in_second_interval, 300, "trial 0's checkpoint at step 120")
-    victim = next(
-        i
-        for i, w in enumerate(workers)
-        if "trial 0 started" in (tmp_path / f"w{i}.log").read_text()
-    )
-    os.kill(workers[victim].pid, signal.SIGKILL)
-    assert finish(workers[victim]) == -signal.SIGKILL
-    workers[victim] = start_worker(postgres_url, tmp_path, env, "replacement")
+    kill_and_replace(postgres_url, tmp_path, env, workers)
     codes = [finish(w) for w in workers]
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert codes == [0, 0], logs

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import datetime
 import time
-from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 import sqlalchemy
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
@@ -24,14 +22,8 @@ from ganhpo.worker._handover import stale_trial_ids
 GRACE = 60
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
-def test_the_stale_scan_finds_what_optunas_finds_reading_only_the_stale(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_the_stale_scan_finds_what_optunas_finds_reading_only_the_stale(any_db_url: str) -> None:
+    url = any_db_url
     storage = open_storage(url, create_schema=True, heartbeat_interval=1, grace_period=GRACE)
     study = optuna.create_study(study_name="s", storage=storage)
     for _ in range(30):  # other workers' trials, beating
@@ -61,18 +53,14 @@ def test_the_stale_scan_finds_what_optunas_finds_reading_only_the_stale(
     finally:
         sqlalchemy.event.remove(storage.engine, "after_cursor_execute", count)
     assert found == sorted(storage._get_stale_trial_ids(study._study_id)) == silent
-    if backend == "postgresql":  # psycopg2 counts the rows a SELECT returned
+    if url.startswith("postgresql"):  # psycopg2 counts the rows a SELECT returned
         assert sum(rows) == 1 + len(silent), rows  # the server's clock, then the stale ids
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_a_heartbeat_is_optunas_in_one_transaction_and_says_the_trials_state(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    any_db_url: str,
 ) -> None:
-    if backend == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url = any_db_url
     storage = open_storage(url, create_schema=True, heartbeat_interval=1, grace_period=2)
     study = optuna.create_study(study_name="s", storage=storage)
     fresh, silent, done = study.ask(), study.ask(), study.ask()
