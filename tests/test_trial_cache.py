@@ -29,13 +29,14 @@ def test_the_cache_answers_as_optunas_while_trials_start_and_end(any_db_url: str
     other = optuna.load_study(study_name="s", storage=open_storage(url))  # another worker
     cached = optuna.load_study(study_name="s", storage=TrialCache(open_storage(url)))
 
-    def check() -> None:
+    def check(full: bool = True) -> None:
         truth = optuna.load_study(study_name="s", storage=open_storage(url))  # a fresh read
         for states in [FINISHED, (TrialState.COMPLETE,), (TrialState.PRUNED, TrialState.FAIL)]:
             assert snapshot(cached.get_trials(deepcopy=False, states=states)) == snapshot(
                 truth.get_trials(deepcopy=False, states=states)
             ), states
-        assert snapshot(cached.get_trials(deepcopy=False)) == snapshot(truth.get_trials())
+        if full:  # Optuna's own read, which brings the running trials up to date too
+            assert snapshot(cached.get_trials(deepcopy=False)) == snapshot(truth.get_trials())
 
     running = []
     for i in range(6):
@@ -46,10 +47,11 @@ def test_the_cache_answers_as_optunas_while_trials_start_and_end(any_db_url: str
     check()  # all running: cached as such
     other.tell(running[0], 0.5)
     other.tell(running[1], state=TrialState.PRUNED)
-    check()  # two finished since they were cached as running
+    check(full=False)  # two finished since they were cached as running
     other.enqueue_trial({"x": 0.25})  # a waiting one
     late = other.ask()  # takes the waiting trial
     other.tell(late, 0.25)
+    check(full=False)  # one created and finished since the last look
     other.tell(running[2], state=TrialState.FAIL)
     running[3].set_user_attr("status", "still running")
     check()
