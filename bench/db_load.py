@@ -26,7 +26,8 @@ For each way in (``direct``: a private PostgreSQL with its default max_connectio
 20) and each pre-fill (completed trials bulk-inserted before the workers start), the study's
 budget is pre-fill + workers x trials-per-worker. Reported: asks per second (trials started,
 from the moment all workers are ready to the last one's end), p50 and p99 latency of taking a
-trial (lock, repair, count, ask), peak server connections (pg_stat_activity, sampled every
+trial (lock, repair, count, ask), the polls apart (calls that found nothing to take: a worker
+waiting for the study's last trials asks every few seconds), peak server connections (pg_stat_activity, sampled every
 0.2 s), the times a worker found the server full, and lost (left RUNNING or WAITING),
 duplicated (a chain completed twice) and over-budget trials. Results go to stdout (a table,
 or JSON with --json), progress to stderr.
@@ -141,12 +142,15 @@ def _sim_worker_class() -> Any:
             self.cfg = cfg
             self.rng = random.Random(self.host)  # each worker its own draws
             self.asks: list[float] = []
+            self.polls: list[float] = []
             self.full = 0
 
         def next_trial(self) -> Any:
             t0 = time.perf_counter()
             trial = super().next_trial()
-            self.asks.append(time.perf_counter() - t0)
+            # Calls that found nothing to take (the budget spent, waiting for the last
+            # trials) apart: they are polls, not starts.
+            (self.asks if trial is not None else self.polls).append(time.perf_counter() - t0)
             return trial
 
         def _train_trial(self, trial: Any, heartbeat: Any, grids: Any) -> Any:
@@ -226,6 +230,7 @@ def process_main(cfg: dict[str, Any], ready: Any, start: Any, out: Any) -> None:
     out.put(
         {
             "asks": [a for w in workers for a in w.asks],
+            "polls": [a for w in workers for a in w.polls],
             "end": time.time(),
         }
     )
@@ -301,6 +306,7 @@ def run_config(via: str, prefill_n: int, args: argparse.Namespace) -> dict[str, 
                 bouncer.__exit__(None, None, None)
         counts = _end_state(direct, budget)
     asks = sorted(a for r in results for a in r["asks"])
+    polls = sorted(a for r in results for a in r.get("polls", []))
     started = len(asks)
     return {
         "via": via,
@@ -314,6 +320,8 @@ def run_config(via: str, prefill_n: int, args: argparse.Namespace) -> dict[str, 
         "asks_per_s": round(started / wall, 1),
         "ask_p50_ms": round(1000 * statistics.median(asks), 1),
         "ask_p99_ms": round(1000 * asks[min(len(asks) - 1, int(0.99 * len(asks)))], 1),
+        "polls": len(polls),
+        "poll_p50_ms": round(1000 * statistics.median(polls), 1) if polls else None,
         "peak_server_connections": peak.peak - 1,  # the sampler's own is not counted
         **counts,
     }
