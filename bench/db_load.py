@@ -27,10 +27,10 @@ For each way in (``direct``: a private PostgreSQL with its default max_connectio
 budget is pre-fill + workers x trials-per-worker. Reported: asks per second (trials started,
 from the moment all workers are ready to the last one's end), p50 and p99 latency of taking a
 trial (lock, repair, count, ask), the polls apart (calls that found nothing to take: a worker
-waiting for the study's last trials asks every few seconds), peak server connections (pg_stat_activity, sampled every
-0.2 s), the times a worker found the server full, and lost (left RUNNING or WAITING),
-duplicated (a chain completed twice) and over-budget trials. Results go to stdout (a table,
-or JSON with --json), progress to stderr.
+waiting for the study's last trials asks every few seconds), peak server connections
+(pg_stat_activity, sampled every 0.2 s), the times a worker found the server full, and lost
+(left RUNNING or WAITING), duplicated (a chain completed twice) and over-budget trials.
+Results go to stdout (a table, or JSON with --json), progress to stderr.
 
 It imports the tests' private-server helpers (tests/pg.py) and needs PostgreSQL's binaries and
 Debian's pgbouncer, as the tests do. Run it with ``PYTHONPATH=DIR`` to measure another
