@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -53,7 +54,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # pg.py: the private PostgreSQL and PgBouncer
-sys.path.insert(1, str(ROOT))  # ganhpo from this checkout, unless PYTHONPATH names another
+if not os.environ.get("PYTHONPATH"):  # ganhpo from this checkout, unless PYTHONPATH names one
+    sys.path.insert(1, str(ROOT))  # (inserted always, it hid the other checkout's: the code
+    # "before" in BENCHMARKS 4b's first side-by-side table was this checkout's too)
 
 from _common import bulk_fill, cpu_model  # noqa: E402  (bench/, beside this script)
 
