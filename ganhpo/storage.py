@@ -447,7 +447,7 @@ class TrialCache(_CachedStorage):
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
         if not _finished_only(states):
-            return list(super().get_all_trials(study_id, deepcopy=deepcopy, states=states))
+            return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
         assert states is not None
         self._read_finished(study_id)
         with self._lock:
@@ -502,7 +502,9 @@ def _finished_only(states: Container[TrialState] | None) -> bool:
     return bool(listed) and all(s in _FINISHED for s in listed)
 
 
-def set_user_attrs(storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict) -> None:
+def set_user_attrs(
+    storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, object]
+) -> None:
     """Set several user attributes of a running trial in one transaction, in Optuna's schema
     and as Optuna writes one (its API takes a transaction, and a connection, for each): the
     trial is locked, a finished one raises ``UpdateFinishedTrialError``."""

@@ -438,7 +438,9 @@ class Worker:
             # At the cheapest rates measured: its own 5 calibration steps decide whether a
             # slower configuration goes on (an estimate at the dearest would leave up to a
             # whole interval of the slowest network unspent, however cheap the next one).
-            first = self._estimate(0, ledger.fastest.per_step, ledger.fastest.per_image)
+            first = self._estimate(
+                0, self._chunk(0), ledger.fastest.per_step, ledger.fastest.per_image
+            )
             if ledger.seconds >= self.max_seconds or ledger.seconds + first > self.max_seconds:
                 hours = self.spec.max_device_hours
                 return f"the study's device-time budget of {hours:g} h is spent"
@@ -469,11 +471,9 @@ class Worker:
             return ev.final_samples
         return ev.samples if ev.every and until % ev.every == 0 else 0
 
-    def _estimate(self, step: int, per_step: float, per_image: float) -> float:
-        """Device seconds of the interval from ``step`` to the next evaluation, that evaluation
-        included, at the given rates (a new trial's first: its calibration steps, then the rest
-        of the interval)."""
-        until = step + self._chunk(step)
+    def _estimate(self, step: int, until: int, per_step: float, per_image: float) -> float:
+        """Device seconds of training from ``step`` to ``until``, with the evaluation there if
+        there is one, at the given rates."""
         return (until - step) * per_step + self._eval_images(until) * per_image
 
     def _reserve(self, trial: optuna.Trial, trainer: Trainer) -> int:
@@ -509,10 +509,11 @@ class Worker:
                 if self.max_steps is not None:
                     fits = ledger.steps + (until - step) <= self.max_steps
                 if self.max_seconds is not None:
-                    estimate = (until - step) * (
-                        per_step if per_step is not None else ledger.slowest.per_step
-                    ) + self._eval_images(until) * (
-                        per_image if per_image is not None else ledger.slowest.per_image
+                    estimate = self._estimate(
+                        step,
+                        until,
+                        per_step if per_step is not None else ledger.slowest.per_step,
+                        per_image if per_image is not None else ledger.slowest.per_image,
                     )
                     # The others' reservations, then this trial's: what it used, and the next
                     # interval if that fits.
