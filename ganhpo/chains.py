@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ganhpo.storage import rdb_of
 
 __all__ = [
+    "GROW_ATTR",
     "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
     "LINK_ATTRS",
@@ -52,6 +53,10 @@ HANDOVER_ATTR = "ganhpo:handover"
 # pruned: {"params", "checkpoint", "parent", ...}, what its successor starts from. A PRUNED
 # trial with it and without a successor is repaired like a hand-over.
 PBT_ATTR = "ganhpo:pbt-next"
+# A system attribute set on a trial that grows a completed trial of a ``grow`` study beyond its
+# length: {"from": the completed trial's number, "steps": where it starts, "length": its new
+# length}. Set when the trial is enqueued (one transaction), so a study has grown once it has one.
+GROW_ATTR = "ganhpo:grow"
 # A system attribute: how many times the chain up to this trial was handed over (lost, stopped,
 # broken); study.max_retry bounds it. PBT intervals do not count.
 HANDOVERS_ATTR = "ganhpo:handovers"
@@ -143,6 +148,7 @@ class Ledger:
     links: dict[int, int]  # predecessor number -> the number of the trial that continues it
     marked: dict[int, int]  # number -> trial id of ended trials whose successor is due:
     # FAIL with the hand-over mark, PRUNED with a PBT decision, and no successor yet
+    grown: int = 0  # trials that grow a completed one (strategy grow), whatever their state
 
 
 def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
@@ -193,6 +199,12 @@ def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
             if costs
             else {}
         )
+        grown = conn.execute(
+            sqlalchemy.select(sqlalchemy.func.count())
+            .select_from(sysattr)
+            .join(trial, sysattr.trial_id == trial.trial_id)
+            .where(in_study, sysattr.key == GROW_ATTR)
+        ).scalar_one()
         candidates = conn.execute(
             sqlalchemy.select(trial.number, trial.trial_id)
             .join(sysattr, sysattr.trial_id == trial.trial_id)
@@ -222,4 +234,5 @@ def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
         slowest=Rates(*(float(spent.get(k, (0, 0, 0))[2]) for k in _COST_RATES)),
         links=links,
         marked={n: i for n, i in candidates if n not in links},
+        grown=int(grown),
     )

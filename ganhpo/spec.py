@@ -216,7 +216,13 @@ class Choice:
 ParamSpace = FloatRange | IntRange | Choice
 
 
-STRATEGIES = ("optuna", "pbt")
+STRATEGIES = ("optuna", "grow", "pbt")
+# The keys of [strategy] each strategy takes (besides its name).
+STRATEGY_KEYS = {
+    "optuna": ("guard",),
+    "grow": ("guard", "search_fraction", "top"),
+    "pbt": ("quantile", "resample_probability", "perturbation_factors", "hyperparams"),
+}
 
 
 @dataclass(frozen=True)
@@ -224,11 +230,17 @@ class StrategySpec:
     """How a study spends its budget (``[strategy]``).
 
     ``optuna`` (the default): the sampler proposes each trial's parameters and the pruner stops
-    poor trials early. ``pbt``: population-based training (Jaderberg et al. 2017, as in Ray
-    Tune): ``study.max_trials`` members train side by side; at each evaluation a member in the
-    bottom ``quantile`` continues from the full training state of one in the top ``quantile``
-    (exploit), with its ``hyperparams`` multiplied by one of ``perturbation_factors`` or, with
-    ``resample_probability``, drawn again from ``[search]`` (explore).
+    poor trials early; every trial trains at most ``train.steps``. ``grow`` (a compute budget
+    only): the same search until ``search_fraction`` of the compute budget is spent, then the
+    ``top`` best completed trials go on from their final training state for what is left of
+    the budget, shared equally: the study's best generator may train longer than
+    ``train.steps``. Both stop a collapsed or hopeless trial in every bracket of the pruner
+    (``guard``, :mod:`ganhpo.worker._guard`). ``pbt``: population-based training (Jaderberg et
+    al. 2017, as in Ray Tune): ``study.max_trials`` members train side by side; at each
+    evaluation a member in the bottom ``quantile`` continues from the full training state of
+    one in the top ``quantile`` (exploit), with its ``hyperparams`` multiplied by one of
+    ``perturbation_factors`` or, with ``resample_probability``, drawn again from ``[search]``
+    (explore).
     """
 
     name: str = "optuna"
@@ -236,6 +248,9 @@ class StrategySpec:
     resample_probability: float = 0.25
     perturbation_factors: tuple[float, ...] = (0.8, 1.2)
     hyperparams: tuple[str, ...] = ()  # pbt: searched parameters it perturbs
+    guard: bool = True  # optuna, grow: stop collapsed and hopeless trials
+    search_fraction: float = 0.5  # grow: the share of the compute budget the search spends
+    top: int = 1  # grow: how many of the best trials go on
 
 
 @dataclass(frozen=True)
@@ -667,7 +682,14 @@ def parse_study_spec(
             if "pruner" in data
             else default_pruner(base, max_steps is not None or max_device_hours is not None)
         )
-        strategy = _parse_strategy(data.get("strategy"), base, parsed, max_trials, data)
+        strategy = _parse_strategy(
+            data.get("strategy"),
+            base,
+            parsed,
+            max_trials,
+            data,
+            compute_budget=max_steps is not None or max_device_hours is not None,
+        )
         if strategy.name == "pbt":
             pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
         if cost is not None:
@@ -756,10 +778,10 @@ def _multi_objective(
 ) -> tuple[ComponentSpec, ComponentSpec]:
     """The sampler and pruner of a multi-objective study, or a ConfigError: Optuna's pruners
     rank trials by one objective, so such a study trains every trial to its length."""
-    if strategy.name == "pbt":
+    if strategy.name in ("pbt", "grow"):
         raise ConfigError(
-            "strategy pbt ranks members by one objective; use study.objective = "
-            '"fid" with pbt, or drop [strategy] to weigh FID against a cost'
+            f"strategy {strategy.name} ranks trials by one objective; use study.objective = "
+            f'"fid" with {strategy.name}, or drop [strategy] to weigh FID against a cost'
         )
     if pruner_given and pruner.name != "none":
         raise ConfigError(
@@ -780,41 +802,92 @@ def _parse_strategy(
     space: dict[str, ParamSpace],
     max_trials: int | None,
     data: dict[str, Any],
+    *,
+    compute_budget: bool,
 ) -> StrategySpec:
     """The ``[strategy]`` table, checked against the rest of the spec."""
-    from ganhpo.train import ADOPTABLE
-
     if raw is None:
         return StrategySpec()
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise ConfigError('[strategy] must be a table with name = "optuna" or "pbt"')
+        raise ConfigError('[strategy] must be a table with name = "optuna", "grow" or "pbt"')
     raw = dict(raw)
+    name = raw.get("name", "optuna")
+    if name not in STRATEGIES:
+        raise ConfigError(
+            f"strategy.name = {name!r} is invalid; use {', '.join(map(repr, STRATEGIES))}"
+        )
+    allowed = STRATEGY_KEYS[name]
+    for key in raw:
+        if key == "name" or key in allowed:
+            continue
+        owner = next((n for n, keys in STRATEGY_KEYS.items() if key in keys), None)
+        if owner is not None:
+            raise ConfigError(
+                f'strategy.{key} belongs to strategy "{owner}", not "{name}"; drop it or set '
+                f'strategy.name = "{owner}"'
+            )
+        names = ["name", *allowed]
+        hint = closest(key, names)
+        raise ConfigError(
+            f"unknown key 'strategy.{key}'; "
+            + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(names)}")
+        )
+    values: dict[str, Any] = {"name": name}
+    if "guard" in raw:
+        values["guard"] = _convert(raw["guard"], bool, "strategy.guard")
+    if name == "pbt":
+        values |= _parse_pbt(raw, base, space, max_trials, data)
+    elif name == "grow":
+        values |= _parse_grow(raw, base, compute_budget)
+    return StrategySpec(**values)
+
+
+def _parse_grow(raw: dict[str, Any], base: TrainConfig, compute_budget: bool) -> dict[str, Any]:
+    """The keys of strategy ``grow``."""
+    values: dict[str, Any] = {}
+    if not compute_budget:
+        raise ConfigError(
+            "strategy grow splits a compute budget between searching and growing; set "
+            "study.max_steps or study.max_device_hours, or drop [strategy]"
+        )
+    if "search_fraction" in raw:
+        fraction = _convert(raw["search_fraction"], float, "strategy.search_fraction")
+        if not 0 < fraction < 1:
+            raise ConfigError(
+                f"strategy.search_fraction = {raw['search_fraction']!r} is invalid; use a "
+                "number between 0 and 1 (the share of the compute budget the search spends, "
+                "e.g. 0.5)"
+            )
+        values["search_fraction"] = fraction
+    if "top" in raw:
+        top = _convert(raw["top"], int, "strategy.top")
+        if not 1 <= top <= 64:
+            raise ConfigError(
+                f"strategy.top = {raw['top']!r} is invalid; use 1 to 64 (how many of the best "
+                "trials go on)"
+            )
+        values["top"] = top
+    return values
+
+
+def _parse_pbt(
+    raw: dict[str, Any],
+    base: TrainConfig,
+    space: dict[str, ParamSpace],
+    max_trials: int | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """The keys of strategy ``pbt``, checked against the rest of the spec."""
+    from ganhpo.train import ADOPTABLE
+
     for key in ("perturbation_factors", "hyperparams"):
         if key in raw:
             if not isinstance(raw[key], list) or not raw[key]:
                 raise ConfigError(f"strategy.{key} must be a non-empty list")
             raw[key] = tuple(raw[key])
-    name = raw.get("name", "optuna")
-    if name not in STRATEGIES:
-        raise ConfigError(f"strategy.name = {name!r} is invalid; use {' or '.join(STRATEGIES)}")
-    if name == "optuna":
-        if set(raw) - {"name"}:
-            raise ConfigError(
-                f'strategy.{sorted(set(raw) - {"name"})[0]} belongs to strategy "pbt"; '
-                'drop it or set strategy.name = "pbt"'
-            )
-        return StrategySpec()
-    names = [f.name for f in dataclasses.fields(StrategySpec)]
-    for key in raw:
-        if key not in names:
-            hint = closest(key, names)
-            raise ConfigError(
-                f"unknown key 'strategy.{key}'; "
-                + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(names)}")
-            )
-    values: dict[str, Any] = {"name": name}
+    values: dict[str, Any] = {}
     for key in ("quantile", "resample_probability"):
         if key in raw:
             values[key] = _convert(raw[key], float, f"strategy.{key}")
@@ -834,7 +907,7 @@ def _parse_strategy(
         values["hyperparams"] = tuple(str(n) for n in raw["hyperparams"])
     else:
         values["hyperparams"] = tuple(searched)
-    strategy = StrategySpec(**values)
+    strategy = StrategySpec(name="pbt", **values)
     if not strategy.hyperparams:
         raise ConfigError(
             "strategy pbt perturbs searched float ranges of "
@@ -869,7 +942,7 @@ def _parse_strategy(
         raise ConfigError(
             "strategy pbt does not prune (the worst members exploit the best); drop [pruner]"
         )
-    return strategy
+    return values
 
 
 def load_study_spec(path: str | Path) -> StudySpec:
@@ -891,8 +964,11 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         return out
 
     def strategy(st: StrategySpec) -> dict[str, Any]:
+        keys = ("name", *STRATEGY_KEYS[st.name])
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(st).items()
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(st).items()
+            if k in keys
         }
 
     def param(p: ParamSpace) -> dict[str, Any]:
@@ -926,5 +1002,5 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "sampler": component(spec.sampler),
         "pruner": component(spec.pruner),
         "baselines": [dict(b) for b in spec.baselines],
-        **({"strategy": strategy(spec.strategy)} if spec.strategy.name != "optuna" else {}),
+        **({"strategy": strategy(spec.strategy)} if spec.strategy != StrategySpec() else {}),
     }

@@ -15,6 +15,7 @@ from optuna.study._frozen import FrozenStudy
 
 from ganhpo import __version__
 from ganhpo.chains import (
+    GROW_ATTR,
     HANDOVER_ATTR,
     STARTED_STATES,
     chain_links,
@@ -280,10 +281,50 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
             "max_device_hours": spec.max_device_hours,
         },
         "hand_overs": sum(1 for n in links if trials[n].state == optuna.trial.TrialState.FAIL),
-        "pbt_intervals": sum(1 for n in links if trials[n].state != optuna.trial.TrialState.FAIL),
+        "pbt_intervals": sum(1 for n in links if trials[n].state == optuna.trial.TrialState.PRUNED),
+        "growth": _growth(spec, trials) if spec.strategy.name == "grow" else None,
         "waiting": states["WAITING"],
         "best": best,
         **extra,
+    }
+
+
+def _growth(spec: StudySpec, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
+    """How a ``grow`` study splits its compute budget: the search's share, what the search
+    spent (trials that grow none), and each grown trial (what it continues, from which step,
+    to which length, what it spent)."""
+    fraction = spec.strategy.search_fraction
+    grown = [t for t in trials if GROW_ATTR in t.system_attrs]
+    # A grown trial and its hand-overs' retries: the growth's links.
+    growth_numbers = {t.number for t in grown}
+    for t in trials:
+        if any(n in growth_numbers for n in retry_history(t)):
+            growth_numbers.add(t.number)
+    growth = [t for t in trials if t.number in growth_numbers]
+    search = [t for t in trials if t.number not in growth_numbers]
+    unit = "steps" if spec.max_steps is not None else "device_hours"
+
+    def spent(ts: list[optuna.trial.FrozenTrial]) -> float:
+        return steps_spent(ts) if unit == "steps" else seconds_spent(ts) / 3600
+
+    total = spec.max_steps if unit == "steps" else spec.max_device_hours
+    assert total is not None  # a grow study has a compute budget
+    return {
+        "unit": unit,
+        "search_fraction": fraction,
+        "search_share": fraction * total,
+        "search_spent": spent(search),
+        "growth_spent": spent(growth),
+        "top": spec.strategy.top,
+        "grown": [
+            {
+                "number": t.number,
+                "from_trial": t.system_attrs[GROW_ATTR]["from"],
+                "from_step": t.system_attrs[GROW_ATTR]["steps"],
+                "length": t.system_attrs[GROW_ATTR]["length"],
+            }
+            for t in grown
+        ],
     }
 
 
@@ -306,6 +347,8 @@ def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
             status += f"; resumed as trial {links[trial.number]}"
         else:
             status += "; not resumed (study.max_retry reached)"
+    elif trial.state == optuna.trial.TrialState.COMPLETE and trial.number in links:
+        status += f"; grown as trial {links[trial.number]}"
     elif trial.state == optuna.trial.TrialState.RUNNING:
         status = "running"
     elif trial.state == optuna.trial.TrialState.WAITING:
@@ -314,10 +357,18 @@ def trial_status(trial: optuna.trial.FrozenTrial, links: dict[int, int]) -> str:
 
 
 def _describe_strategy(spec: StudySpec) -> str:
-    """One line: ``optuna (sampler and pruner)`` or PBT's population and rules."""
+    """One line: ``optuna (sampler and pruner)``, growth's split, or PBT's population and
+    rules."""
     st = spec.strategy
-    if st.name != "pbt":
-        return "optuna (the sampler proposes, the pruner stops)"
+    guard = "" if st.guard else "; collapsed and hopeless trials not stopped (guard = false)"
+    if st.name == "optuna":
+        return f"optuna (the sampler proposes, the pruner stops){guard}"
+    if st.name == "grow":
+        best = "the best trial goes" if st.top == 1 else f"the {st.top} best trials go"
+        return (
+            f"grow (the sampler proposes, the pruner stops, for {st.search_fraction:.0%} of the "
+            f"compute budget; then {best} on from their final state for the rest){guard}"
+        )
     factors = "/".join(f"{f:g}" for f in st.perturbation_factors)
     return (
         f"pbt (population {spec.max_trials}, every {spec.base.eval.every} steps; bottom "
@@ -373,7 +424,12 @@ def apply_params(
     # A baseline is a known-good configuration: its unsearched values apply too.
     params = {**user_attrs.get("baseline", {}), **params}
     seed = user_attrs.get("seed", default_seed)  # a handed-over trial keeps its seed
-    return dataclasses.replace(spec.base.replace_params(**params), seed=int(seed))
+    config = dataclasses.replace(spec.base.replace_params(**params), seed=int(seed))
+    if "length" in user_attrs:  # a trial that grows a completed one trains longer
+        config = dataclasses.replace(
+            config, train=dataclasses.replace(config.train, steps=int(user_attrs["length"]))
+        )
+    return config
 
 
 def trial_config(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> TrainConfig:

@@ -400,7 +400,7 @@ def test_pbt_strategy_parses_round_trips_and_does_not_prune() -> None:
         ),
         (
             {**base(), "strategy": {"name": "asha"}},
-            r"strategy.name = 'asha' is invalid; use optuna",
+            r"strategy.name = 'asha' is invalid; use 'optuna', 'grow', 'pbt'",
         ),
         (
             {**pbt(), "search": {"loss": {"choices": ["ns", "hinge"]}}},
@@ -533,7 +533,7 @@ def test_a_study_may_weigh_fid_against_a_cost() -> None:
                 train={"steps": 100},
                 eval={"every": 10},
             ),
-            r"strategy pbt ranks members by one objective",
+            r"strategy pbt ranks trials by one objective",
         ),
     ],
 )

@@ -177,6 +177,27 @@ def list_(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_growth(growth: dict[str, Any]) -> None:
+    """How a ``grow`` study splits its compute budget between searching and growing."""
+    steps = growth["unit"] == "steps"
+
+    def amount(v: float) -> str:
+        return f"{v:.0f} steps" if steps else f"{v:.3g} device-hours"
+
+    print(
+        f"split      search {growth['search_fraction']:.0%} of the budget "
+        f"({amount(growth['search_share'])}; spent {amount(growth['search_spent'])}), "
+        f"growth the rest (spent {amount(growth['growth_spent'])})"
+    )
+    if not growth["grown"]:
+        print("growing    not yet (after the search's share is spent and its trials end)")
+    for g in growth["grown"]:
+        print(
+            f"growing    trial {g['from_trial']} goes on as trial {g['number']}: from step "
+            f"{g['from_step']} to {g['length']}"
+        )
+
+
 def show(args: argparse.Namespace) -> int:
     """Print a study's summary."""
     from ganhpo.study import load_study, name_metrics, summarize
@@ -216,6 +237,9 @@ def show(args: argparse.Namespace) -> int:
             f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "
             "another trial and counted once: ganhpo study trials shows the chains)"
         )
+    growth = info.get("growth")
+    if growth is not None:
+        _print_growth(growth)
     if info["pbt_intervals"]:
         print(
             f"intervals  {info['pbt_intervals']} (PBT members went on as new trials; "

@@ -55,6 +55,7 @@ from ganhpo.storage import budget_lock, rdb_of
 
 __all__ = [
     "TakenOver",
+    "add_waiting",
     "adopt_silent_trials",
     "checkpoint_ids",
     "fail_stale_trials",
@@ -220,7 +221,7 @@ def _enqueue_retry(
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
     dropped = LINK_ATTRS + (CHECKPOINT_ATTRS if from_start else ())
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
-    retry = _add_waiting(
+    retry = add_waiting(
         study,
         optuna.create_trial(
             state=TrialState.WAITING,
@@ -235,7 +236,7 @@ def _enqueue_retry(
     return retry
 
 
-def _add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
+def add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
     """Add ``template`` to the study (as ``Study.add_trial``) and return it as stored."""
     storage = study._storage
     return storage.get_trial(storage.create_new_trial(study._study_id, template_trial=template))
@@ -278,7 +279,7 @@ def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTri
                 user_attrs[key] = source.user_attrs[key]
     user_attrs["pbt"] = {"member": history[0], "interval": len(history), "parent": parent}
     params = info["params"]
-    successor = _add_waiting(
+    successor = add_waiting(
         study,
         optuna.create_trial(
             state=TrialState.WAITING,
@@ -326,9 +327,12 @@ def checkpoint_ids(user_attrs: dict[str, Any]) -> list[str]:
     return ids
 
 
-def needed_checkpoints(trials: Sequence[FrozenTrial], *, max_retry: int) -> set[str]:
+def needed_checkpoints(
+    trials: Sequence[FrozenTrial], *, max_retry: int, keep_completed: bool = False
+) -> set[str]:
     """The checkpoint ids some trial may still resume from: those of running and waiting
-    trials, and of ended trials whose retry or next PBT interval :func:`repair` will enqueue."""
+    trials, of ended trials whose retry or next PBT interval :func:`repair` will enqueue, and
+    with ``keep_completed`` those of completed trials (a strategy that may grow them)."""
     links = chain_links(trials)
     needed: set[str] = set()
     for t in trials:
@@ -340,7 +344,8 @@ def needed_checkpoints(trials: Sequence[FrozenTrial], *, max_retry: int) -> set[
             )
             or (t.state == TrialState.PRUNED and PBT_ATTR in t.system_attrs)
         )
-        if t.state not in (TrialState.RUNNING, TrialState.WAITING) and not awaiting:
+        kept = keep_completed and t.state == TrialState.COMPLETE
+        if t.state not in (TrialState.RUNNING, TrialState.WAITING) and not (awaiting or kept):
             continue
         needed.update(checkpoint_ids(t.user_attrs))
         plan = t.system_attrs.get(PBT_ATTR) or {}
@@ -368,9 +373,12 @@ def study_key(study: optuna.Study) -> str:
     return str(key)
 
 
-def sweep_checkpoints(study: optuna.Study, store: ArtifactStore, *, max_retry: int) -> list[str]:
+def sweep_checkpoints(
+    study: optuna.Study, store: ArtifactStore, *, max_retry: int, keep_completed: bool = False
+) -> list[str]:
     """Remove the study's checkpoint files that no trial needs (see
-    :func:`needed_checkpoints`): those a worker killed at the wrong instant left behind.
+    :func:`needed_checkpoints`): those a worker killed at the wrong instant left behind, and
+    (without ``keep_completed``) the final states that completed trials kept to grow.
     Returns the ids removed. Other studies' files (another key) are never touched.
 
     Safe while other workers run: the store is listed *before* the trials are read, and every
@@ -380,7 +388,9 @@ def sweep_checkpoints(study: optuna.Study, store: ArtifactStore, *, max_retry: i
     files = list_artifacts(store, f"checkpoint-{study_key(study)}-")
     if not files:
         return []
-    needed = needed_checkpoints(study.get_trials(deepcopy=False), max_retry=max_retry)
+    needed = needed_checkpoints(
+        study.get_trials(deepcopy=False), max_retry=max_retry, keep_completed=keep_completed
+    )
     removed = [f for f in files if f not in needed]
     for artifact_id in removed:
         remove_artifact(store, artifact_id)

@@ -1,17 +1,20 @@
 """How a worker spends a study's budget: the strategies a spec's ``[strategy]`` names.
 
-A strategy is what the worker asks after each intermediate evaluation of a trial (go on, prune
-it, or end its interval), which training hyperparameters a resumed state may change, and what
-ending an interval means. :class:`OptunaStrategy` lets the study's pruner decide (its sampler
-has proposed the parameters); :class:`PBTStrategy` runs population-based training, whose
-decisions are in :mod:`ganhpo.worker._pbt`. The trainer knows nothing of either.
+A strategy is what the worker asks after each intermediate evaluation of a trial (stop it as
+hopeless, go on, prune it, or end its interval), which training hyperparameters a resumed state
+may change, what ending an interval means, whether a completed trial keeps its final state, and
+whether the study's budget admits new trials or a phase of growth. :class:`OptunaStrategy` lets
+the study's pruner decide (its sampler has proposed the parameters) and stops collapsed and
+hopeless trials (:mod:`ganhpo.worker._guard`); :class:`~ganhpo.worker._grow.GrowStrategy` adds
+growth; :class:`PBTStrategy` runs population-based training, whose decisions are in
+:mod:`ganhpo.worker._pbt`. The trainer knows nothing of any.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
 import optuna
@@ -20,9 +23,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
 from ganhpo.artifacts import read_artifact, remove_artifact, write_artifact
-from ganhpo.chains import PBT_ATTR, member_of
+from ganhpo.chains import GROW_ATTR, PBT_ATTR, Ledger, member_of
 from ganhpo.spec import StrategySpec, StudySpec
 from ganhpo.storage import budget_lock
+from ganhpo.train import EvalRecord, TrainConfig
+from ganhpo.worker._guard import GuardRule, Point, verdict
 from ganhpo.worker._handover import TakenOver, repair
 from ganhpo.worker._pbt import choose_donor, explore, rng_for
 
@@ -66,6 +71,13 @@ class Strategy:
 
     adopt: tuple[str, ...] = ()  # hyperparameters a resumed training state may change
 
+    def stop_reason(
+        self, w: Worker, trial: optuna.Trial, history: Sequence[EvalRecord], config: TrainConfig
+    ) -> str:
+        """Why the trial stops now, whatever the pruner says ("" to go on); ``history``: its
+        evaluations so far (the last just reported), ``config``: what it trains."""
+        return ""
+
     def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
         """What the trial does after an intermediate evaluation it has just reported."""
         return "go on"
@@ -76,9 +88,60 @@ class Strategy:
         """End the trial's interval (after ``after_evaluation`` said so); its final state."""
         raise NotImplementedError(f"{type(self).__name__} has no intervals")
 
+    def keeps_final_state(self, trial: optuna.Trial) -> bool:
+        """Whether the completed ``trial`` checkpoints its final state and keeps it."""
+        return False
+
+    def search_refused(self, spec: StudySpec, ledger: Ledger) -> str:
+        """Why no new trial may start, beyond the study's budgets ("" when one may)."""
+        return ""
+
+    def growth_due(self, spec: StudySpec, ledger: Ledger, refused: str) -> bool:
+        """Whether :meth:`grow` has trials to enqueue now (``refused``: why no new trial may
+        start, "" when one may)."""
+        return False
+
+    def grow(self, study: optuna.Study, spec: StudySpec, ledger: Ledger) -> list[int]:
+        """Enqueue the trials that go on beyond their length, under the budget lock."""
+        return []
+
 
 class OptunaStrategy(Strategy):
-    """The sampler proposes each trial's parameters; the pruner stops the poor ones early."""
+    """The sampler proposes each trial's parameters; the pruner stops the poor ones early, and
+    the guard the collapsed and hopeless ones in every bracket."""
+
+    def __init__(self, spec: StrategySpec | None = None, rule: GuardRule | None = None) -> None:
+        self.guard = spec.guard if spec is not None else True
+        self.rule = rule or GuardRule()
+
+    def stop_reason(
+        self, w: Worker, trial: optuna.Trial, history: Sequence[EvalRecord], config: TrainConfig
+    ) -> str:
+        length = config.train.steps
+        if not self.guard or w.spec.cost is not None:
+            return ""
+        kid = w.spec.objective == "kid"
+        points = [
+            Point(r.step, r.kid if kid else r.fid, r.kid_std if kid else r.fid_std, r.d_loss)
+            for r in history
+            if not r.final
+        ]
+        rule = self.rule
+        finished: list[tuple[float, dict[int, float]]] = []
+        if (
+            points
+            and rule.hopeless_ratio is not None
+            and points[-1].step >= rule.hopeless_from * length
+        ):
+            completed = w._db(
+                w.study.get_trials, deepcopy=False, states=(TrialState.COMPLETE,)
+            )
+            finished = [
+                (float(t.value), dict(t.intermediate_values))
+                for t in completed
+                if t.value is not None and GROW_ATTR not in t.system_attrs
+            ]
+        return verdict(rule, points, finished, length=length, loss=config.train.loss)
 
     def after_evaluation(self, w: Worker, trial: optuna.Trial) -> Decision:
         if w.spec.cost is not None:
@@ -173,4 +236,10 @@ class PBTStrategy(Strategy):
 
 def strategy_for(spec: StudySpec) -> Strategy:
     """The strategy a study's spec names."""
-    return PBTStrategy(spec.strategy) if spec.strategy.name == "pbt" else OptunaStrategy()
+    from ganhpo.worker._grow import GrowStrategy
+
+    if spec.strategy.name == "pbt":
+        return PBTStrategy(spec.strategy)
+    if spec.strategy.name == "grow":
+        return GrowStrategy(spec.strategy)
+    return OptunaStrategy(spec.strategy)
