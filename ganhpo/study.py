@@ -294,7 +294,12 @@ def _growth(spec: StudySpec, trials: list[optuna.trial.FrozenTrial]) -> dict[str
     spent (trials that grow none), and each grown trial (what it continues, from which step,
     to which length, what it spent)."""
     fraction = spec.strategy.search_fraction
-    grown = [t for t in trials if GROW_ATTR in t.system_attrs]
+    # The trials that grew a completed one (not their retries, which copy the mark).
+    grown = [
+        t
+        for t in trials
+        if GROW_ATTR in t.system_attrs and retry_history(t)[-1] == t.system_attrs[GROW_ATTR]["from"]
+    ]
     # A grown trial and its hand-overs' retries: the growth's links.
     growth_numbers = {t.number for t in grown}
     for t in trials:

@@ -8,6 +8,7 @@ signal); ``on_checkpoint(step)`` is called every ``train.checkpoint_every`` step
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -454,23 +455,25 @@ class Trainer:
         should_stop: Callable[[], bool] | None = None,
         on_checkpoint: Callable[[int], None] | None = None,
     ) -> TrainResult:
-        """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end."""
-        tp, ev = self.config.train, self.config.eval
+        """Train to ``train.steps``, evaluating every ``eval.every`` steps and at the end
+        (``train.steps`` as :meth:`end_at` may set it meanwhile)."""
+        ev = self.config.eval
         checkpoint_every = self.config.checkpoint_interval
         self._timed_steps = 0
         stopped = False
         sync = self.device.type == "cuda"
-        while self.step < tp.steps:
+        while self.step < self.config.train.steps:
             t0 = time.perf_counter()
             self.train_step()
-            boundary = (ev.every and self.step % ev.every == 0 and self.step < tp.steps) or (
-                checkpoint_every and self.step % checkpoint_every == 0
+            evaluates = (
+                ev.every and self.step % ev.every == 0 and self.step < self.config.train.steps
             )
+            boundary = evaluates or (checkpoint_every and self.step % checkpoint_every == 0)
             if sync and (boundary or self._timed_steps < self.TIMED_FIRST_STEPS):
                 torch.cuda.synchronize(self.device)
             self.train_seconds += time.perf_counter() - t0
             self._timed_steps += 1
-            if ev.every and self.step % ev.every == 0 and self.step < tp.steps:
+            if evaluates:
                 record = self.evaluate(ev.samples)
                 if on_eval is not None:
                     on_eval(record)
@@ -479,7 +482,7 @@ class Trainer:
                 if on_checkpoint is not None:
                     on_checkpoint(self.step)
             if should_stop is not None and should_stop():
-                stopped = self.step < tp.steps
+                stopped = self.step < self.config.train.steps
                 break
         if not stopped:
             record = self.evaluate(ev.final_samples, final=True)
@@ -493,6 +496,15 @@ class Trainer:
             eval_seconds=self.eval_seconds,
             images_per_sec=self.images_per_sec,
             device=str(self.device),
+        )
+
+    def end_at(self, steps: int) -> None:
+        """End the run at ``steps`` (not before the current step) instead of ``train.steps``,
+        with its final evaluation there: a run whose budget turned out shorter than planned
+        still ends with a scored generator. Only the length changes."""
+        steps = max(steps, self.step)
+        self.config = dataclasses.replace(
+            self.config, train=dataclasses.replace(self.config.train, steps=steps)
         )
 
     # ------------------------------------------------------------- checkpoints

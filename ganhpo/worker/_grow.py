@@ -51,6 +51,9 @@ class GrowStrategy(OptunaStrategy):
             return "go on"  # beyond the pruner's max_resource: only the guard stops it
         return super().after_evaluation(w, trial)
 
+    def may_end_early(self, trial: optuna.Trial) -> bool:
+        return "grown_from" in trial.user_attrs
+
     def keeps_final_state(self, trial: optuna.Trial) -> bool:
         return "grown_from" not in trial.user_attrs
 

@@ -92,6 +92,11 @@ class Strategy:
         """Whether the completed ``trial`` checkpoints its final state and keeps it."""
         return False
 
+    def may_end_early(self, trial: optuna.Trial) -> bool:
+        """Whether ``trial`` ends with a final evaluation where the compute budget runs out,
+        short of its length (else it stops there without one)."""
+        return False
+
     def search_refused(self, spec: StudySpec, ledger: Ledger) -> str:
         """Why no new trial may start, beyond the study's budgets ("" when one may)."""
         return ""

@@ -506,8 +506,15 @@ class Worker:
         only :data:`CALIBRATION_STEPS` steps, at the slowest rate the study has measured, and
         the rest of the interval once it knows its own. So the study's device time stays within
         ``study.max_device_hours`` but for what intervals in flight take beyond their estimates.
+
+        A trial whose strategy lets it end early (a grown trial: what matters is its final
+        generator, not its length) reserves what is left when its interval does not fit, and
+        ends there with its final evaluation (:meth:`Trainer.end_at`; its ``length`` is
+        recorded): a lost worker's reserved steps, spent twice, then shorten it instead of
+        leaving it without a final FID.
         """
         steps = self.base.train.steps if steps is None else steps  # the trial's length
+        shortens = self.strategy.may_end_early(trial)
         step = trainer.step
         until = step + self._chunk(step, steps)
         if (self.max_steps is None and self.max_seconds is None) or step >= steps:
@@ -522,21 +529,28 @@ class Worker:
             with budget_lock(self.storage, self.study.study_name):
                 ledger = read_ledger(self.study)
                 fits = True
+                target, length = until, steps  # where this interval ends; the trial's length
                 attrs: dict[str, Any] = {}  # written together, in one transaction
                 self.steps_spent = ledger.steps
                 if self.max_steps is not None:
-                    fits = ledger.steps + (until - step) <= self.max_steps
+                    if shortens and ledger.steps + (target - step) > self.max_steps:
+                        target = length = step + max(0, self.max_steps - ledger.steps)
+                    fits = ledger.steps + (target - step) <= self.max_steps
                 if self.max_seconds is not None:
-                    estimate = self._estimate(
-                        step,
-                        until,
-                        steps,
+                    rates = (
                         per_step if per_step is not None else ledger.slowest.per_step,
                         per_image if per_image is not None else ledger.slowest.per_image,
                     )
+                    estimate = self._estimate(step, target, length, *rates)
                     # The others' reservations, then this trial's: what it used, and the next
                     # interval if that fits.
                     others = ledger.seconds - float(trial.user_attrs.get("seconds_reserved", 0))
+                    left = self.max_seconds - others - used
+                    if shortens and estimate > left:  # the steps that fit, with a final FID
+                        final = self.base.eval.final_samples * rates[1]
+                        fit = math.floor((left - final) / rates[0]) if rates[0] > 0 else 0
+                        target = length = step + max(0, min(target - step, fit))
+                        estimate = self._estimate(step, target, length, *rates)
                     fits = fits and others + used + estimate <= self.max_seconds
                     mine = used + estimate if fits else used
                     attrs["seconds_reserved"] = mine
@@ -548,13 +562,23 @@ class Worker:
                         attrs |= {key: rate for key, rate in own if rate is not None}
                 if fits and self.max_steps is not None:
                     mine_steps = int(trial.user_attrs.get("steps_reserved", 0))
-                    attrs["steps_reserved"] = mine_steps + until - step
-                    self.steps_spent = ledger.steps + until - step
+                    attrs["steps_reserved"] = mine_steps + target - step
+                    self.steps_spent = ledger.steps + target - step
+                if fits and length != steps:
+                    attrs["length"] = length  # what `study best --as-config` trains
                 if attrs:
                     _write_attrs(self.storage, trial, attrs)
-                return until if fits else step
+                return target if fits else step
 
-        return self._db(reserve)
+        allowed = self._db(reserve)
+        if "length" in trial.user_attrs and trial.user_attrs["length"] < trainer.config.train.steps:
+            trainer.end_at(int(trial.user_attrs["length"]))
+            logger.info(
+                "trial %d: the budget left ends it at step %d, with its final evaluation",
+                trial.number,
+                trainer.config.train.steps,
+            )
+        return allowed
 
     def new_checkpoint_id(self) -> str:
         """A fresh id for a checkpoint file of this study (named with its :func:`study_key`)."""
@@ -830,7 +854,7 @@ class Worker:
             self._link_start = _Clock.of(trainer)
             # The compute budget is reserved an evaluation interval at a time.
             allowed = [self._reserve(trial, trainer, config.train.steps)]
-            if allowed[0] <= trainer.step < config.train.steps:
+            if allowed[0] <= trainer.step < trainer.config.train.steps:
                 reason = f"not run from step {trainer.step}: the study's compute budget is spent"
                 return self._finish(
                     trial, TrialState.PRUNED, reason, started, None, step=trainer.step
@@ -838,10 +862,10 @@ class Worker:
             budget_stop: list[int] = []
 
             def out_of_budget() -> bool:
-                if trainer.step < allowed[0] or trainer.step >= config.train.steps:
+                if trainer.step < allowed[0] or trainer.step >= trainer.config.train.steps:
                     return False
-                allowed[0] = self._reserve(trial, trainer, config.train.steps)
-                if allowed[0] > trainer.step:
+                allowed[0] = self._reserve(trial, trainer, trainer.config.train.steps)
+                if allowed[0] > trainer.step or trainer.step >= trainer.config.train.steps:
                     return False
                 budget_stop.append(trainer.step)
                 return True
