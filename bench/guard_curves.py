@@ -12,8 +12,8 @@ study would meet them: the trials before one are the ones that ended), and count
 rule the steps it saves, the trials it stops that would have ended among the best (a trial is
 "lost" when the rule stopped it and its final FID, had it gone on, was within 10 % of the best
 final FID of all the trials), and the best final FID and rank among all trials of a trial it
-stopped (how far the rule stays from stopping a winner). Curves go to ``--out/guard_curves.json``, the replay to stdout
-(``--json`` for a script).
+stopped (how far the rule stays from stopping a winner). Curves go to
+``--out/guard_curves.json``, the replay to stdout (``--json`` for a script).
 """
 
 from __future__ import annotations
@@ -222,15 +222,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{statistics.median(done_finals):.1f}, best {min(done_finals):.1f}"
     )
     print(
-        f"{'rule':40s} {'stopped':>7s} {'steps saved':>11s} {'lost':>4s}  "
-        "best stopped final (rank)"
+        f"{'rule':40s} {'stopped':>7s} {'steps saved':>11s} {'lost':>4s}  best stopped final (rank)"
     )
     for name, row in result.items():
         closest = row["best_stopped_final"]
         near = "-" if closest is None else f"{closest:.1f} ({row['best_stopped_rank']})"
         print(
-            f"{name:40s} {row['stopped']:7d} {row['saved_fraction']:10.1%} {row['lost']:4d}  "
-            f"{near}"
+            f"{name:40s} {row['stopped']:7d} {row['saved_fraction']:10.1%} {row['lost']:4d}  {near}"
         )
     return 0
 

@@ -138,9 +138,7 @@ class OptunaStrategy(Strategy):
             and rule.hopeless_ratio is not None
             and points[-1].step >= rule.hopeless_from * length
         ):
-            completed = w._db(
-                w.study.get_trials, deepcopy=False, states=(TrialState.COMPLETE,)
-            )
+            completed = w._db(w.study.get_trials, deepcopy=False, states=(TrialState.COMPLETE,))
             finished = [
                 (float(t.value), dict(t.intermediate_values))
                 for t in completed

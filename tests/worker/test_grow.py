@@ -89,11 +89,13 @@ def test_the_best_trial_grows_through_a_kill_and_is_reproduced(
 
     shown = ganhpo("study", "show", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
     assert "strategy   grow (" in shown.stdout
-    assert re.search(r"split      search 50% of the budget \(480 steps; spent 480 steps\), "
-                     r"growth the rest \(spent 480 steps\)", shown.stdout), shown.stdout  # fmt: skip
-    assert f"trial {parent.number} goes on as trial {grown_trial.number}: from step 240 to 720" in (
-        shown.stdout
+    split = (
+        r"split      search 50% of the budget \(480 steps; spent 480 steps\), "
+        r"growth the rest \(spent 480 steps\)"
     )
+    assert re.search(split, shown.stdout), shown.stdout
+    went_on = f"trial {parent.number} goes on as trial {grown_trial.number}: from step 240 to 720"
+    assert went_on in shown.stdout
     listed = ganhpo("study", "trials", "quick", "--storage", postgres_url, cwd=tmp_path, env=env)
     assert f"grown as trial {grown_trial.number}" in listed.stdout
 
