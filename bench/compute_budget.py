@@ -1,23 +1,29 @@
-"""The user's question: the best generator a compute budget buys, at the length it will train.
+"""The user's question: the best generator a compute budget buys.
 
     python bench/compute_budget.py [--quick] [--length 1000] [--budgets 4,10] [--reps 3 |
-        --seeds 0,1,2] [--methods preset,dcgan,...] [--jobs 2] [--out DIR] [--json]
+        --seeds 0,1,2] [--methods preset,dcgan,...] [--jobs 2] [--out DIR] [--runs-file NAME]
+        [--select-seeds 0,1,2] [--json]
     python bench/compute_budget.py --from-runs bench/results/compute_budget_runs*.json
 
 Every method gets the same compute budget B = k * L training steps (G updates, counting what
 pruned, cut and exploited trials trained) for k in ``--budgets``, and is scored by the best final
-FID of a generator it trained to the target length L (``--length``): a trial stopped earlier
-is not a result. The methods:
+FID of a generator it trained: a trial stopped earlier is not a result. The search methods train
+trials of L steps (``--length``); ``preset-budget`` and the ``grow`` strategies train longer.
+The methods:
 
 - ``preset``: one run of ganhpo's default training preset (:class:`ganhpo.train.TrainConfig`'s
   learning rates, betas and loss) for L steps; it spends L of the budget.
+- ``preset-budget``: one run of the preset for the whole budget B: no search at all.
 - ``dcgan``: one run of DCGAN's published defaults (Radford et al. 2016: Adam 2e-4, beta1 0.5).
 - ``random``: random search with L-step trials, no pruning (Lucic et al. 2018): B / L trials.
 - ``default``: ganhpo's default strategy: a spec with a compute budget and neither ``[sampler]``
   nor ``[pruner]`` (TPE + the median pruner), the preset enqueued first as a baseline.
 - ``hyperband``: random search + Optuna's Hyperband pruner (first rung one evaluation, max L,
   eta 3): Li et al. 2018's algorithm.
-- ``tpe-hyperband``: the default's TPE and baseline + Hyperband (BOHB-like).
+- ``tpe-hyperband``: the default's TPE and baseline + Hyperband (BOHB-like), trials of L.
+- ``grow-F``: strategy ``grow`` (``ganhpo.worker._grow``): TPE + Hyperband with the preset first
+  for a share F of the budget, then the best completed trial goes on from its final state for
+  the rest (F = 0.25, 0.5, 0.75).
 - ``pbt``: ganhpo's population-based training, B / L members of L steps (the preset and random
   configurations), perturbing the learning rates at every evaluation.
 - ``ray-pbt``: Ray Tune's ``PopulationBasedTraining`` driving the same ``Trainer`` from the
@@ -29,9 +35,15 @@ the budget is the worker's own compute budget (``study.max_steps``) and compute 
 trials reserved. Ray Tune runs ``--jobs`` members at a time in one Ray instance; compute is the
 steps its members trained, counted by the trainable. Repetition ``r`` uses study seed ``r``:
 trial ``n`` trains with the same seed (initial weights, batches, noise) in every method, and
-both PBTs start from the same population. The samplers are not seeded: a worker draws its own
-configurations (two workers with one seed would propose the same points), so the searches'
-random configurations differ from run to run, as they do for a user.
+both PBTs start from the same population. Every sampler is seeded by the repetition too (one
+worker a study: the run is repeatable), so repetitions are paired across methods. Random
+search, Hyperband and the PBTs run without ganhpo's guard (``strategy.guard = false``): they
+are the published algorithms; ``tpe-hyperband`` and ``grow-F`` are ganhpo's, guard on.
+
+The default is chosen among ``CANDIDATES`` on the repetitions of ``--select-seeds`` (lowest
+mean rank of the median over the budgets) and reported on the others, which played no part in
+choosing it. Runs already in ``--out/--runs-file`` (same method, seed, budget and length) are
+not run again: the benchmark runs in parts and a rerun resumes it.
 
 Evaluations compute FID only (KID off) with the classifier that ships with ganhpo: every
 ``L / 10`` steps on ``--eval-samples`` samples (what pruners and PBT see) and at L on
@@ -66,8 +78,14 @@ sys.path.insert(1, str(ROOT / "bench"))
 from _common import worker_env  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "mnist"
-METHODS = ("preset", "dcgan", "random", "default", "hyperband", "tpe-hyperband", "pbt", "ray-pbt")
+GROWS = ("grow-0.25", "grow-0.5", "grow-0.75")
+METHODS = (
+    "preset", "preset-budget", "dcgan", "random", "default", "hyperband", "tpe-hyperband",
+    *GROWS, "pbt", "ray-pbt",
+)  # fmt: skip
 SINGLE = ("preset", "dcgan")  # one run of L steps: the same at every budget
+# The methods the default strategy of a study with a compute budget is chosen among.
+CANDIDATES = ("tpe-hyperband", *GROWS)
 # The search space: the default study's (studies/mnist-dcgan.toml) less the parameters that
 # change the cost of a step (batch size, D steps, the R1 penalty's double backward), so that
 # steps measure compute alike for every configuration; EMA is off (at 0.999 it would keep a
@@ -139,17 +157,28 @@ def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, 
         "max_resource": length,
         "reduction_factor": 3,
     }
+    tpe = {"name": "tpe", "multivariate": True, "n_startup_trials": 10, "seed": seed}
+    published = {"name": "optuna", "guard": False}  # the algorithms as published
+    steps, every = length, length // 10
     if method in SINGLE:
         study["max_trials"], study["max_steps"] = 1, length
         baselines = [DCGAN if method == "dcgan" else preset_values()]
+    elif method == "preset-budget":
+        study["max_trials"], study["max_steps"] = 1, budget
+        steps, every = budget, budget // 10
     else:
         study["max_steps"] = budget
         if method == "random":
-            sampler, pruner, baselines = {"name": "random"}, {"name": "none"}, []
+            sampler, pruner, baselines = {"name": "random", "seed": seed}, {"name": "none"}, []
+            strategy = published
         elif method == "hyperband":
-            sampler, pruner, baselines = {"name": "random"}, hyperband, []
+            sampler, pruner, baselines = {"name": "random", "seed": seed}, hyperband, []
+            strategy = published
         elif method == "tpe-hyperband":
-            pruner = hyperband
+            sampler, pruner = tpe, hyperband
+        elif method in GROWS:
+            sampler, pruner = tpe, hyperband
+            strategy = {"name": "grow", "search_fraction": float(method.split("-")[1])}
         elif method == "pbt":
             study["max_trials"] = members
             baselines = population(seed, members)
@@ -159,8 +188,8 @@ def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, 
     lines = ['device = "cpu"', "", "[study]"] + [f"{k} = {_toml(v)}" for k, v in study.items()]
     lines += ["", "[dataset]", 'name = "mnist"', "", "[model]", 'arch = "dcgan"']
     lines += [f"width = {size['width']}", f"latent_dim = {size['latent_dim']}"]
-    lines += ["", "[train]", f"steps = {length}", f"batch_size = {size['batch_size']}"]
-    lines += ["", "[eval]", f"every = {length // 10}", f"samples = {size['eval_samples']}"]
+    lines += ["", "[train]", f"steps = {steps}", f"batch_size = {size['batch_size']}"]
+    lines += ["", "[eval]", f"every = {every}", f"samples = {size['eval_samples']}"]
     lines += [f"final_samples = {size['final_samples']}", 'extractor = "classifier"']
     lines += ['kid = "off"', "grid = false"]
     lines += ["", "[search]"] + [f"{k} = {_toml(v)}" for k, v in SPACE.items()]
@@ -230,6 +259,8 @@ def run_ganhpo(job: dict[str, Any]) -> dict[str, Any]:
                     "reached": int(t.user_attrs.get("steps", 0)),
                     "final_fid": t.value if t.state.name == "COMPLETE" else None,
                     "params": t.params,
+                    "status": t.user_attrs.get("status", ""),
+                    "curve": {str(k): v for k, v in sorted(t.intermediate_values.items())},
                 }
             )
         spent = steps_spent(trials)
@@ -411,8 +442,13 @@ def best_fid(run: dict[str, Any]) -> float:
     return min(finite) if finite else math.inf
 
 
-def analyse(runs: list[dict[str, Any]], length: int) -> dict[str, Any]:
-    """Per budget and method: the best FID per seed, its mean, compute spent, trials."""
+def analyse(
+    runs: list[dict[str, Any]], length: int, seeds: list[int] | None = None
+) -> dict[str, Any]:
+    """Per budget and method, over the repetitions of ``seeds`` (all when None): the best FID
+    of every repetition, their median and mean, compute spent, trials."""
+    if seeds is not None:
+        runs = [r for r in runs if r["seed"] in seeds]
     budgets = sorted({r["budget"] for r in runs if r["method"] not in SINGLE})
     table: dict[int, dict[str, Any]] = {}
     for budget in budgets:
@@ -431,16 +467,42 @@ def analyse(runs: list[dict[str, Any]], length: int) -> dict[str, Any]:
             rows[method] = {
                 "seeds": [r["seed"] for r in mine],
                 "best": bests,
+                "median": statistics.median(bests) if bests else math.inf,
                 "mean": statistics.fmean(finite) if finite else math.inf,
                 "spent": statistics.fmean(r["spent"] for r in mine),
                 "trials": statistics.fmean(len(r["trials"]) for r in mine),
                 "at_length": statistics.fmean(
                     sum(t["final_fid"] is not None for t in r["trials"]) for r in mine
                 ),
+                "longest": statistics.fmean(
+                    max(
+                        (t["reached"] for t in r["trials"] if t["final_fid"] is not None), default=0
+                    )
+                    for r in mine
+                ),
                 "wall_s": statistics.fmean(r["wall_s"] for r in mine),
             }
         table[budget] = rows
-    return {"length": length, "table": table}
+    return {"length": length, "seeds": seeds, "table": table}
+
+
+def choose_default(result: dict[str, Any]) -> dict[str, Any]:
+    """The candidate with the lowest mean rank of its median best FID over the budgets (ties:
+    the lower mean of the medians), from an :func:`analyse` of the selection repetitions."""
+    ranks: dict[str, list[int]] = {m: [] for m in CANDIDATES}
+    medians: dict[str, list[float]] = {m: [] for m in CANDIDATES}
+    for rows in result["table"].values():
+        present = [m for m in CANDIDATES if m in rows]
+        for rank, m in enumerate(sorted(present, key=lambda m: rows[m]["median"]), start=1):
+            ranks[m].append(rank)
+            medians[m].append(rows[m]["median"])
+    scored = {
+        m: (statistics.fmean(ranks[m]), statistics.fmean(medians[m]))
+        for m in CANDIDATES
+        if ranks[m]
+    }
+    chosen = min(scored, key=lambda m: scored[m])
+    return {"chosen": chosen, "mean_rank_and_median": scored}
 
 
 def _fmt(v: float) -> str:
@@ -450,17 +512,20 @@ def _fmt(v: float) -> str:
 def print_tables(result: dict[str, Any], meta: str) -> None:
     length = result["length"]
     print(meta)
+    if result.get("seeds") is not None:
+        print(f"repetitions (study and sampler seeds): {', '.join(map(str, result['seeds']))}")
     for budget, rows in result["table"].items():
         print(f"\nBudget B = {budget} steps = {budget // length} L (L = {length} steps)")
         print(
-            f"{'method':14s} {'best final FID per seed':>28s} {'mean':>7s}  "
-            f"{'steps spent':>11s}  {'trials':>6s}  {'at L':>5s}  {'wall s':>6s}"
+            f"{'method':14s} {'best final FID per repetition':>30s} {'median':>7s} "
+            f"{'mean':>7s}  {'steps spent':>11s}  {'trials':>6s}  {'longest':>7s}  {'wall s':>6s}"
         )
         for method, row in rows.items():
             per = " / ".join(_fmt(b) for b in row["best"])
             print(
-                f"{method:14s} {per:>28s} {_fmt(row['mean']):>7s}  {row['spent']:11.0f}  "
-                f"{row['trials']:6.1f}  {row['at_length']:5.1f}  {row['wall_s']:6.0f}"
+                f"{method:14s} {per:>30s} {_fmt(row['median']):>7s} {_fmt(row['mean']):>7s}  "
+                f"{row['spent']:11.0f}  {row['trials']:6.1f}  {row['longest']:7.0f}  "
+                f"{row['wall_s']:6.0f}"
             )
 
 
@@ -513,6 +578,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument(
+        "--runs-file",
+        default="compute_budget_runs.json",
+        help="where in --out the runs are kept (and resumed from)",
+    )
+    parser.add_argument(
+        "--select-seeds",
+        help="the repetitions the default is chosen on; the tables report the others apart",
+    )
+    parser.add_argument(
         "--from-runs",
         nargs="+",
         type=Path,
@@ -558,20 +632,35 @@ def main(argv: list[str] | None = None) -> int:
             "cache": str(cache),
             "jobs": args.jobs,
         }
+        # --quick results are not recorded (a scratch file, like the figure: none).
+        record = (cache if args.quick else args.out) / args.runs_file
+        args.out.mkdir(parents=True, exist_ok=True)
+        runs: list[dict[str, Any]] = []
+        if record.exists():  # an earlier part: its runs are kept, not run again
+            runs = [r for r in json.loads(record.read_text())["runs"] if r["length"] == length]
+        done = {(r["method"], r["seed"], r["budget"]) for r in runs}
         jobs: list[dict[str, Any]] = []
         ray_jobs: list[dict[str, Any]] = []
         for seed in seeds:
             for method in methods:
                 for budget in [budgets[0]] if method in SINGLE else budgets:
                     job = {**common, "method": method, "seed": seed, "budget": budget * length}
+                    if (method, seed, budget * length) in done:
+                        continue
                     (ray_jobs if method == "ray-pbt" else jobs).append(job)
-        # The longest first, so that the two processes end together.
-        jobs.sort(key=lambda j: -(length if j["method"] in SINGLE else j["budget"]))
+        print(
+            f"{len(done)} runs kept from {record}, {len(jobs) + len(ray_jobs)} to run",
+            file=sys.stderr,
+        )
+
+        def cost(job: dict[str, Any]) -> int:
+            return length if job["method"] in SINGLE else int(job["budget"])
+
+        # The selection repetitions first (a part that stops early leaves whole sets); in each,
+        # the longest first, so that the two processes end together.
+        order = {seed: i for i, seed in enumerate(seeds)}
+        jobs.sort(key=lambda j: (order[j["seed"]] // 3, -cost(j)))
         started = time.perf_counter()
-        runs = []
-        # --quick results are not recorded (a scratch file, like the figure: none).
-        record = (cache if args.quick else args.out) / "compute_budget_runs.json"
-        args.out.mkdir(parents=True, exist_ok=True)
 
         def save() -> None:
             record.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
@@ -587,11 +676,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(cache, ignore_errors=True)
         meta += f"; {time.perf_counter() - started:.0f} s wall"
         print(f"runs written to {record}", file=sys.stderr)
-    result = analyse(runs, length)
-    if args.json:
-        print(json.dumps(result, indent=1))
+    if args.select_seeds:
+        select = [int(x) for x in args.select_seeds.split(",")]
+        held_out = sorted({r["seed"] for r in runs} - set(select))
+        chosen = choose_default(analyse(runs, length, select))
+        out = {
+            "selection": analyse(runs, length, select),
+            "choice": chosen,
+            "held_out": analyse(runs, length, held_out) if held_out else None,
+        }
+        if args.json:
+            print(json.dumps(out, indent=1))
+        else:
+            print_tables(out["selection"], meta + "\n\nSELECTION (the default is chosen here)")
+            scores = chosen["mean_rank_and_median"].items()
+            listed = ", ".join(f"{m} {r:.2f} {v:.1f}" for m, (r, v) in scores)
+            print(f"\nchosen default: {chosen['chosen']}  (mean rank, mean median: {listed})")
+            if out["held_out"] is not None:
+                print_tables(out["held_out"], "\nHELD OUT (no part in the choice)")
+        result = out["held_out"] or out["selection"]
     else:
-        print_tables(result, meta)
+        result = analyse(runs, length)
+        if args.json:
+            print(json.dumps(result, indent=1))
+        else:
+            print_tables(result, meta)
     if not args.quick:
         for path in write_figure(result, args.out):
             print(f"wrote {path}", file=sys.stderr)
