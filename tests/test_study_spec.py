@@ -561,3 +561,64 @@ def test_a_compute_budget_gets_hyperband_over_the_full_length_by_default() -> No
     assert parse_study_spec(hours).pruner == spec.pruner  # a budget in device time too
     named = base(study={"name": "t", "max_steps": 100}, pruner={"name": "median"})
     assert parse_study_spec(named).pruner == ComponentSpec("median")
+
+
+def grow(**strategy: object) -> dict[str, object]:
+    """A valid grow spec: a compute budget of 10 trials of 100 steps."""
+    return base(
+        study={"name": "t", "max_steps": 1000},
+        train={"steps": 100},
+        eval={"every": 10},
+        strategy={"name": "grow", **strategy},
+    )
+
+
+def test_grow_strategy_parses_round_trips_and_keeps_the_pruner() -> None:
+    spec = parse_study_spec(grow(search_fraction=0.25, top=2))
+    assert (spec.strategy.name, spec.strategy.search_fraction, spec.strategy.top) == (
+        "grow",
+        0.25,
+        2,
+    )
+    assert spec.strategy.guard and spec.pruner.name == "hyperband"
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    # Only grow's own keys are stored (none of PBT's).
+    assert set(study_spec_to_dict(spec)["strategy"]) == {"name", "guard", "search_fraction", "top"}
+    off = parse_study_spec({**base(), "strategy": {"name": "optuna", "guard": False}})
+    assert not off.strategy.guard
+    assert parse_study_spec(study_spec_to_dict(off)) == off  # the guard's switch is kept
+    hours = grow()
+    hours["study"] = {"name": "t", "max_device_hours": 1}
+    assert parse_study_spec(hours).strategy.name == "grow"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {**grow(), "study": {"name": "t", "max_trials": 10}},
+            r"strategy grow splits a compute budget between searching and growing; set "
+            r"study.max_steps or study.max_device_hours",
+        ),
+        (grow(search_fraction=0), r"strategy.search_fraction = 0 is invalid; use a number between"),
+        (grow(search_fraction=1), r"strategy.search_fraction = 1 is invalid"),
+        (grow(search_fraction="half"), r"strategy.search_fraction = 'half' must be a number"),
+        (grow(search_fraction=float("nan")), r"strategy.search_fraction = nan is invalid"),
+        (grow(top=0), r"strategy.top = 0 is invalid; use 1 to 64"),
+        (grow(top=1.5), r"strategy.top = 1.5 must be an integer"),
+        (grow(quantile=0.2), r'strategy.quantile belongs to strategy "pbt", not "grow"'),
+        (grow(guard="yes"), r"strategy.guard = 'yes' must be true or false"),
+        (grow(serach_fraction=0.5), r"unknown key 'strategy.serach_fraction'; did you mean"),
+        (
+            {**base(), "strategy": {"name": "optuna", "top": 2}},
+            r'strategy.top belongs to strategy "grow", not "optuna"',
+        ),
+        (
+            {**grow(), "study": {"name": "t", "max_steps": 1000, "objective": ["fid", "g_params"]}},
+            r"strategy grow ranks trials by one objective",
+        ),
+    ],
+)
+def test_bad_grow_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_study_spec(data)
