@@ -13,7 +13,8 @@ rule the steps it saves, the trials it stops that would have ended among the bes
 "lost" when the rule stopped it and its final FID, had it gone on, was within 10 % of the best
 final FID of all the trials), and the best final FID and rank among all trials of a trial it
 stopped (how far the rule stays from stopping a winner). Curves go to
-``--out/guard_curves.json``, the replay to stdout (``--json`` for a script).
+``--out/guard_curves.json``, the replay to ``--out/guard_replay.json`` and stdout (``--json``
+for a script).
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                     + "\n"
                 )
     result = replay(runs, length)
+    replayed = args.out / "guard_replay.json"
+    replayed.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"replay written to {replayed}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
