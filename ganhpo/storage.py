@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import optuna
 import sqlalchemy
@@ -80,10 +80,12 @@ def _check_url(url: str) -> None:
     """Raise :class:`ConfigError` unless ``url`` is a database URL ganhpo can use."""
     shown = redact(url)
     _, userinfo, _ = _split_userinfo(url)
-    if userinfo is not None and "@" in userinfo:
-        # SQLAlchemy would cut the password at its first '@' and take the rest for the host.
+    if userinfo is not None and url.partition("://")[2].count("@") > 1:
+        # Only the '@' before the host may be raw: SQLAlchemy cuts a password at its first '@'
+        # and takes the rest for the host, and an '@' in the query (?password=a@b) makes it
+        # read the query as a password.
         raise ConfigError(
-            f"the user name or password in storage URL {shown!r} contains a raw '@'; "
+            f"storage URL {shown!r} has a raw '@' in its user name, password or query; "
             "percent-encode it (@ -> %40, : -> %3A, / -> %2F)"
         )
     try:
@@ -114,12 +116,14 @@ def _check_url(url: str) -> None:
 
 
 def _split_userinfo(url: str) -> tuple[str, str | None, str]:
-    """``(scheme://, user info, @host...)`` split at the *last* '@', whatever the URL holds.
+    """``(scheme://, user info, @host...)`` split at the *last* '@' outside the secret query
+    values, whatever the URL holds.
 
     The user info is None when there is none: no '@', or a path right after the scheme
     (a SQLite file, whose name may contain '@'). A URL without '://' (mistyped) is split all
     the same, so that its password is hidden too.
     """
+    url = _mask_query_secrets(url)
     scheme, sep, rest = url.partition("://")
     prefix = scheme + sep if sep else ""
     rest = rest if sep else url
@@ -137,24 +141,49 @@ def _raw_password(url: str) -> str | None:
     return userinfo.split(":", 1)[1]
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+# The query parameters that carry a secret: libpq's password and sslpassword (the key file's
+# passphrase), MySQL drivers' password and passwd.
+_SECRET_PARAMS = frozenset({"password", "sslpassword", "passwd"})
+# A query parameter: its key, and its value up to the next parameter or the end. A value runs
+# over '@', ':', '/', '#', even '?' (the URL may be mistyped: anything in it may be a
+# password's), and the key may be percent-encoded (SQLAlchemy decodes keys too).
+_QUERY_PARAM = re.compile(r"([?&])([^?&=]*)=(.*?)(?=[?&][^?&=]*=|$)", re.DOTALL)
+
+
+def _is_secret_param(key: str) -> bool:
+    return unquote_plus(key).strip().lower() in _SECRET_PARAMS
+
+
+def _query_secrets(url: str) -> list[str]:
+    """The values of the secret query parameters of ``url``, as typed."""
+    return [m.group(3) for m in _QUERY_PARAM.finditer(url) if _is_secret_param(m.group(2))]
+
+
+def _mask_query_secrets(url: str) -> str:
+    """``url`` with the value of every secret query parameter replaced by ``***``."""
+
+    def mask(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{m.group(2)}=***" if _is_secret_param(m.group(2)) else m.group(0)
+
+    return _QUERY_PARAM.sub(mask, url)
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``.
+    """The URL with every password replaced by ``***``.
 
-    Text, not SQLAlchemy's parse: everything between ``user:`` and the last '@' is hidden,
-    so a password with a raw '@', ':' or '/' is hidden whole however the URL would parse.
-    A ``password=`` query parameter is hidden too.
+    Text, not SQLAlchemy's parse: the secret query parameters (``password``, ``sslpassword``,
+    ``passwd``) are hidden up to the next parameter, then everything between ``user:`` and the
+    last '@' left, so that a password with a raw '@', ':', '/' or '?' is hidden whole however
+    the URL would parse.
     """
-    prefix, userinfo, host = _split_userinfo(url)
+    prefix, userinfo, host = _split_userinfo(url)  # query secrets already masked
     if userinfo is not None and ":" in userinfo:
-        url = f"{prefix}{userinfo.split(':', 1)[0]}:***{host}"
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+        return f"{prefix}{userinfo.split(':', 1)[0]}:***{host}"
+    return _mask_query_secrets(url)
 
 
 def _secrets(url: str) -> set[str]:
-    """The password of ``url`` as typed and decoded, and every piece of it a driver may quote.
+    """Every password of ``url`` as typed and decoded, and every piece of it a driver may quote.
 
     A raw '@', ':' or '/' makes SQLAlchemy split a password into a host name, a port, a
     database name: each piece is a secret of its own.
@@ -164,10 +193,14 @@ def _secrets(url: str) -> set[str]:
     if raw is not None:
         found |= {raw, unquote(raw)}
     with contextlib.suppress(ArgumentError, ValueError):
-        found.add(make_url(url).password or "")  # SQLAlchemy's reading, decoded
-    for match in _QUERY_PASSWORD.finditer(url):
-        found |= {match.group(2), unquote(match.group(2))}
-    pieces = {piece for secret in found for piece in re.split(r"[@:/?#]", secret)}
+        parsed = make_url(url)
+        found.add(parsed.password or "")  # SQLAlchemy's reading, decoded
+        for key, value in parsed.query.items():
+            if _is_secret_param(key):
+                found |= {value} if isinstance(value, str) else set(value)
+    for value in _query_secrets(url):
+        found |= {value, unquote(value), unquote_plus(value)}
+    pieces = {piece for secret in found for piece in re.split(r"[@:/?#&]", secret)}
     return {s for s in found | pieces if s}
 
 

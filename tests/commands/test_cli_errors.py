@@ -7,7 +7,7 @@ import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import pytest
 from pg import free_port
@@ -171,3 +171,94 @@ def test_retry_warnings_hide_the_password_and_keep_the_message(
         assert f"port {port} failed" in line, line
         assert "postgresql://ganhpo:***@127.0.0.1" in line, line
     assert_no_fragment(proc.stdout + proc.stderr, password)
+
+
+# Storage URLs that carry secrets in every place libpq (and MySQL's drivers) read one: the user
+# info, the query (password, sslpassword, passwd), both; raw and percent-encoded '@', ':', '/',
+# '%', '?', '#', '+'. Each with the secrets it carries, as typed.
+SECRET_URLS = [
+    ("postgresql://ganhpo:S3cr3tPa55w0rd@127.0.0.1:{port}/db", ["S3cr3tPa55w0rd"]),
+    (
+        "postgresql://ganhpo:S3cr3t%40Pa55%3Aw%2Frd%25x@127.0.0.1:{port}/db",
+        ["S3cr3t%40Pa55%3Aw%2Frd%25x"],
+    ),
+    ("postgresql://ganhpo:S3cr3t@Pa55@127.0.0.1:{port}/db", ["S3cr3t@Pa55"]),
+    ("postgresql://ganhpo:S3c:r3t/Pa55@127.0.0.1:{port}/db", ["S3c:r3t/Pa55"]),
+    ("postgresql://ganhpo:S3c?r3t=Pa55@127.0.0.1:{port}/db", ["S3c?r3t=Pa55"]),
+    ("postgresql://postgres@127.0.0.1:{port}/db?password=S3cr3t@Pa55:w/rd", ["S3cr3t@Pa55:w/rd"]),
+    (
+        "postgresql://postgres@127.0.0.1:{port}/db?password=S3cr3t%40Pa55%3Aw%2Frd",
+        ["S3cr3t%40Pa55%3Aw%2Frd"],
+    ),
+    (
+        "postgresql://postgres@127.0.0.1:{port}/db?sslmode=prefer&sslpassword=Ss1Pass:phrase/x&application_name=t",
+        ["Ss1Pass:phrase/x"],
+    ),
+    ("postgresql://postgres@127.0.0.1:{port}/db?password=S3c#r3t?Pa55", ["S3c#r3t?Pa55"]),
+    ("postgresql://postgres@127.0.0.1:{port}/db?password=S3cr3t+Pa55", ["S3cr3t+Pa55"]),
+    ("postgresql://postgres@127.0.0.1:{port}/db?pass%77ord=Kyy5ecret", ["Kyy5ecret"]),
+    (
+        "postgresql://ganhpo:Us3rS3cret@127.0.0.1:{port}/db?password=Qu3ryS3cret&sslpassword=K3yphr4se",
+        ["Us3rS3cret", "Qu3ryS3cret", "K3yphr4se"],
+    ),
+    (
+        "postgresql://ganhpo:U@s3r@127.0.0.1:{port}/db?sslpassword=K3y@phr4se",
+        ["U@s3r", "K3y@phr4se"],
+    ),
+    (
+        "mysql://ganhpo:My5qlS3cret@127.0.0.1:{port}/db?passwd=0therS3cret",
+        ["My5qlS3cret", "0therS3cret"],
+    ),
+    ("ganhpo:N0Sch3meS3cret@127.0.0.1:{port}/db", ["N0Sch3meS3cret"]),
+]
+
+
+def assert_no_substring(text: str, secrets: list[str]) -> None:
+    """No piece of 4 characters or more of any secret, as typed or decoded, is in ``text``."""
+    for typed in secrets:
+        for secret in {typed, unquote(typed), unquote_plus(typed)}:
+            for size in range(4, len(secret) + 1):
+                for start in range(len(secret) - size + 1):
+                    piece = secret[start : start + size]
+                    assert piece not in text, (piece, text)
+
+
+@pytest.mark.parametrize("route", ["--storage", "GANHPO_STORAGE", "--storage-file"])
+@pytest.mark.parametrize(("template", "secrets"), SECRET_URLS)
+def test_no_piece_of_a_secret_in_the_output_of_a_failing_command(
+    template: str,
+    secrets: list[str],
+    route: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ganhpo.cli import main
+
+    url = template.format(port=free_port())  # nothing listens there: the command fails
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    argv = ["study", "show", "x", "--connect-timeout", "0.6"]
+    if route == "--storage":
+        argv += ["--storage", url]
+    elif route == "GANHPO_STORAGE":
+        monkeypatch.setenv("GANHPO_STORAGE", url)
+    else:
+        (tmp_path / "storage-url").write_text(url + "\n")
+        argv += ["--storage-file", str(tmp_path / "storage-url")]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert err.splitlines()[-1].startswith("ganhpo: error: "), err
+    assert_no_substring(out + err, secrets)
+
+
+def test_a_raw_at_in_a_query_password_is_refused_without_showing_it(
+    cli: Callable[..., subprocess.CompletedProcess[str]],
+) -> None:
+    # SQLAlchemy reads "postgres@127.0.0.1" as the user and the query up to its '@' as the
+    # password: the URL cannot work, and the message must not show the password's tail.
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/db?password=S3cr3t@Pa55:w/rd"
+    line = error_line(cli("study", "show", "x", "--storage", url), 2)
+    assert "percent-encode" in line and "?password=***" in line
+    assert_no_substring(line, ["S3cr3t@Pa55:w/rd"])
