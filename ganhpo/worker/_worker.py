@@ -1106,23 +1106,32 @@ class Worker:
         A tell can go through and its answer still be lost (the connection drops after the
         commit, or a read that follows it fails): tried again, Optuna would refuse to tell a
         finished trial. So a retry first looks: already in ``state``, it is done; finished
-        otherwise, another worker took the trial over.
+        otherwise, another worker took the trial over. A first tell that Optuna refuses
+        because the trial is no longer running (this worker was frozen after recording the
+        trial's end, and another took the trial over meanwhile) is a take-over too.
         """
         attempts = 0
 
+        def told() -> bool:
+            """Whether the trial is in ``state`` already; _TakenOver if it ended otherwise."""
+            current = self.storage.get_trial(trial._trial_id).state
+            if current != state and current.is_finished():
+                raise _TakenOver(f"the trial is {current.name}")
+            return current == state
+
         def tell_once() -> None:
             nonlocal attempts
-            if attempts:
-                current = self.storage.get_trial(trial._trial_id).state
-                if current == state:
-                    return
-                if current.is_finished():
-                    raise _TakenOver(f"the trial is {current.name}")
+            if attempts and told():
+                return
             attempts += 1
-            if values is not None:
-                self.study.tell(trial, values)
-            else:
-                self.study.tell(trial, state=state)
+            try:
+                if values is not None:
+                    self.study.tell(trial, values)
+                else:
+                    self.study.tell(trial, state=state)
+            except ValueError as e:  # "Cannot tell a FAIL trial.": finished by another
+                if not str(e).startswith("Cannot tell a ") or not told():
+                    raise
             failpoint("tell:done")
 
         self._db(tell_once)

@@ -272,3 +272,31 @@ def test_the_quick_spec_checkpoints_without_asking(
     trials = load(postgres_url).get_trials()
     assert retry_of(trials, 0).user_attrs["resumed_at_step"] == 80
     assert retry_of(trials, 0).state == TrialState.COMPLETE
+
+
+def test_frozen_after_recording_its_end_then_taken_over_drops_its_copy(
+    postgres_url: str, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Frozen after recording its trial's results, before telling it finished: another worker
+    takes the trial over and finishes it. Woken, the frozen worker's tell finds the trial
+    failed (handed over): it drops its copy and goes on, where it crashed with Optuna's
+    ``ValueError: Cannot tell a FAIL trial.`` (the first tell did not look)."""
+    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": "max_trials = 1 "})
+    a = start_worker(postgres_url, tmp_path, env, "a", failpoint="finish:recorded:stop")
+    wait_for(
+        lambda: "failpoint finish:recorded: stop" in (tmp_path / "a.log").read_text(),
+        300,
+        "worker a to freeze after recording trial 0's end",
+    )
+    time.sleep(GRACE + 1)  # a is silent past the grace period
+    b_log = run_worker_to_the_end(postgres_url, tmp_path, env, "b")
+    assert "trial 0: worker lost on" in b_log
+    os.kill(a.pid, signal.SIGCONT)
+    code = finish(a, timeout=300)
+    a_log = (tmp_path / "a.log").read_text()
+    assert code == 0, a_log
+    assert "trial 0 was taken over by another worker; dropping my copy" in a_log
+    assert "Traceback" not in a_log and "Cannot tell" not in a_log
+    trials = check_all_finished(postgres_url, 1)
+    assert retry_of(trials, 0).user_attrs["resumed_at_step"] == 240
+    check_no_orphans(postgres_url, tmp_path / "ganhpo-artifacts")
