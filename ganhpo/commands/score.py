@@ -113,7 +113,7 @@ def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
 def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo score``."""
     from ganhpo.data import load_dataset
-    from ganhpo.metrics import Evaluator, check_extractor, real_sample_indices
+    from ganhpo.metrics import Evaluator, check_extractor, content_order, real_sample_indices
     from ganhpo.train import resolve_device
 
     device = resolve_device(args.device or "auto")
@@ -126,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     images = fake.images
     if args.samples is not None and args.samples < len(images):
         # Another draw than the reference's (seed): the same file on both sides must not
-        # compare an image with itself.
+        # compare an image with itself. From the images in their content order, so that the
+        # same images in another order give the same sample.
+        images = images[content_order(images)]
         images = images[real_sample_indices(len(images), args.samples, seed + 1)]
     if len(images) < 2:
         raise ConfigError(f"{args.images} holds {len(images)} image(s); FID needs at least 2")

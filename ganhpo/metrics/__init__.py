@@ -22,7 +22,7 @@ from ganhpo.metrics._classifier import (
     serialize_classifier,
     train_classifier,
 )
-from ganhpo.metrics._evaluate import EvalResult, Evaluator, fixed_latents
+from ganhpo.metrics._evaluate import EvalResult, Evaluator, content_order, fixed_latents
 from ganhpo.metrics._features import (
     EXTRACTORS,
     INCEPTION_WEIGHTS_ENV,
@@ -54,6 +54,7 @@ __all__ = [
     "RunningStats",
     "check_extractor",
     "classifier_accuracy",
+    "content_order",
     "extract_features",
     "fixed_latents",
     "frechet_distance",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
@@ -20,7 +21,7 @@ from ganhpo.metrics._fid import frechet_distance
 from ganhpo.metrics._kid import SUBSET_SIZE, kid
 from ganhpo.metrics._stats import BlockedStats, RunningStats
 
-__all__ = ["EvalResult", "Evaluator", "fixed_latents"]
+__all__ = ["EvalResult", "Evaluator", "content_order", "fixed_latents"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +49,30 @@ def fixed_latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
     return torch.randn(n, latent_dim, generator=generator, dtype=torch.float32)
 
 
+def content_order(images: torch.Tensor) -> torch.Tensor:
+    """Indices that put ``images`` [N, ...] in an order set by their pixels alone (sorted by a
+    hash of each image's bytes): the same images in any order come out in the same order.
+
+    Scores of a set of images (FID, its jackknife std, KID's random subsets) then depend on
+    which images it holds, not on how its files were named or sorted.
+    """
+    flat = images.detach().cpu().contiguous().reshape(len(images), -1).numpy()
+    keys = [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat]
+    return torch.tensor(sorted(range(len(keys)), key=keys.__getitem__), dtype=torch.long)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """FID (with its sampling std) and KID (mean and std over subsets) of ``num_samples`` fake
     images.
 
     ``fid_std`` is how much this FID would vary over new draws of the fake sample (the real
-    reference fixed): the delete-a-group jackknife over 10 groups of the same samples, so it
-    costs no extra generation. Two FIDs of one study closer than about twice their stds cannot
-    be told apart. Both are ``inf`` when the generator produced NaN or infinite pixels; KID is
-    ``nan`` when it was not asked for, ``fid_std`` with fewer than 20 samples. ``seconds`` is
-    the wall time of the evaluation (generation, features and distances).
+    reference fixed): the delete-a-group jackknife over 10 random groups (drawn from the
+    evaluation seed) of the same samples, so it costs no extra generation. Two FIDs of one
+    study closer than about twice their stds cannot be told apart. Both are ``inf`` when the
+    generator produced NaN or infinite pixels; KID is ``nan`` when it was not asked for,
+    ``fid_std`` with fewer than 20 samples. ``seconds`` is the wall time of the evaluation
+    (generation, features and distances).
     """
 
     fid: float
@@ -151,8 +165,10 @@ class Evaluator:
     def evaluate_images(
         self, images: torch.Tensor, *, batch_size: int = 500, kid: bool = True
     ) -> EvalResult:
-        """FID and KID of given fake images [N, C, H, W] (float in [-1, 1], or uint8)."""
+        """FID and KID of given fake images [N, C, H, W] (float in [-1, 1], or uint8), whatever
+        their order (:func:`content_order`)."""
         started = time.perf_counter()
+        images = images[content_order(images)]
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
         return self._score(batches, len(images), started, kid)
 
@@ -168,7 +184,11 @@ class Evaluator:
             raise ValueError(f"FID needs at least 2 samples, got {num_samples}")
         real = self.real_stats(num_samples if real_samples is None else real_samples)
         groups = FID_STD_GROUPS if num_samples >= 2 * FID_STD_GROUPS else None
-        blocked = None if groups is None else BlockedStats(self.extractor.dim, num_samples, groups)
+        blocked = (
+            None
+            if groups is None
+            else BlockedStats(self.extractor.dim, num_samples, groups, seed=self.seed)
+        )
         stats = RunningStats(self.extractor.dim)
         chunks: list[torch.Tensor] = []
         for images in batches:

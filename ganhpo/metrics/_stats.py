@@ -131,34 +131,38 @@ class RunningStats:
 
 
 class BlockedStats:
-    """Running statistics of ``count`` rows, kept as ``blocks`` contiguous blocks of rows.
+    """Running statistics of ``count`` rows, kept as ``blocks`` groups of rows.
 
-    Rows are fed in order through :meth:`update`; row i belongs to block ``i * blocks // count``.
-    :meth:`total` is the statistics of every row and :meth:`leave_one_out` those of all blocks
-    but one: what a delete-a-group jackknife needs to say how much a statistic computed from
-    these rows would vary over new draws of them, without drawing any.
+    Rows are fed in order through :meth:`update`; which group a row joins is drawn once, from
+    ``seed``, by a random permutation of the row numbers (group b holds the rows whose place
+    in it falls in the b-th of ``blocks`` equal ranges): groups of consecutive rows would
+    each hold one class of a class-sorted sample, and the jackknife would measure the spread
+    between classes instead of that of a new draw. :meth:`total` is the statistics of every
+    row and :meth:`leave_one_out` those of all groups but one: what a delete-a-group
+    jackknife needs to say how much a statistic computed from these rows would vary over new
+    draws of them, without drawing any.
     """
 
-    def __init__(self, dim: int, count: int, blocks: int) -> None:
+    def __init__(self, dim: int, count: int, blocks: int, *, seed: int = 0) -> None:
         if blocks < 2 or count < 2 * blocks:
             raise ValueError(f"need 2 <= blocks and 2 rows per block, got {blocks}, {count}")
         self.count = count
         self.blocks = [RunningStats(dim) for _ in range(blocks)]
+        # block_of[i]: the group of row i (sizes differ by at most one row).
+        self.block_of = np.random.default_rng(seed).permutation(count) * blocks // count
         self._seen = 0
 
     def update(self, x: torch.Tensor | NDArray[Any]) -> BlockedStats:
-        """Add the next rows [n, dim] (split across blocks as needed); returns self."""
-        k = len(self.blocks)
-        start = 0
-        while start < x.shape[0]:
-            row = self._seen + start
-            if row >= self.count:
-                raise ValueError(f"more than the {self.count} rows announced")
-            block = row * k // self.count
-            end_row = -(-(block + 1) * self.count // k)  # first row of the next block
-            stop = min(x.shape[0], start + end_row - row)
-            self.blocks[block].update(x[start:stop])
-            start = stop
+        """Add the next rows [n, dim], each to its group; returns self."""
+        if self._seen + x.shape[0] > self.count:
+            raise ValueError(f"more than the {self.count} rows announced")
+        groups = self.block_of[self._seen : self._seen + x.shape[0]]
+        for block in np.unique(groups):
+            rows = np.flatnonzero(groups == block)
+            if isinstance(x, torch.Tensor):
+                self.blocks[block].update(x[torch.from_numpy(rows).to(x.device)])
+            else:
+                self.blocks[block].update(x[rows])
         self._seen += x.shape[0]
         return self
 
@@ -175,7 +179,7 @@ class BlockedStats:
         return (total or self.total()).without(self.blocks[block])
 
     def jackknife_std(self, statistic: Callable[[RunningStats], float]) -> float:
-        """The delete-a-block jackknife estimate of the std of ``statistic(self.total())``."""
+        """The delete-a-group jackknife estimate of the std of ``statistic(self.total())``."""
         total = self.total()
         return jackknife_std(
             [statistic(self.leave_one_out(i, total)) for i in range(len(self.blocks))]
