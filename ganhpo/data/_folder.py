@@ -29,11 +29,31 @@ def _image_files(root: Path) -> list[Path]:
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit gray image (Pillow's "I;16" modes; "I" where older Pillows read 16-bit PNGs)
+    scaled to 8 bits, 65535 to 255; any other image as it is.
+
+    Pillow's own conversion to "L" clips every value above 255 to 255, which turns a 16-bit
+    image into black and white. (Pillow reads 16-bit RGB and gray-with-alpha PNGs as 8-bit
+    RGB and RGBA itself, scaled.)
+    """
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    values = np.asarray(image).astype(np.int64)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high > 65535:
+        raise DataError(
+            f"image {path} has {image.mode!r} pixels from {low} to {high}; expected 8-bit or "
+            "16-bit images (0 to 65535): save it as an 8-bit or 16-bit PNG"
+        )
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8))  # mode "L"
+
+
 def _read(path: Path, resolution: int, mode: str) -> np.ndarray:
     """One image as a uint8 [H, W] (mode "L") or [H, W, 3] (mode "RGB") array."""
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert(mode)
+            image = _eight_bit(ImageOps.exif_transpose(opened), path).convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}; fix or remove the file") from e
     side = min(image.size)

@@ -127,3 +127,26 @@ def test_dataset_size_counts_the_files_without_opening_them(folder: Path, tmp_pa
         dataset_size("image-folder")
     with pytest.raises(ConfigError, match="only a 'train' split"):
         dataset_size("image-folder", path=folder, split="test")
+
+
+def test_sixteen_bit_pngs_read_as_their_eight_bit_twins(tmp_path: Path):
+    """16-bit gray PNGs (Pillow's mode "I;16") were clipped to 0 or 255 by Pillow's
+    conversion; they read as the same images saved in 8 bits, at native size or resized, gray
+    or RGB."""
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 12, 12), dtype=np.uint8)
+    (tmp_path / "8").mkdir()
+    (tmp_path / "16").mkdir()
+    for i, image in enumerate(pixels):
+        Image.fromarray(image, mode="L").save(tmp_path / "8" / f"{i}.png")
+        wide = Image.fromarray(image.astype(np.uint16) * 257)  # 0..255 -> 0..65535
+        assert wide.mode == "I;16"
+        wide.save(tmp_path / "16" / f"{i}.png")
+    with Image.open(tmp_path / "16" / "0.png") as reread:
+        assert reread.mode == "I;16"  # as written: 16 bits in the file
+    for options in [{}, {"resolution": 8}, {"channels": 3}]:
+        eight = load_dataset("image-folder", path=tmp_path / "8", **options).images
+        sixteen = load_dataset("image-folder", path=tmp_path / "16", **options).images
+        assert torch.equal(sixteen, eight), options
+    assert torch.equal(
+        load_dataset("image-folder", path=tmp_path / "16").images[:, 0], torch.from_numpy(pixels)
+    )
