@@ -22,7 +22,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY ganhpo ./ganhpo
-RUN pip install ".[dashboard]"
+RUN pip install ".[dashboard,s3]"
 COPY studies ./studies
 
 # Not root; the volumes' mount points belong to the user, so fresh named volumes do too.

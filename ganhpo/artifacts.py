@@ -5,6 +5,10 @@ Boto3 store. Checkpoints are written under ids ganhpo chooses and tracked in the
 attributes (``checkpoint``), so an old one can be removed when a new one is written; final
 generators and sample grids are uploaded with :func:`optuna.artifacts.upload_artifact`, so
 optuna-dashboard lists them with their trial.
+
+Every operation of an S3 store that fails for the store's reasons (its endpoint unreachable, a
+bucket missing, credentials refused) raises :class:`StoreUnavailable`, an :class:`OSError`: as
+for a directory on a broken mount, the environment is at fault, not the trial.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, BinaryIO
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from ganhpo.errors import ConfigError
 
@@ -26,6 +31,7 @@ __all__ = [
     "ARTIFACTS_ENV",
     "DEFAULT_ARTIFACTS",
     "ArtifactStore",
+    "StoreUnavailable",
     "list_artifacts",
     "mimetype_of",
     "new_artifact_id",
@@ -41,7 +47,20 @@ logger = logging.getLogger(__name__)
 ARTIFACTS_ENV = "GANHPO_ARTIFACTS"
 DEFAULT_ARTIFACTS = "ganhpo-artifacts"  # beside the SQLite default, in the working directory
 
+# An S3 client gives up on an unreachable endpoint within about a minute (3 tries of at most
+# 10 s to connect), so a worker on a cut network hands its trial back instead of hanging; the
+# read timeout leaves a slow upload of a large checkpoint its time.
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 120
+S3_MAX_ATTEMPTS = 3
+
 ArtifactStore = Any  # optuna.artifacts' stores share a protocol: open_reader, write, remove
+
+
+class StoreUnavailable(OSError):
+    """An artifact store operation failed for the store's reasons (an S3 endpoint that cannot
+    be reached, a missing bucket, refused credentials). An :class:`OSError`, as a broken
+    mount's errors are, so that a worker hands its trial back instead of failing it."""
 
 
 def resolve_artifacts(location: str | Path | None) -> str:
@@ -56,35 +75,34 @@ def resolve_artifacts(location: str | Path | None) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-def open_artifact_store(location: str) -> ArtifactStore:
-    """The store at a location from :func:`resolve_artifacts`."""
+def open_artifact_store(location: str, *, create: bool = True) -> ArtifactStore:
+    """The store at a location from :func:`resolve_artifacts`.
+
+    A directory that does not exist is created only with ``create`` (when a study is made);
+    otherwise it is refused with a :class:`~ganhpo.errors.ConfigError` saying what to mount.
+    """
     if location.startswith("s3://"):
         bucket, _, prefix = location[len("s3://") :].partition("/")
         if not bucket:
             raise ConfigError(
                 f"artifact store {location!r} names no bucket; use s3://bucket/prefix"
             )
-        try:
-            from optuna.artifacts import Boto3ArtifactStore
-        except ImportError as e:  # pragma: no cover - boto3 missing
-            raise ConfigError("an s3:// artifact store needs boto3: pip install boto3") from e
-
-        class _S3Store(Boto3ArtifactStore):  # type: ignore[misc,valid-type]
-            def list_ids(self, prefix: str) -> list[str]:
-                pages = self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.bucket, Prefix=prefix
-                )
-                return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
-
         store = _S3Store(bucket)
         return _PrefixedStore(store, prefix.strip("/")) if prefix.strip("/") else store
     path = Path(location)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(
-            f"artifact directory {path} cannot be created ({e}); pass --artifacts DIR"
-        ) from e
+    if not path.is_dir():
+        if not create:
+            raise ConfigError(
+                f"artifact store {path} does not exist on this machine; mount the study's "
+                f"shared folder at {path} (or pass --artifacts with where it is mounted here), "
+                "or use an s3://BUCKET/PREFIX store that every machine reaches"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(
+                f"artifact directory {path} cannot be created ({e}); pass --artifacts DIR"
+            ) from e
     return _DirectoryStore(path)
 
 
@@ -97,6 +115,81 @@ class _DirectoryStore(FileSystemArtifactStore):
 
     def list_ids(self, prefix: str) -> list[str]:
         return [p.name for p in self.path.glob(f"{prefix}*") if p.is_file()]
+
+
+def _boto3_client() -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as e:
+        raise ConfigError("an s3:// artifact store needs boto3: pip install 'ganhpo[s3]'") from e
+    # Endpoint (AWS_ENDPOINT_URL, e.g. a MinIO server), region and credentials come from the
+    # environment and ~/.aws as for any boto3 client.
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_S,
+        read_timeout=S3_READ_TIMEOUT_S,
+        retries={"max_attempts": S3_MAX_ATTEMPTS, "mode": "standard"},
+    )
+    return boto3.client("s3", config=config)
+
+
+def _unavailable(e: Exception, what: str, bucket: str) -> StoreUnavailable:
+    return StoreUnavailable(f"S3 store s3://{bucket}: {what} failed: {type(e).__name__}: {e}")
+
+
+class _S3Store:
+    """Optuna's Boto3 store (so optuna-dashboard can read it), whose every operation raises
+    :class:`StoreUnavailable` (chained from botocore's error) when the store fails, and
+    :class:`~optuna.artifacts.exceptions.ArtifactNotFound` only for a missing object."""
+
+    def __init__(self, bucket: str) -> None:
+        from optuna.artifacts import Boto3ArtifactStore
+
+        self.bucket = bucket
+        self._store = Boto3ArtifactStore(bucket, client=_boto3_client())
+        self.client = self._store.client
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        import boto3.exceptions
+        import botocore.exceptions
+
+        return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                boto3.exceptions.Boto3Error)  # fmt: skip
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        try:
+            # Read whole here: a connection lost while reading the body fails here too.
+            with contextlib.closing(self._store.open_reader(artifact_id)) as body:
+                return io.BytesIO(body.read())
+        except ArtifactNotFound as e:
+            cause = e.__cause__
+            code = getattr(cause, "response", {}).get("Error", {}).get("Code")
+            if code == "NoSuchBucket":  # Optuna takes every 404 for a missing object
+                raise _unavailable(cause, f"reading {artifact_id}", self.bucket) from cause  # type: ignore[arg-type]
+            raise
+        except self._errors() as e:
+            raise _unavailable(e, f"reading {artifact_id}", self.bucket) from e
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        try:
+            self._store.write(artifact_id, content_body)
+        except self._errors() as e:
+            raise _unavailable(e, f"writing {artifact_id}", self.bucket) from e
+
+    def remove(self, artifact_id: str) -> None:
+        try:
+            self._store.remove(artifact_id)
+        except self._errors() as e:
+            raise _unavailable(e, f"removing {artifact_id}", self.bucket) from e
+
+    def list_ids(self, prefix: str) -> list[str]:
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        except self._errors() as e:
+            raise _unavailable(e, f"listing {prefix}*", self.bucket) from e
 
 
 class _PrefixedStore:

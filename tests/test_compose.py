@@ -165,9 +165,11 @@ def test_dockerfile_copies_existing_files_and_defaults_to_cpu_torch(
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu")
     assert '--index-url "${TORCH_INDEX_URL}"' in text
-    assert 'pip install ".[dashboard]"' in text  # the dashboard service needs the extra
+    # The dashboard service needs its extra; s3:// artifact stores need boto3.
+    assert 'pip install ".[dashboard,s3]"' in text
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r"^dashboard = \[", pyproject, re.M)
+    assert re.search(r'^s3 = \["boto3>=1\.28"\]', pyproject, re.M)
     for name in GANHPO_SERVICES:  # compose passes the CUDA index through
         assert "TORCH_INDEX_URL" in services[name]["build"]["args"]
 
