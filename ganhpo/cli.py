@@ -1,7 +1,8 @@
 """``ganhpo`` command line: registers one module per command and dispatches.
 
 Exit codes come from :func:`main` only: 0 success, 1 a failure, 2 bad input, 130 interrupted.
-Results go to stdout; progress and diagnostics (logging) to stderr.
+Results go to stdout; progress and diagnostics (logging) to stderr. ``ganhpo`` without a
+command prints its help on stdout and exits 0 (asking what it can do is no mistake).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ logger = logging.getLogger("ganhpo")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``ganhpo: error: ...`` and where to find the usage,
+    """argparse with one-line errors: ``ganhpo: error: ...`` (with the command, for a
+    command's parser: ``ganhpo: error: study create: ...``) and where to find the usage,
     instead of the whole usage block above the error (every subcommand's parser is one too)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ganhpo: error: {self.prog}: {message}; see '{self.prog} --help'\n")
+        command = self.prog.removeprefix("ganhpo").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"ganhpo: error: {where}{message}; see '{self.prog} --help'\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ganhpo {__version__}")
     _add_verbosity(parser, default=False)
     add_storage_args(parser, top_level=True)  # before the command too, as in Optuna's CLI
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Not required: without one, main prints this help.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in COMMANDS:
         register(sub)
     _add_verbosity_everywhere(parser)
@@ -102,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     _reject_unused_storage(parser, args)
     _setup_logging(args.quiet, args.verbose)
     try:

@@ -332,6 +332,7 @@ def open_storage(
             engine_kwargs["connect_args"] = {"connect_timeout": seconds}
     deadline = time.monotonic() + connect_timeout
     delay = 0.5
+    retries = 0
     while True:
         try:
             storage = optuna.storages.RDBStorage(
@@ -367,7 +368,18 @@ def open_storage(
             if not retryable or time.monotonic() + delay > deadline:
                 raise StorageError(message) from None
             pause = delay * random.uniform(0.5, 1.5)  # workers started together retry apart
-            logger.warning("%s; retrying in %.1fs", message, pause)
+            retries += 1
+            if retries == 1:  # the first retry says how long the retries may take in all
+                logger.warning(
+                    "%s; retrying in %.1fs, for up to %g s in all (--connect-timeout SECONDS "
+                    "sets how long)",
+                    message,
+                    pause,
+                    connect_timeout,
+                )
+            else:
+                left = max(0.0, deadline - time.monotonic())
+                logger.warning("%s; retrying in %.1fs (%.0f s left)", message, pause, left)
             time.sleep(pause)
             delay = min(delay * 2, 10.0)
         except (RuntimeError, ValueError) as e:  # e.g. schema missing or of another version

@@ -71,6 +71,38 @@ def test_storage_before_a_command_that_opens_no_database_is_refused(
         main(["--storage", "sqlite:///x.db", "train"])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "ganhpo: error: ganhpo: --storage does not apply to 'ganhpo train' (it opens no study "
+        "ganhpo: error: --storage does not apply to 'ganhpo train' (it opens no study "
         "database); drop --storage; see 'ganhpo --help'\n"
     )
+
+
+def test_ganhpo_alone_prints_its_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    # It printed "ganhpo: error: ganhpo: the following arguments are required: COMMAND".
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out == build_parser().format_help() and err == ""
+    assert main(["-v"]) == 0  # options, still no command
+    assert capsys.readouterr().out.startswith("usage: ganhpo ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["bogus"], "ganhpo: error: argument COMMAND: invalid choice: 'bogus'"),
+        (["--bogus"], "ganhpo: error: unrecognized arguments: --bogus; see 'ganhpo --help'"),
+        (["worker"], "ganhpo: error: worker: the following arguments are required: --study; "),
+        (["study", "show"], "ganhpo: error: study show: the following arguments are required"),
+        (["score", "x.npz", "--samples", "0"], "ganhpo: error: score: argument --samples: "),
+    ],
+)
+def test_usage_errors_name_ganhpo_once(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    """One prefix, then the command the error is about ("ganhpo: error: ganhpo: ..." and
+    "ganhpo: error: ganhpo worker: ..." before)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
+    assert "error: ganhpo" not in err

@@ -26,7 +26,7 @@ from torch import nn
 from ganhpo._files import atomic_write, resolve_cache_dir, safe_name
 from ganhpo.data import ImageDataset, to_unit_range
 from ganhpo.data._npz import IMAGE_KEYS, LABEL_KEYS
-from ganhpo.errors import ExtractorError
+from ganhpo.errors import DataError, ExtractorError
 from ganhpo.metrics._classifier import (
     FEATURE_DIM,
     ClassifierNet,
@@ -376,9 +376,32 @@ def check_extractor(name: str, *, dataset: str, path: str | Path | None = None) 
     them when it stores a labels array). A file not on this machine passes: the workers may
     have it. The labels of an .npz are read (that array only) and must hold at least two
     classes of 10 images or more. Raises UnknownNameError, or ExtractorError naming what works
-    for this dataset.
+    for this dataset; DataError when, besides, the dataset's folder or file is not here (the
+    likelier mistake: a mistyped path).
     """
     EXTRACTORS.get(name)
+    try:
+        _check_extractor(name, dataset, path)
+    except ExtractorError as e:
+        missing = _missing_here(dataset, path)
+        if missing is None:
+            raise
+        raise DataError(f"{missing}: fix [dataset] path; also, {e}") from e
+
+
+def _missing_here(dataset: str, path: str | Path | None) -> str | None:
+    """What is missing, when ``dataset`` reads a folder or file at ``path`` that is not here."""
+    if path is None:
+        return None
+    where = Path(path).expanduser()
+    if dataset == "image-folder" and not where.is_dir():
+        return f"image folder {path} does not exist"
+    if dataset == "npz" and not where.is_file():
+        return f"{path} does not exist"
+    return None
+
+
+def _check_extractor(name: str, dataset: str, path: str | Path | None) -> None:
     labelled = _has_labels(dataset, path)
     if name == "inception":
         try:

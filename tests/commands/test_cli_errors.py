@@ -164,6 +164,8 @@ def test_retry_warnings_hide_the_password_and_keep_the_message(
     assert "Traceback" not in proc.stderr
     *warnings, last = proc.stderr.splitlines()
     assert warnings and all("retrying in" in w for w in warnings)  # the retry path ran
+    # The first says how long the retries go on, and what sets it.
+    assert "for up to 3 s in all (--connect-timeout SECONDS sets how long)" in warnings[0]
     assert last.startswith("ganhpo: error: ") and "server running" in last
     for line in [*warnings, last]:
         # The driver's words come through whole: a one-letter password is no reason to

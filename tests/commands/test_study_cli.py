@@ -110,14 +110,37 @@ def test_an_extractor_that_cannot_work_is_refused_at_create(
     new: str,
     message: str,
 ) -> None:
-    """Every trial would fail on it; the folder need not exist here (the workers may have it)."""
+    """Every trial would fail on it."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "faces").mkdir()  # a folder that is here: the extractor is the mistake
     monkeypatch.delenv("GANHPO_STORAGE", raising=False)
     for name in ("pytorch_fid", "pytorch_fid.inception"):  # not importable, installed or not
         monkeypatch.setitem(sys.modules, name, None)
     code, out, err = run(capsys, "study", "create", str(spec_with(tmp_path, old, new)))
     assert code == 1 and out == ""
     assert one_line_error(err) == f"ganhpo: error: {message}"
+    assert not (tmp_path / "ganhpo.db").exists()  # nothing written
+
+
+@pytest.mark.parametrize("extractor", ["classifier", "inception"])
+def test_a_missing_image_folder_is_named_before_the_extractor(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extractor: str,
+) -> None:
+    """A mistyped folder was reported as "the classifier extractor needs labels" or
+    "pytorch-fid is not installed"; the folder comes first now."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    for name in ("pytorch_fid", "pytorch_fid.inception"):  # not importable, installed or not
+        monkeypatch.setitem(sys.modules, name, None)
+    spec = spec_with(tmp_path, 'name = "mnist-subset"', 'name = "image-folder"\npath = "facse"')
+    spec.write_text(spec.read_text().replace('"classifier"', f'"{extractor}"'))
+    code, out, err = run(capsys, "study", "create", str(spec))
+    assert code == 1 and out == ""
+    line = one_line_error(err)
+    assert line.startswith("ganhpo: error: image folder facse does not exist: fix [dataset] path")
     assert not (tmp_path / "ganhpo.db").exists()  # nothing written
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ganhpo.data import ImageDataset, load_dataset, to_unit_range
-from ganhpo.errors import ExtractorError, UnknownNameError
+from ganhpo.errors import DataError, ExtractorError, UnknownNameError
 from ganhpo.metrics import (
     EXTRACTORS,
     SHIPPED_WEIGHTS_DIR,
@@ -293,13 +293,21 @@ def write_npz(path: Path, *, labels: bool) -> Path:
 
 
 def test_check_extractor_refuses_a_classifier_without_labels(no_pytorch_fid, tmp_path):
-    # An image folder never has labels, whether or not it is on this machine.
+    # An image folder never has labels.
+    (tmp_path / "faces").mkdir()
     with pytest.raises(ExtractorError) as caught:
-        check_extractor("classifier", dataset="image-folder", path=tmp_path / "elsewhere")
+        check_extractor("classifier", dataset="image-folder", path=tmp_path / "faces")
     assert one_line(caught) == (
         f"the classifier extractor needs labels to train on, and dataset 'image-folder' "
-        f"({tmp_path / 'elsewhere'}) has none; use extractor 'inception' "
+        f"({tmp_path / 'faces'}) has none; use extractor 'inception' "
         "(pip install 'ganhpo[inception]')"
+    )
+    # Not on this machine: the folder is named first (a mistyped path is the likelier mistake).
+    with pytest.raises(DataError) as missing:
+        check_extractor("classifier", dataset="image-folder", path=tmp_path / "elsewhere")
+    assert one_line(missing).startswith(
+        f"image folder {tmp_path / 'elsewhere'} does not exist: fix [dataset] path; also, "
+        "the classifier extractor needs labels"
     )
     unlabelled = write_npz(tmp_path / "unlabelled.npz", labels=False)
     with pytest.raises(ExtractorError, match=r"or store one integer class label per image"):
