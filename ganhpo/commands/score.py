@@ -13,7 +13,7 @@ import argparse
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganhpo.commands._common import (
     add_data_args,
@@ -23,6 +23,11 @@ from ganhpo.commands._common import (
     storage_from_args,
 )
 from ganhpo.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ganhpo.data import ImageDataset
 
 __all__ = ["register", "run"]
 
@@ -110,6 +115,82 @@ def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
     return dataset, args.extractor or "classifier", 0 if args.seed is None else args.seed
 
 
+# FID fits a Gaussian to d-dimensional features: its covariance from n images has rank at most
+# n - 1, singular below d, and FID's upward bias grows like d / n. Below 2 d images per side
+# (256 for the classifier's 128 features, 4096 for Inception's 2048) the number is mostly that
+# bias (5 images scored 583.7), so it is refused rather than printed.
+_MIN_SAMPLES_PER_FEATURE = 2
+
+
+def _min_samples(extractor: str) -> int:
+    """The fewest images per side that ``ganhpo score`` accepts for this extractor."""
+    from ganhpo.metrics import ClassifierExtractor, InceptionExtractor
+
+    dims = {"classifier": ClassifierExtractor.dim, "inception": InceptionExtractor.dim}
+    return _MIN_SAMPLES_PER_FEATURE * dims[extractor]
+
+
+def _check_sample_size(args: argparse.Namespace, fake: int, real: int, extractor: str) -> None:
+    """Refuse a scored set or reference too small for FID to mean anything."""
+    least = _min_samples(extractor)
+    why = (
+        f"FID with the {extractor} extractor needs at least {least} images per side (twice its "
+        "feature dimension: with fewer, the covariance is singular or nearly and the number is "
+        "mostly small-sample bias)"
+    )
+    if fake < least and args.samples is not None:
+        raise ConfigError(f"--samples {fake} is too few; {why}: ask for {least} or more")
+    if fake < least:
+        raise ConfigError(f"{args.images} holds only {fake} image(s); {why}: score more images")
+    if real < least:
+        raise ConfigError(f"the reference holds only {real} image(s); {why}: use a larger one")
+
+
+def _check_shapes(args: argparse.Namespace, fake: tuple[int, ...], real: tuple[int, ...]) -> None:
+    """Refuse images that a study's generators cannot have made (another size or channel
+    count); against a dataset or a folder, warn: the extractor resizes, but gray against
+    colour or a crop against a full view compares more than the images' quality."""
+
+    def shape(s: tuple[int, ...]) -> str:
+        return f"{s[1]}x{s[2]} {'gray' if s[0] == 1 else 'RGB'}"
+
+    if fake == real:
+        return
+    if args.study is not None:
+        raise ConfigError(
+            f"{args.images} holds {shape(fake)} images and study {args.study!r} makes "
+            f"{shape(real)} ones; score images of the study's shape (or use --dataset to "
+            "compare with its data at another size)"
+        )
+    logger.warning(
+        "%s holds %s images and the reference %s ones; the extractor resizes both, so FID "
+        "also measures that difference",
+        args.images,
+        shape(fake),
+        shape(real),
+    )
+
+
+def _warn_overlap(args: argparse.Namespace, images: torch.Tensor, real: ImageDataset) -> None:
+    """Warn (one line) when scored images are also in the reference: a set scored against
+    itself gets a low FID that says nothing about new images."""
+    from ganhpo.data import image_hashes
+
+    if tuple(images.shape[1:]) != tuple(real.images.shape[1:]):
+        return  # read at other sizes: no image can be the same
+    reference = set(image_hashes(real.images))
+    shared = sum(key in reference for key in image_hashes(images))
+    if shared:
+        logger.warning(
+            "%d of the %d images scored are also in the reference %s/%s (identical pixels): "
+            "FID is biased low; score images the reference does not hold",
+            shared,
+            len(images),
+            real.name,
+            real.split,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``ganhpo score``."""
     from ganhpo.data import load_dataset
@@ -130,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
         # same images in another order give the same sample.
         images = images[content_order(images)]
         images = images[real_sample_indices(len(images), args.samples, seed + 1)]
-    if len(images) < 2:
-        raise ConfigError(f"{args.images} holds {len(images)} image(s); FID needs at least 2")
+    _check_sample_size(args, len(images), len(real), extractor)
+    _check_shapes(args, tuple(images.shape[1:]), tuple(real.images.shape[1:]))
+    _warn_overlap(args, images, real)
     evaluator = Evaluator(
         real, extractor=extractor, device=device, cache_dir=args.cache_dir, seed=seed,
         latent_dim=1,

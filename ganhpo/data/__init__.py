@@ -7,7 +7,13 @@ random float batches in [-1, 1] on the training device by :class:`Batcher`.
 from __future__ import annotations
 
 from ganhpo.data._batcher import Batcher
-from ganhpo.data._dataset import ImageDataset, from_unit_range, image_digest, to_unit_range
+from ganhpo.data._dataset import (
+    ImageDataset,
+    from_unit_range,
+    image_digest,
+    image_hashes,
+    to_unit_range,
+)
 from ganhpo.data._idx import read_idx, write_idx
 from ganhpo.data._idx_datasets import locate_idx_dataset
 from ganhpo.data._load import DATASETS, dataset_names, dataset_size, load_dataset
@@ -21,6 +27,7 @@ __all__ = [
     "dataset_size",
     "from_unit_range",
     "image_digest",
+    "image_hashes",
     "load_dataset",
     "locate_idx_dataset",
     "read_idx",

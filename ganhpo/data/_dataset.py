@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ImageDataset", "from_unit_range", "image_digest", "to_unit_range"]
+__all__ = ["ImageDataset", "from_unit_range", "image_digest", "image_hashes", "to_unit_range"]
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -33,6 +33,13 @@ def image_digest(images: torch.Tensor) -> str:
     digest.update("x".join(str(d) for d in images.shape).encode("ascii") + b"\n")
     digest.update(images.detach().cpu().contiguous().numpy().data)
     return digest.hexdigest()
+
+
+def image_hashes(images: torch.Tensor) -> list[bytes]:
+    """A 16-byte hash of each image of ``images`` [N, ...] (its bytes, in any dtype): equal
+    for identical images, in any order or set."""
+    flat = images.detach().cpu().contiguous().reshape(len(images), -1).numpy()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
 
 
 @dataclass(frozen=True, eq=False)

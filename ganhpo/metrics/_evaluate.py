@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
@@ -14,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganhpo.data import ImageDataset
+from ganhpo.data import ImageDataset, image_hashes
 from ganhpo.metrics._cache import RealStats, real_statistics
 from ganhpo.metrics._features import FeatureExtractor, get_extractor, iter_features
 from ganhpo.metrics._fid import frechet_distance
@@ -56,8 +55,7 @@ def content_order(images: torch.Tensor) -> torch.Tensor:
     Scores of a set of images (FID, its jackknife std, KID's random subsets) then depend on
     which images it holds, not on how its files were named or sorted.
     """
-    flat = images.detach().cpu().contiguous().reshape(len(images), -1).numpy()
-    keys = [hashlib.blake2b(row.tobytes(), digest_size=8).digest() for row in flat]
+    keys = image_hashes(images)
     return torch.tensor(sorted(range(len(keys)), key=keys.__getitem__), dtype=torch.long)
 
 

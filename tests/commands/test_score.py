@@ -133,6 +133,78 @@ def test_sixteen_bit_pngs_score_as_their_eight_bit_twins(capsys, tmp_path) -> No
     assert scores["16"] == scores["8"] < 20.0
 
 
+def one_error_line(code: int, out: str, err: str) -> str:
+    assert code == 2 and out == "" and "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ganhpo: error: "), err
+    return lines[0]
+
+
+def subset_images(split: str) -> np.ndarray:
+    """The shipped MNIST subset's images of ``split`` as uint8 [N, 28, 28]."""
+    subset = load_dataset("mnist-subset", split=split, data_dir=shipped_mnist_subset_dir())
+    return subset.images[:, 0].numpy()
+
+
+def test_too_few_images_are_refused(capsys, tmp_path) -> None:
+    """5 images scored FID 583.7 (rc 0): below twice the feature dimension (256 for the
+    classifier's 128) the covariance is singular or nearly and FID mostly its bias."""
+    images = subset_images("test")
+    np.savez(tmp_path / "few.npz", images=images[:255])
+    np.savez(tmp_path / "enough.npz", images=images[:256])
+    reference = ["--dataset", "mnist-subset", "--cache-dir", str(tmp_path / "cache"), "-q"]
+    line = one_error_line(*run(capsys, "score", str(tmp_path / "few.npz"), *reference))
+    assert "holds only 255 image(s)" in line and "needs at least 256 images per side" in line
+    line = one_error_line(
+        *run(capsys, "score", str(tmp_path / "enough.npz"), *reference, "--samples", "100")
+    )
+    assert "--samples 100 is too few" in line and "ask for 256 or more" in line
+    code, out, err = run(capsys, "score", str(tmp_path / "enough.npz"), *reference, "--no-kid")
+    assert code == 0 and out.startswith("FID "), err
+
+
+def test_images_of_another_shape_than_the_studys_are_refused(capsys, tmp_path, monkeypatch):
+    """64x64 RGB noise scored FID 1258.5 (rc 0) against a study whose generators make 28x28
+    gray images; against a dataset, the difference is warned about."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    assert run(capsys, "study", "create", str(ROOT / "studies" / "quick.toml"))[0] == 0
+    noise = np.random.default_rng(0).integers(0, 256, (300, 64, 64, 3), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", images=noise)
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--no-kid", "-q"]
+    line = one_error_line(*run(capsys, "score", "noise.npz", "--study", "quick", *cache))
+    assert "noise.npz holds 64x64 RGB images and study 'quick' makes 28x28 gray ones" in line
+    code, out, err = run(capsys, "score", "noise.npz", "--dataset", "mnist-subset", *cache)
+    assert code == 0 and out.startswith("FID ")
+    (warning,) = err.splitlines()
+    assert "holds 64x64 RGB images and the reference 28x28 gray ones" in warning
+
+
+def test_images_the_reference_holds_are_warned_about(capsys, tmp_path) -> None:
+    """A set scored against a split that holds it gets FID near 0, and a warning saying so;
+    images the reference does not hold get none."""
+    np.savez(tmp_path / "test.npz", images=subset_images("test"))
+    mixed = np.concatenate([subset_images("train")[:200], subset_images("test")[:100]])
+    np.savez(tmp_path / "mixed.npz", images=mixed)
+    options = ["--dataset", "mnist-subset", "--cache-dir", str(tmp_path / "cache"), "--no-kid"]
+    # -q: the result on stdout, warnings alone on stderr.
+    code, out, err = run(capsys, "score", str(tmp_path / "test.npz"), *options, "-q")
+    assert code == 0 and out.startswith("FID ") and err == ""  # the train split: disjoint
+    code, out, err = run(
+        capsys, "score", str(tmp_path / "test.npz"), *options, "--split", "test", "-q"
+    )
+    assert code == 0 and out.startswith("FID ")
+    (warning,) = err.splitlines()
+    assert warning.startswith(
+        "1000 of the 1000 images scored are also in the reference mnist-subset/test "
+        "(identical pixels): FID is biased low"
+    )
+    code, out, err = run(capsys, "score", str(tmp_path / "mixed.npz"), *options, "-q")
+    assert code == 0
+    (warning,) = err.splitlines()
+    assert warning.startswith("200 of the 300 images scored are also in the reference")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
