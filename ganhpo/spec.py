@@ -689,6 +689,7 @@ def parse_study_spec(
             max_trials,
             data,
             compute_budget=max_steps is not None or max_device_hours is not None,
+            single_objective=cost is None,
         )
         if strategy.name == "pbt":
             pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
@@ -804,10 +805,12 @@ def _parse_strategy(
     data: dict[str, Any],
     *,
     compute_budget: bool,
+    single_objective: bool,
 ) -> StrategySpec:
-    """The ``[strategy]`` table, checked against the rest of the spec."""
+    """The ``[strategy]`` table, checked against the rest of the spec; without one,
+    :func:`default_strategy`."""
     if raw is None:
-        return StrategySpec()
+        return default_strategy(compute_budget and single_objective)
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -842,6 +845,22 @@ def _parse_strategy(
     elif name == "grow":
         values |= _parse_grow(raw, base, compute_budget)
     return StrategySpec(**values)
+
+
+# The default strategy of a study with a compute budget (and one objective): grow, with this
+# share of the budget for the search (bench/compute_budget.py, BENCHMARKS.md 1c).
+DEFAULT_SEARCH_FRACTION = 0.5
+
+
+def default_strategy(compute_budget: bool) -> StrategySpec:
+    """ganhpo's strategy when a spec has no ``[strategy]``: with a compute budget (and one
+    objective), ``grow`` with :data:`DEFAULT_SEARCH_FRACTION` of it for the search, so that the
+    best generator may train beyond ``train.steps`` (chosen on held-out repetitions of
+    ``bench/compute_budget.py``: BENCHMARKS.md 1c); else ``optuna``, every trial at most
+    ``train.steps``."""
+    if compute_budget:
+        return StrategySpec(name="grow", search_fraction=DEFAULT_SEARCH_FRACTION)
+    return StrategySpec()
 
 
 def _parse_grow(raw: dict[str, Any], base: TrainConfig, compute_budget: bool) -> dict[str, Any]:
@@ -1002,5 +1021,5 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "sampler": component(spec.sampler),
         "pruner": component(spec.pruner),
         "baselines": [dict(b) for b in spec.baselines],
-        **({"strategy": strategy(spec.strategy)} if spec.strategy != StrategySpec() else {}),
+        "strategy": strategy(spec.strategy),  # always: its default depends on the budget
     }

@@ -169,6 +169,10 @@ def _spec_from_attrs(name: str, user_attrs: dict[str, Any]) -> StudySpec:
         )
     # The data was checked at create time; the folder a study trains on may change since, and
     # that must not make the study unreadable (show, plot, the worker's own checks handle it).
+    # Every spec is stored with its strategy; one stored without (by ganhpo before strategy
+    # grow became a default) ran strategy optuna, and goes on with it.
+    if isinstance(raw, dict) and "strategy" not in raw:
+        raw = {**raw, "strategy": {"name": "optuna"}}
     return parse_study_spec(raw, source=f"the spec stored in study {name!r}", check_data=False)
 
 

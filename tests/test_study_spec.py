@@ -15,6 +15,7 @@ from ganhpo.spec import (
     ComponentSpec,
     FloatRange,
     IntRange,
+    StrategySpec,
     check_study_name,
     load_study_spec,
     parse_study_spec,
@@ -376,9 +377,10 @@ def test_pbt_strategy_parses_round_trips_and_does_not_prune() -> None:
     assert spec.strategy.perturbation_factors == (0.8, 1.2)
     assert spec.pruner == ComponentSpec("none")
     assert parse_study_spec(study_spec_to_dict(spec)) == spec
-    # A spec without [strategy] keeps the Optuna strategy, and stores no [strategy] table.
+    # A spec without [strategy] or compute budget keeps the Optuna strategy, stored as such.
     plain = parse_study_spec(base())
-    assert plain.strategy.name == "optuna" and "strategy" not in study_spec_to_dict(plain)
+    assert plain.strategy.name == "optuna"
+    assert study_spec_to_dict(plain)["strategy"] == {"name": "optuna", "guard": True}
 
 
 @pytest.mark.parametrize(
@@ -622,3 +624,22 @@ def test_grow_strategy_parses_round_trips_and_keeps_the_pruner() -> None:
 def test_bad_grow_specs_name_the_problem_and_the_fix(data: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_study_spec(data)
+
+
+def test_a_compute_budget_grows_by_default_and_old_studies_keep_their_strategy() -> None:
+    from ganhpo.spec import DEFAULT_SEARCH_FRACTION
+    from ganhpo.study import SPEC_ATTR, _spec_from_attrs
+
+    budget = base(study={"name": "t", "max_steps": 1000}, eval={"every": 5})
+    spec = parse_study_spec(budget)
+    assert spec.strategy == StrategySpec(name="grow", search_fraction=DEFAULT_SEARCH_FRACTION)
+    stored = study_spec_to_dict(spec)
+    assert stored["strategy"]["name"] == "grow"
+    assert _spec_from_attrs("t", {SPEC_ATTR: stored}) == spec
+    # Two objectives: no growth (grow ranks one), the Optuna strategy.
+    pareto = base(study={"name": "t", "max_steps": 1000, "objective": ["fid", "g_params"]})
+    assert parse_study_spec(pareto).strategy.name == "optuna"
+    # A study stored before grow was a default (no [strategy] stored) ran the Optuna
+    # strategy, and its workers go on with it.
+    old = {k: v for k, v in stored.items() if k != "strategy"}
+    assert _spec_from_attrs("t", {SPEC_ATTR: old}).strategy == StrategySpec()

@@ -119,13 +119,16 @@ def plan_growth(study: optuna.Study, spec: StudySpec, ledger: Ledger) -> list[in
     """Enqueue a grown trial for each of the ``strategy.top`` best completed trials that kept
     their final state, under the budget lock; the new trials' numbers (none when no trial can
     grow, or no compute is left for one more evaluation interval each)."""
-    completed = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _growable(t)
-    ]
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    completed = [t for t in finished if _growable(t)]
     if not completed:
-        logger.warning(
-            "no completed trial kept its final state (an artifact store is needed): none grows"
-        )
+        if finished:
+            logger.warning(
+                "no completed trial kept its final state (workers need an artifact store, "
+                "--artifacts): none grows"
+            )
+        else:
+            logger.info("no trial completed: none grows")
         return []
     chosen = sorted(completed, key=lambda t: (t.value, t.number))[: spec.strategy.top]
     numbers = []

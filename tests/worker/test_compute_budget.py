@@ -19,12 +19,17 @@ from ganhpo.chains import steps_spent
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
 MAX_STEPS = 1040  # 13 evaluation intervals of 80 steps: about 4 trials of 240
+# Trials of a fixed length (strategy optuna): the budget ends the search itself, cutting trials
+# (strategy grow, the default of a compute budget, is tested in tests/worker/test_grow.py).
+FIXED = {"[pruner]": '[strategy]\nname = "optuna"\n\n[pruner]'}
 
 
 def test_three_workers_spend_the_compute_budget_exactly(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    create_study(postgres_url, tmp_path, env, {"max_trials = 6 ": f"max_steps = {MAX_STEPS} "})
+    create_study(
+        postgres_url, tmp_path, env, {"max_trials = 6 ": f"max_steps = {MAX_STEPS} ", **FIXED}
+    )
     workers = [start_worker(postgres_url, tmp_path, env, f"w{i}") for i in range(3)]
     wait_for(lambda: checkpoint_of(postgres_url, 0), 300, "trial 0's first checkpoint")
     kill_and_replace(postgres_url, tmp_path, env, workers)

@@ -25,6 +25,10 @@ from ganhpo.train.loop import TrainResult
 from ganhpo.worker import Worker, WorkerOptions
 from ganhpo.worker._worker import CALIBRATION_STEPS, _Clock
 
+# Trials of a fixed length (strategy optuna; grow, the default of a compute budget, is tested in
+# tests/worker/test_grow_budget.py).
+FIXED = {"[pruner]": '[strategy]\nname = "optuna"\n\n[pruner]'}
+
 
 def clock(step: int, train: float, evals: float, evaluated: int) -> SimpleNamespace:
     """What ``Worker._reserve`` reads of a trainer: its step and device seconds so far."""
@@ -34,7 +38,9 @@ def clock(step: int, train: float, evals: float, evaluated: int) -> SimpleNamesp
 
 def test_device_seconds_are_reserved_from_measured_rates(postgres_url: str, tmp_path: Path) -> None:
     # quick.toml: 240 steps, evaluations of 500 images at 80 and 160, 1000 at the end; 36 s.
-    spec = load_study_spec(spec_variant(tmp_path, {"max_trials = 6 ": "max_device_hours = 0.01 "}))
+    spec = load_study_spec(
+        spec_variant(tmp_path, {"max_trials = 6 ": "max_device_hours = 0.01 ", **FIXED})
+    )
     storage = open_storage(postgres_url, create_schema=True)
     create_optuna_study(spec, storage)
     w = Worker(load_study(spec.name, storage), spec, WorkerOptions(), storage=storage)
@@ -90,7 +96,9 @@ HOURS = 0.012  # 43.2 s of training and evaluation: about four of these trials o
 def test_workers_spend_a_device_time_budget(
     postgres_url: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    create_study(postgres_url, tmp_path, env, {"max_trials = 1 ": f"max_device_hours = {HOURS} "})
+    create_study(
+        postgres_url, tmp_path, env, {"max_trials = 1 ": f"max_device_hours = {HOURS} ", **FIXED}
+    )
     budget = HOURS * 3600
     workers = [start_worker(postgres_url, tmp_path, env, f"w{i}") for i in range(2)]
 

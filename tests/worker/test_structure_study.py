@@ -27,6 +27,9 @@ SMALLER = {  # the same search, trials of 60 steps and narrow networks
     "width_d = { choices = [16, 32, 64] }": "width_d = { choices = [8, 16] }",
     "width_g = 32\n": "width_g = 16\n",
     "width_d = 32\n": "width_d = 16\n",
+    # Trials of the searched structures to their length, as before strategy grow became the
+    # default of a compute budget (its growth is tested in tests/worker/test_grow*.py).
+    "[[baselines]]": '[strategy]\nname = "optuna"\n\n[[baselines]]',
 }
 
 
