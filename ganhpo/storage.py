@@ -548,11 +548,17 @@ def _finished_only(states: Container[TrialState] | None) -> bool:
 
 
 def set_user_attrs(
-    storage: optuna.storages.BaseStorage, trial_id: int, attrs: dict[str, object]
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    attrs: dict[str, object],
+    *,
+    finished: bool = False,
 ) -> None:
     """Set several user attributes of a running trial in one transaction, in Optuna's schema
     and as Optuna writes one (its API takes a transaction, and a connection, for each): the
-    trial is locked, a finished one raises ``UpdateFinishedTrialError``."""
+    trial is locked, a finished one raises ``UpdateFinishedTrialError``. With ``finished``, a
+    finished trial's too (results measured after it ended, as ``ganhpo study test``'s), which
+    Optuna's API refuses to write."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.storages._rdb import models
 
@@ -564,7 +570,7 @@ def set_user_attrs(
             .where(models.TrialModel.trial_id == trial_id)
             .with_for_update()
         ).scalar_one()
-        if TrialState(state).is_finished():
+        if TrialState(state).is_finished() and not finished:
             raise UpdateFinishedTrialError(
                 f"trial id {trial_id} has already finished ({TrialState(state).name}) and can "
                 "not be updated"
