@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
@@ -294,6 +295,21 @@ def _sqlalchemy_cause(e: BaseException) -> BaseException | None:
     return None
 
 
+# Tries of the schema's creation when another process creates it at the same instant: each
+# loser finds more of it made, so a few suffice; more mean something else is wrong.
+_SCHEMA_RACE_TRIES = 20
+
+
+def _lost_schema_race(e: BaseException) -> bool:
+    """Whether ``e`` says another process created a piece of the schema first (PostgreSQL: a
+    duplicate type, table or index; SQLite: a table that already exists; a duplicate row)."""
+    low = str(getattr(e, "orig", None) or e).lower()
+    return isinstance(e, IntegrityError) or (
+        isinstance(e, ProgrammingError | OperationalError)
+        and ("already exists" in low or "duplicate" in low or "database is locked" in low)
+    )
+
+
 def open_storage(
     url: str,
     *,
@@ -306,7 +322,10 @@ def open_storage(
     """An Optuna RDB storage with health-checked connections.
 
     Only ``ganhpo study create`` passes ``create_schema``: workers never race to create the
-    tables. A server that does not answer is retried for ``connect_timeout`` seconds.
+    tables. Several creates may (a job array's tasks, each creating the study with
+    ``--load-if-exists``): one that finds another creating the same tables at that instant
+    (a duplicate type or table, a duplicate version row) tries again, and then finds them made.
+    A server that does not answer is retried for ``connect_timeout`` seconds.
     """
     engine_kwargs: dict[str, object] = {}
     backend = make_url(url).get_backend_name()
@@ -333,6 +352,7 @@ def open_storage(
     deadline = time.monotonic() + connect_timeout
     delay = 0.5
     retries = 0
+    races = 0
     while True:
         try:
             storage = optuna.storages.RDBStorage(
@@ -363,6 +383,11 @@ def open_storage(
                     f"storage {redact(url)} holds no study database; create a study there "
                     "with 'ganhpo study create SPEC --storage URL'"
                 ) from None
+            if create_schema and races < _SCHEMA_RACE_TRIES and _lost_schema_race(cause):
+                races += 1
+                logger.debug("another process is creating the study database; trying again")
+                time.sleep(random.uniform(0.05, 0.3))
+                continue
             message, retryable = _explain(cause, url)
             retryable = retryable and backend != "sqlite"  # a local file does not come up later
             if not retryable or time.monotonic() + delay > deadline:

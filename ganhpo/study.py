@@ -7,6 +7,7 @@ worker needs only the storage URL and the study name.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,28 +99,43 @@ def create_study(
     load_if_exists: bool = False,
     artifacts: str | None = None,
 ) -> optuna.Study:
-    """Create the study, store its resolved spec (and artifact store), enqueue the baselines."""
-    names = {s.study_name for s in _studies(storage)}
-    if spec.name in names:
-        if not load_if_exists:
-            raise StorageError(
-                f"study {spec.name!r} already exists; pick another --name, delete it with "
-                f"'ganhpo study delete {spec.name}', or pass --load-if-exists to keep it"
+    """Create the study, store its resolved spec (and artifact store), enqueue the baselines.
+
+    With ``load_if_exists``, several processes may create the same study at once (a job
+    array's tasks): one creates it, the others wait for its spec and load it (an error if
+    their spec differs).
+    """
+    deadline = time.monotonic() + _CREATING_WAIT_S
+    while True:
+        if spec.name in {s.study_name for s in _studies(storage)}:
+            if not load_if_exists:
+                raise StorageError(
+                    f"study {spec.name!r} already exists; pick another --name, delete it with "
+                    f"'ganhpo study delete {spec.name}', or pass --load-if-exists to keep it"
+                )
+            if not _spec_stored(spec.name, storage, deadline):
+                continue  # its creator gave up and deleted it: create it
+            existing = load_study(spec.name, storage)
+            stored = study_spec(existing)
+            if stored != spec:
+                raise StorageError(
+                    f"study {spec.name!r} exists with a different spec "
+                    f"({_first_difference(stored, spec)}); create yours under another --name, "
+                    f"or delete that one first with 'ganhpo study delete {spec.name}'"
+                )
+            return existing
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=spec.name,
+                # FID, KID and the costs are minimised; the spec parser accepts nothing else.
+                directions=["minimize"] * len(spec.objectives),
+                sampler=build_sampler(spec.sampler, seed=spec.seed),
+                pruner=build_pruner(spec.pruner, std_attr=STD_ATTRS[spec.objective]),
             )
-        existing = load_study(spec.name, storage)
-        if study_spec(existing) != spec:
-            raise StorageError(
-                f"study {spec.name!r} exists with a different spec; create it under another --name"
-            )
-        return existing
-    study = optuna.create_study(
-        storage=storage,
-        study_name=spec.name,
-        # FID, KID and the costs are minimised; the spec parser accepts nothing else.
-        directions=["minimize"] * len(spec.objectives),
-        sampler=build_sampler(spec.sampler, seed=spec.seed),
-        pruner=build_pruner(spec.pruner, std_attr=STD_ATTRS[spec.objective]),
-    )
+        except optuna.exceptions.DuplicatedStudyError:
+            continue  # another process created it since we looked: as if it had been there
+        break
     try:
         name_metrics(study, spec.objectives)
         study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
@@ -141,6 +157,49 @@ def create_study(
         optuna.delete_study(study_name=spec.name, storage=storage)
         raise
     return study
+
+
+# How long a create waits for another process that is creating the same study to store its
+# spec (milliseconds after creating it, unless that process died in between).
+_CREATING_WAIT_S = 30.0
+
+
+def _spec_stored(name: str, storage: optuna.storages.BaseStorage, deadline: float) -> bool:
+    """Wait until study ``name``, created by another process, has its spec: True then, False
+    when it is gone (its creator failed and deleted it). A study still without one at
+    ``deadline`` is refused: its creator died before storing it."""
+    while True:
+        studies = {s.study_name: s for s in _studies(storage)}
+        if name not in studies:
+            return False
+        if SPEC_ATTR in studies[name].user_attrs:
+            return True
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"study {name!r} exists without a stored spec (it was not made by 'ganhpo study "
+                "create', or the create that made it died before storing it); delete it with "
+                f"'ganhpo study delete {name}' and create it again"
+            )
+        time.sleep(0.1)
+
+
+def _first_difference(stored: StudySpec, given: StudySpec) -> str:
+    """The first key whose value differs between two specs, with both values."""
+
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {
+                k: v
+                for key, item in value.items()
+                for k, v in flat(item, f"{prefix}{key}.").items()
+            }
+        return {prefix.rstrip("."): value}
+
+    there, here = flat(study_spec_to_dict(stored)), flat(study_spec_to_dict(given))
+    for key in sorted(set(there) | set(here)):
+        if there.get(key) != here.get(key):
+            return f"{key}: {there.get(key)!r} there, {here.get(key)!r} here"
+    return "they differ"
 
 
 def name_metrics(study: optuna.Study, objectives: Sequence[str]) -> None:
