@@ -481,6 +481,11 @@ def analyse(
                     for r in mine
                 ),
                 "wall_s": statistics.fmean(r["wall_s"] for r in mine),
+                # Trials ganhpo's guard stopped (collapsed, or no hope), per repetition.
+                "guard_stops": statistics.fmean(
+                    sum(t.get("status", "").startswith("stopped: ") for t in r["trials"])
+                    for r in mine
+                ),
             }
         table[budget] = rows
     return {"length": length, "seeds": seeds, "table": table}

@@ -58,6 +58,8 @@ class GrowStrategy(OptunaStrategy):
         return "grown_from" not in trial.user_attrs
 
     def search_refused(self, spec: StudySpec, ledger: Ledger) -> str:
+        if ledger.grown:
+            return "the search is over and its best trials have grown"
         fraction = spec.strategy.search_fraction
         if spec.max_steps is not None and ledger.steps >= fraction * spec.max_steps:
             return (
