@@ -6,6 +6,13 @@ attributes (``checkpoint``), so an old one can be removed when a new one is writ
 generators and sample grids are uploaded with :func:`optuna.artifacts.upload_artifact`, so
 optuna-dashboard lists them with their trial.
 
+A store is made once, when its study is created (``ganhpo study create``), which writes a
+*marker* into it and records the marker's id in the study. Everywhere else (a worker, on any
+machine) a store is only opened: a directory that is not there is refused rather than created
+(it would be an empty folder on that machine's own disk, and a trial handed over to another
+machine could not find its checkpoints), and so is a store without the study's marker (another
+study's, or a different folder mounted at the study's path).
+
 Every operation of an S3 store that fails for the store's reasons (its endpoint unreachable, a
 bucket missing, credentials refused) raises :class:`StoreUnavailable`, an :class:`OSError`: as
 for a directory on a broken mount, the environment is at fault, not the trial.
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import uuid
@@ -30,12 +38,16 @@ from ganhpo.errors import ConfigError
 __all__ = [
     "ARTIFACTS_ENV",
     "DEFAULT_ARTIFACTS",
+    "STORE_MARKER_ATTR",
     "ArtifactStore",
     "StoreUnavailable",
+    "check_store_marker",
     "list_artifacts",
+    "mark_store",
     "mimetype_of",
     "new_artifact_id",
     "open_artifact_store",
+    "open_study_store",
     "read_artifact",
     "remove_artifact",
     "resolve_artifacts",
@@ -46,6 +58,10 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_ENV = "GANHPO_ARTIFACTS"
 DEFAULT_ARTIFACTS = "ganhpo-artifacts"  # beside the SQLite default, in the working directory
+
+# The study user attribute holding the id of its store's marker (see mark_store).
+STORE_MARKER_ATTR = "ganhpo:store_marker"
+STORE_MARKER_KIND = "store-marker"
 
 # An S3 client gives up on an unreachable endpoint within about a minute (3 tries of at most
 # 10 s to connect), so a worker on a cut network hands its trial back instead of hanging; the
@@ -75,7 +91,7 @@ def resolve_artifacts(location: str | Path | None) -> str:
     return str(Path(value).expanduser().resolve())
 
 
-def open_artifact_store(location: str, *, create: bool = True) -> ArtifactStore:
+def open_artifact_store(location: str, *, create: bool = False) -> ArtifactStore:
     """The store at a location from :func:`resolve_artifacts`.
 
     A directory that does not exist is created only with ``create`` (when a study is made);
@@ -95,7 +111,8 @@ def open_artifact_store(location: str, *, create: bool = True) -> ArtifactStore:
             raise ConfigError(
                 f"artifact store {path} does not exist on this machine; mount the study's "
                 f"shared folder at {path} (or pass --artifacts with where it is mounted here), "
-                "or use an s3://BUCKET/PREFIX store that every machine reaches"
+                "or give the study a store every machine reaches ('ganhpo study set-store NAME "
+                "--artifacts s3://BUCKET/PREFIX')"
             )
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -104,6 +121,40 @@ def open_artifact_store(location: str, *, create: bool = True) -> ArtifactStore:
                 f"artifact directory {path} cannot be created ({e}); pass --artifacts DIR"
             ) from e
     return _DirectoryStore(path)
+
+
+def mark_store(store: ArtifactStore, *, study: str, location: str) -> str:
+    """Write a new marker of ``study`` into its store; returns its id, which the study records
+    under :data:`STORE_MARKER_ATTR`."""
+    from ganhpo import __version__
+
+    body = {"study": study, "location": location, "ganhpo": __version__}
+    return write_artifact(store, json.dumps(body).encode(), kind=STORE_MARKER_KIND)
+
+
+def check_store_marker(store: ArtifactStore, location: str, marker_id: str, *, study: str) -> None:
+    """Raise a :class:`~ganhpo.errors.ConfigError` unless ``store`` holds ``study``'s marker:
+    it is then not the store the study was created with."""
+    try:
+        read_artifact(store, marker_id)
+    except (ArtifactNotFound, FileNotFoundError):
+        raise ConfigError(
+            f"the artifact store {location} is not the one study {study!r} was created with "
+            f"(its marker {marker_id} is not there); mount the study's store there or pass "
+            "--artifacts with where it is reachable from this machine; if the study's store was "
+            f"lost or moved, 'ganhpo study set-store {study} --artifacts DIR|s3://...' makes "
+            "another one its store"
+        ) from None
+
+
+def open_study_store(location: str, marker_id: str | None, *, study: str) -> ArtifactStore:
+    """A study's store for a worker: it must exist (it is never created here) and hold the
+    study's marker (``marker_id``; None for a study made before markers, or through the Python
+    API without one: then only its existence is checked)."""
+    store = open_artifact_store(location)
+    if marker_id is not None:
+        check_store_marker(store, location, marker_id, study=study)
+    return store
 
 
 class _DirectoryStore(FileSystemArtifactStore):

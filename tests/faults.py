@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from procs import finish, ganhpo, spec_variant, start, wait_for
 
 from ganhpo._failpoints import FAILPOINT_ENV
+from ganhpo.artifacts import STORE_MARKER_ATTR
 from ganhpo.chains import HANDOVER_ATTR, counted_trials
 from ganhpo.storage import open_storage
 
@@ -118,9 +119,11 @@ def run_worker_to_the_end(url: str, tmp_path: Path, env: dict[str, str], name: s
 
 def check_no_orphans(url: str, artifacts: Path) -> None:
     """Every file in the artifact store belongs to a trial (an uploaded grid or generator, or
-    a recorded checkpoint), and no checkpoint is left once every trial has ended."""
-    trials = load(url).get_trials(deepcopy=False)
-    owned = {
+    a recorded checkpoint) or to the study (its store's marker), and no checkpoint is left once
+    every trial has ended."""
+    study = load(url)
+    trials = study.get_trials(deepcopy=False)
+    owned = {study.user_attrs.get(STORE_MARKER_ATTR)} | {
         k.removeprefix("artifacts:")
         for t in trials
         for k in t.system_attrs

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             )
         location = stores[0] if stores else None
     artifacts = resolve_artifacts(location)
-    store = open_artifact_store(artifacts)
+    store = open_artifact_store(artifacts, create=True)  # where its uploads go
     url = resolve_storage_url(args.storage, storage_file=args.storage_file)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     try:

@@ -1,4 +1,5 @@
-"""``ganhpo study [create|list|show|trials|best|delete]``; without an action, the list."""
+"""``ganhpo study [create|list|show|trials|best|set-store|test|delete]``; without an action, the
+list."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ganhpo.commands import _study_test
 from ganhpo.commands._common import add_storage_args, print_json, storage_from_args
 from ganhpo.errors import ConfigError
 
 __all__ = ["register"]
 
 _NAME_HELP = "the study name (ganhpo study list)"
+
+# The Optuna version a study was created with (ganhpo's own: ganhpo.study.VERSION_ATTR), which
+# 'ganhpo doctor' compares with a machine's.
+OPTUNA_VERSION_ATTR = "ganhpo:optuna_version"
 _JSON_HELP = "print JSON (indented) instead of text"
 
 
@@ -114,6 +120,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_storage_args(b)
     b.set_defaults(func=best)
 
+    ss = group.add_parser(
+        "set-store",
+        help="make another artifact store the study's (its store was lost or moved)",
+        description="Make an artifact store the study's: create it if it is a missing "
+        "directory, mark it as the study's and record it in the study, so that workers use it. "
+        "For a store that was lost (its checkpoints are gone: trials that resume start over) "
+        "or moved (copy its files first). Prints the store's location.",
+    )
+    ss.add_argument("name", help=_NAME_HELP)
+    ss.add_argument(
+        "--artifacts",
+        required=True,
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="the study's new artifact store",
+    )
+    add_storage_args(ss)
+    ss.set_defaults(func=set_store)
+
+    _study_test.register(group)
+
     d = group.add_parser(
         "delete",
         help="delete a study and all its trials",
@@ -158,8 +184,67 @@ def create(args: argparse.Namespace) -> int:
 
     artifacts = resolve_artifacts(args.artifacts)
     storage = storage_from_args(args, create_schema=True)
+    import optuna
+
+    existed = spec.name in optuna.get_all_study_names(storage)
+    if not existed:  # a store that cannot be made or written stops here, before the study
+        _check_store(artifacts)
     study = create_study(spec, storage, load_if_exists=args.load_if_exists, artifacts=artifacts)
+    if not existed:
+        study.set_user_attr(OPTUNA_VERSION_ATTR, optuna.__version__)
+        _mark_store(study, storage, artifacts)
     print(study.study_name)
+    return 0
+
+
+def _check_store(location: str) -> Any:
+    """The store at ``location``, created if it is a missing directory (here, on the machine
+    that creates the study: a worker never creates one) and written to once."""
+    from ganhpo.artifacts import open_artifact_store, remove_artifact, write_artifact
+
+    store = open_artifact_store(location, create=True)
+    try:
+        remove_artifact(store, write_artifact(store, b"ganhpo probe", kind="probe"))
+    except OSError as e:
+        raise ConfigError(
+            f"the artifact store {location} cannot be written from here ({e}); make it "
+            "writable or pass --artifacts DIR|s3://BUCKET/PREFIX"
+        ) from e
+    return store
+
+
+def _mark_store(study: Any, storage: Any, location: str) -> None:
+    """Mark the store as the study's (:func:`ganhpo.artifacts.mark_store`) unless it is: under
+    the study's lock, so that several processes creating the study at once (a job array's
+    tasks) leave one marker."""
+    from ganhpo.artifacts import STORE_MARKER_ATTR, mark_store, open_artifact_store
+    from ganhpo.storage import budget_lock
+
+    store = open_artifact_store(location)  # made by _check_store
+    with budget_lock(storage, study.study_name):
+        if STORE_MARKER_ATTR in storage.get_study_user_attrs(study._study_id):
+            return
+        study.set_user_attr(
+            STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=location)
+        )
+
+
+def set_store(args: argparse.Namespace) -> int:
+    """Make another store the study's: marked as its own, recorded in the study."""
+    from ganhpo.artifacts import STORE_MARKER_ATTR, mark_store, resolve_artifacts
+    from ganhpo.storage import budget_lock
+    from ganhpo.study import ARTIFACTS_ATTR, load_study
+
+    artifacts = resolve_artifacts(args.artifacts)
+    storage = storage_from_args(args)
+    study = load_study(args.name, storage)
+    store = _check_store(artifacts)
+    with budget_lock(storage, study.study_name):
+        study.set_user_attr(
+            STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=artifacts)
+        )
+        study.set_user_attr(ARTIFACTS_ATTR, artifacts)
+    print(artifacts)
     return 0
 
 
@@ -250,6 +335,15 @@ def show(args: argparse.Namespace) -> int:
         print("best       none yet")
     else:
         print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
+        attrs = best.get("user_attrs", {})
+        if attrs.get("test_fid") is not None:  # recorded by 'ganhpo study test'
+            std = attrs.get("test_fid_std")
+            print(
+                f"test       FID {attrs['test_fid']:.4f}"
+                + (f" ± {std:.2g}" if std is not None else "")
+                + f" on {attrs.get('test_reference', 'the test split')} "
+                f"({attrs.get('test_samples')} samples, seed {attrs.get('test_seed')})"
+            )
         for k, v in best["params"].items():
             print(f"  {k:<12} {v}")
     front = info.get("pareto_front")
@@ -291,6 +385,7 @@ def trials(args: argparse.Namespace) -> int:
             "state",
             "value",
             "value_std",
+            "test_fid",  # 'ganhpo study test': on the test split, fresh latents
             "status",
             "steps",
             "resumed_from",

@@ -62,14 +62,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device is not None:
         resolve_device(args.device)  # a bad or unavailable device fails before any trial
-    from ganhpo.artifacts import resolve_artifacts
+    from ganhpo.artifacts import STORE_MARKER_ATTR, open_study_store, resolve_artifacts
     from ganhpo.study import ARTIFACTS_ATTR, name_metrics
 
     study, spec, storage = open_worker_study(
         args.study, lambda **heartbeat: storage_from_args(args, **heartbeat)
     )
     name_metrics(study, spec.objectives)  # a study created before ganhpo named it
-    artifacts = args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR)
+    artifacts = resolve_artifacts(args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR))
+    # The study's own store, or a refusal: never an empty folder on this machine's disk.
+    open_study_store(artifacts, study.user_attrs.get(STORE_MARKER_ATTR), study=args.study)
     options = WorkerOptions(
         n_trials=args.n_trials,
         timeout=args.timeout,
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         data_dir=args.data_dir,
         cache_dir=args.cache_dir,
-        artifacts=resolve_artifacts(artifacts),
+        artifacts=artifacts,
         db_retry_timeout=args.db_retry_timeout,
     )
     worker = Worker(study, spec, options, storage=storage)

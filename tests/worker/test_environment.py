@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from faults import check_all_finished, checkpoint_of, create_study, load, retry_of, start_worker
 from optuna.trial import TrialState
-from procs import finish, wait_for
+from procs import finish, ganhpo, wait_for
 
 from ganhpo.chains import counted_trials
 
@@ -43,7 +43,16 @@ def test_artifact_store_deleted_mid_trial(
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert counted_trials(trials) == 0  # nothing spent
 
-    # Fixed (the store is created again): the study goes on and spends its budget exactly.
+    # A worker now refuses the missing store rather than make an empty one of its own.
+    refused = start_worker(postgres_url, tmp_path, env, "refused")
+    assert finish(refused, timeout=120) == 2
+    line = last_line(tmp_path / "refused.log")
+    assert f"{tmp_path / 'ganhpo-artifacts'} does not exist on this machine" in line, line
+    assert not (tmp_path / "ganhpo-artifacts").exists()
+    # Fixed (a new store made the study's): the study goes on and spends its budget exactly.
+    store = str(tmp_path / "ganhpo-artifacts")
+    argv = ["study", "set-store", "quick", "--artifacts", store, "--storage", postgres_url]
+    assert ganhpo(*argv, cwd=tmp_path, env=env).stdout.strip() == store
     b = start_worker(postgres_url, tmp_path, env, "b")
     assert finish(b) == 0, (tmp_path / "b.log").read_text()
     trials = check_all_finished(postgres_url, 2)

@@ -44,7 +44,7 @@ def add(
 
 def test_only_files_no_trial_can_resume_from_are_removed(tmp_path: Path) -> None:
     study = optuna.create_study(study_name="a", storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    store = open_artifact_store(str(tmp_path / "artifacts"))
+    store = open_artifact_store(str(tmp_path / "artifacts"), create=True)
     key = study_key(study)
     assert study_key(study) == key  # made once, then read
     ids = {name: f"checkpoint-{key}-{name}" for name in "abcdefghi"}
@@ -81,7 +81,8 @@ def test_a_sweep_never_touches_another_study_in_the_same_store(tmp_path: Path) -
     storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
     a = optuna.create_study(study_name="a", storage=storage)
     b = optuna.create_study(study_name="b", storage=storage)
-    store = open_artifact_store(str(tmp_path / "artifacts"))  # shared, like ./ganhpo-artifacts
+    # shared, like ./ganhpo-artifacts
+    store = open_artifact_store(str(tmp_path / "artifacts"), create=True)
     assert study_key(a) != study_key(b)
     mine = f"checkpoint-{study_key(a)}-x"
     theirs = f"checkpoint-{study_key(b)}-x"
