@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import dashboard, plot, score, study, train, worker
+from ganhpo.commands import dashboard, plot, sample, score, study, train, worker
 
 __all__ = ["COMMANDS"]
 
@@ -15,5 +15,6 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     worker.register,
     plot.register,
     score.register,
+    sample.register,
     dashboard.register,
 ]

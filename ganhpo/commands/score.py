@@ -73,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="seed of the real reference sample (default: the study's evaluation seed, else 0)",
     )
+    p.add_argument(
+        "--final",
+        action="store_true",
+        help="with --study: compare with the reference of its final evaluations (the whole "
+        "split when eval.final_reference = 'full'), to match a trial's final FID",
+    )
     p.add_argument("--no-kid", action="store_true", help="FID only (KID is most of the time)")
     add_data_args(p)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
@@ -92,8 +98,11 @@ def _image_source(path: Path) -> str:
     raise ConfigError(f"{path} is neither a folder nor an .npz/.npy file; give one of those")
 
 
-def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
-    """(load_dataset keyword arguments, extractor, seed) of the reference the arguments name."""
+def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int, bool]:
+    """(load_dataset keyword arguments, extractor, seed, whether the whole split is the
+    reference) of the reference the arguments name."""
+    if args.final and args.study is None:
+        raise ConfigError("--final compares as a study's final evaluations do; add --study NAME")
     if args.study is not None:
         from ganhpo.study import load_study, study_spec
 
@@ -107,12 +116,18 @@ def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int]:
             "path": ds.path,
             "limit": ds.limit,
         }
-        return dataset, args.extractor or ev.extractor, ev.seed if args.seed is None else args.seed
+        seed = ev.seed if args.seed is None else args.seed
+        return (
+            dataset,
+            args.extractor or ev.extractor,
+            seed,
+            args.final and ev.final_reference == "full",
+        )
     if args.dataset is not None:
         dataset = {"name": args.dataset, "split": args.split}
     else:
         dataset = {"name": _image_source(args.against), "path": args.against}
-    return dataset, args.extractor or "classifier", 0 if args.seed is None else args.seed
+    return dataset, args.extractor or "classifier", 0 if args.seed is None else args.seed, False
 
 
 # FID fits a Gaussian to d-dimensional features: its covariance from n images has rank at most
@@ -199,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device or "auto")
     source = _image_source(args.images)
-    reference, extractor, seed = _reference(args)
+    reference, extractor, seed, whole_split = _reference(args)
     # What can be told without loading anything fails first (an extractor that cannot work).
     check_extractor(extractor, dataset=reference["name"], path=reference.get("path"))
     fake = load_dataset(source, path=args.images, data_dir=args.data_dir)
@@ -218,8 +233,9 @@ def run(args: argparse.Namespace) -> int:
         real, extractor=extractor, device=device, cache_dir=args.cache_dir, seed=seed,
         latent_dim=1,
     )  # fmt: skip
-    result = evaluator.evaluate_images(images, kid=not args.no_kid)
-    real_n = evaluator.real_stats(len(images)).num_samples
+    real_samples = len(real) if whole_split else len(images)
+    result = evaluator.evaluate_images(images, kid=not args.no_kid, real_samples=real_samples)
+    real_n = evaluator.real_stats(real_samples).num_samples
     out = {
         "fid": result.fid,
         "fid_std": result.fid_std,

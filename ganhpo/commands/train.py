@@ -46,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_data_args(p)
     p.add_argument(
-        "--out", type=Path, metavar="DIR", help="write sample grids and the checkpoint here"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write sample grids, the checkpoint and the final generator (generator.pt) here",
     )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (overrides the file)")
     p.add_argument("--steps", type=int, metavar="N", help="override train.steps")
@@ -138,7 +141,11 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path | None) -> 
         on_checkpoint=save,
     )
     if out is not None and checkpoint is not None:
+        from ganhpo.train.export import save_generator
+
         trainer.save(checkpoint)
+        # What 'ganhpo sample --run DIR' and ganhpo.load_generator read, as a trial's.
+        save_generator(trainer, out / "generator.pt")
         (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     final = result.final
     assert final is not None  # without should_stop a run always reaches its final evaluation

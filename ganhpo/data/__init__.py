@@ -18,11 +18,13 @@ from ganhpo.data._idx import read_idx, write_idx
 from ganhpo.data._idx_datasets import locate_idx_dataset
 from ganhpo.data._load import DATASETS, dataset_names, dataset_size, load_dataset
 from ganhpo.data._paths import resolve_data_dir, shipped_mnist_subset_dir
+from ganhpo.data._write import check_image_output, save_images
 
 __all__ = [
     "DATASETS",
     "Batcher",
     "ImageDataset",
+    "check_image_output",
     "dataset_names",
     "dataset_size",
     "from_unit_range",
@@ -32,6 +34,7 @@ __all__ = [
     "locate_idx_dataset",
     "read_idx",
     "resolve_data_dir",
+    "save_images",
     "shipped_mnist_subset_dir",
     "to_unit_range",
     "write_idx",

@@ -22,7 +22,13 @@ from ganhpo.metrics._classifier import (
     serialize_classifier,
     train_classifier,
 )
-from ganhpo.metrics._evaluate import EvalResult, Evaluator, content_order, fixed_latents
+from ganhpo.metrics._evaluate import (
+    EvalResult,
+    Evaluator,
+    content_order,
+    fixed_latents,
+    generate_images,
+)
 from ganhpo.metrics._features import (
     EXTRACTORS,
     INCEPTION_WEIGHTS_ENV,
@@ -58,6 +64,7 @@ __all__ = [
     "extract_features",
     "fixed_latents",
     "frechet_distance",
+    "generate_images",
     "get_extractor",
     "iter_features",
     "kid",

@@ -6,21 +6,21 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ganhpo.data import ImageDataset, image_hashes
+from ganhpo.data import ImageDataset, from_unit_range, image_hashes
 from ganhpo.metrics._cache import RealStats, real_statistics
 from ganhpo.metrics._features import FeatureExtractor, get_extractor, iter_features
 from ganhpo.metrics._fid import frechet_distance
 from ganhpo.metrics._kid import SUBSET_SIZE, kid
 from ganhpo.metrics._stats import BlockedStats, RunningStats
 
-__all__ = ["EvalResult", "Evaluator", "content_order", "fixed_latents"]
+__all__ = ["EvalResult", "Evaluator", "content_order", "fixed_latents", "generate_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,32 @@ def fixed_latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
         raise ValueError(f"need n >= 0 and latent_dim >= 1, got n={n}, latent_dim={latent_dim}")
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return torch.randn(n, latent_dim, generator=generator, dtype=torch.float32)
+
+
+def generate_images(
+    generator: nn.Module,
+    latents: torch.Tensor,
+    *,
+    batch_size: int = 500,
+    device: torch.device | None = None,
+) -> Generator[torch.Tensor, None, None]:
+    """The generator's float images [B, C, H, W] on ``latents`` [N, latent_dim], batch by batch.
+
+    In eval mode without autograd (the mode is restored when the iteration ends), on the
+    device of the generator's parameters (else ``device``, else the CPU). What evaluations
+    score and what ``ganhpo sample`` writes, in the same batches: both then quantize them with
+    :func:`ganhpo.data.from_unit_range`, so a saved sample scores what its trial recorded.
+    """
+    device = _module_device(generator, device or torch.device("cpu"))
+    was_training = generator.training
+    generator.eval()
+    try:
+        for start in range(0, len(latents), batch_size):
+            with torch.no_grad():  # not around the yield: the caller's grad mode stays its own
+                images = generator(latents[start : start + batch_size].to(device))
+            yield images
+    finally:
+        generator.train(was_training)
 
 
 def content_order(images: torch.Tensor) -> torch.Tensor:
@@ -90,6 +116,11 @@ class Evaluator:
     extractor is built by name with :func:`get_extractor` (for "classifier" on a non-MNIST
     dataset that may train one first). KID averages over ``kid_subsets`` random subsets of
     min(1000, n // 2) samples of each side, drawn from ``seed`` as the latents are.
+    ``extractor_data`` is the dataset the extractor is for when the reference is another
+    (a study's test split: the features stay those its trials were scored with).
+
+    Generated images are quantized to uint8 (:func:`ganhpo.data.from_unit_range`) before their
+    features: they are scored as they would be saved.
     """
 
     def __init__(
@@ -102,6 +133,7 @@ class Evaluator:
         seed: int = 0,
         latent_dim: int,
         kid_subsets: int = KID_SUBSETS,
+        extractor_data: ImageDataset | None = None,
     ) -> None:
         self.real = real
         self.device = torch.device(device)
@@ -110,7 +142,10 @@ class Evaluator:
         self.latent_dim = latent_dim
         self.kid_subsets = kid_subsets
         self.extractor: FeatureExtractor = get_extractor(
-            extractor, dataset=real, device=self.device, cache_dir=cache_dir
+            extractor,
+            dataset=real if extractor_data is None else extractor_data,
+            device=self.device,
+            cache_dir=cache_dir,
         )
         self._real_stats: dict[int, RealStats] = {}
 
@@ -147,28 +182,26 @@ class Evaluator:
         """
         started = time.perf_counter()
         latents = fixed_latents(self.seed, num_samples, latent_dim or self.latent_dim)
-        device = _module_device(generator, self.device)
-        was_training = generator.training
-        generator.eval()
+        batches = generate_images(generator, latents, batch_size=batch_size, device=self.device)
         try:
-            with torch.no_grad():
-                batches = (
-                    generator(latents[start : start + batch_size].to(device))
-                    for start in range(0, num_samples, batch_size)
-                )
-                return self._score(batches, num_samples, started, kid, real_samples)
+            return self._score(batches, num_samples, started, kid, real_samples)
         finally:
-            generator.train(was_training)
+            batches.close()  # the generator's mode is restored even when scoring stopped early
 
     def evaluate_images(
-        self, images: torch.Tensor, *, batch_size: int = 500, kid: bool = True
+        self,
+        images: torch.Tensor,
+        *,
+        batch_size: int = 500,
+        kid: bool = True,
+        real_samples: int | None = None,
     ) -> EvalResult:
         """FID and KID of given fake images [N, C, H, W] (float in [-1, 1], or uint8), whatever
-        their order (:func:`content_order`)."""
+        their order (:func:`content_order`); ``real_samples`` as for :meth:`evaluate`."""
         started = time.perf_counter()
         images = images[content_order(images)]
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-        return self._score(batches, len(images), started, kid)
+        return self._score(batches, len(images), started, kid, real_samples)
 
     def _score(
         self,
@@ -195,6 +228,10 @@ class Evaluator:
                 return EvalResult(
                     math.inf, math.inf, math.inf, num_samples, _since(started), math.inf
                 )
+            if images.is_floating_point():
+                # Scored as they are saved (a PNG, a uint8 .npz), as clean-fid and StyleGAN's
+                # metrics do: 'ganhpo score' of a trial's written samples gives its FID exactly.
+                images = from_unit_range(images)
             for features in iter_features(self.extractor, images, batch_size=len(images)):
                 if blocked is not None and stats.count + len(features) > num_samples:
                     raise ValueError(

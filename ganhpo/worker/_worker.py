@@ -18,7 +18,6 @@ Any number of workers, on any number of machines, share one study through its st
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import math
 import random
@@ -74,6 +73,7 @@ from ganhpo.storage import (
 )
 from ganhpo.study import apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
+from ganhpo.train.export import dump_generator
 from ganhpo.train.models import import_builder
 from ganhpo.worker._handover import (
     TakenOver as _TakenOver,
@@ -915,11 +915,8 @@ class Worker:
         try:
             if self.strategy.keeps_final_state(trial):
                 self._save_checkpoint(trial, trainer)  # it may grow once the search is over
-            buffer = io.BytesIO()
-            torch.save(
-                {"config": dataclasses.asdict(config), "G": trainer.generator.state_dict()}, buffer
-            )
-            generator_id = self._upload(trial, buffer.getvalue(), "generator.pt")
+            # Self-describing: ganhpo.load_generator rebuilds it (ganhpo sample, study test).
+            generator_id = self._upload(trial, dump_generator(trainer), "generator.pt")
             if generator_id:
                 self._db(trial.set_user_attr, "generator", generator_id)
         except (_TakenOver, StorageError):
