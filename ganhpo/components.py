@@ -83,6 +83,9 @@ def _construct(kind: str, factory: Callable[..., Any], name: str, kwargs: dict[s
                 + (f"; did you mean {hint!r}?" if hint else "")
                 + f"; valid: {', '.join(valid)}"
             )
+    for key, value in kwargs.items():
+        if key in params:
+            _check_argument(kind, key, value, params[key])
     try:
         return factory(**kwargs)
     except ImportError as e:
@@ -92,6 +95,44 @@ def _construct(kind: str, factory: Callable[..., Any], name: str, kwargs: dict[s
         ) from e
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{kind} {name!r}: invalid arguments ({e})") from e
+
+
+# The largest whole number an Optuna argument may be (start-up trials, warm-up steps, a seed):
+# numpy's seeds end there, and a count beyond it is a typo that would never end.
+_MAX_COUNT = 2**32 - 1
+
+
+def _expected_type(param: inspect.Parameter) -> type | None:
+    """bool, int or float: what an Optuna argument takes, from its default (or, without one,
+    its annotation); None for anything else (a string, None, an object)."""
+    default = param.default
+    if default is inspect.Parameter.empty or default is None:  # "int", "float | None", ...
+        name = getattr(param.annotation, "__name__", str(param.annotation))
+        name = name.removesuffix(" | None").removeprefix("None | ")
+        return {"bool": bool, "int": int, "float": float}.get(name)
+    for tp in (bool, int, float):  # bool first: True is an int too
+        if isinstance(default, tp):
+            return tp
+    return None
+
+
+def _check_argument(kind: str, key: str, value: Any, param: inspect.Parameter) -> None:
+    """Refuse what Optuna would take and then misuse (TPE takes n_startup_trials = -5): a
+    count must be a whole number from 0 (or its negative default, an "off") to 2^32 - 1, a float
+    a finite number, a flag true or false. Other arguments are Optuna's to check."""
+    expected = _expected_type(param)
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{kind}.{key} = {value!r} is invalid; use true or false")
+    if expected is int:
+        low = min(0, param.default) if isinstance(param.default, int) else 0
+        if not (number and isinstance(value, int) and low <= value <= _MAX_COUNT):
+            raise ConfigError(
+                f"{kind}.{key} = {value!r} is invalid; use a whole number from {low} to "
+                f"{_MAX_COUNT:,}"
+            )
+    if expected is float and not (number and math.isfinite(value)):
+        raise ConfigError(f"{kind}.{key} = {value!r} is invalid; use a finite number")
 
 
 def build_sampler(spec: ComponentSpec, *, seed: int | None) -> optuna.samplers.BaseSampler:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ganhpo.components import ComponentSpec, validate_components
 from ganhpo.errors import ConfigError
 from ganhpo.registry import closest
-from ganhpo.train.config import TrainConfig
+from ganhpo.train.config import SEED_RANGE, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -96,6 +96,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} = {value!r} must be a number")
+        if not math.isfinite(value):  # TOML writes nan and inf; no setting means either
+            raise ConfigError(f"{key} = {value!r} is invalid; use a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -328,6 +330,11 @@ def fixed_value(base: TrainConfig, name: str) -> Any:
 
 
 _NOT_SEARCHABLE = {"steps": "it is the budget", "checkpoint_every": "it is not a hyperparameter"}
+# The largest budgets a study may set: beyond them a value is a typo (2**63 - 1 trials).
+MAX_TRIALS = 1_000_000
+MAX_TOTAL_STEPS = 1_000_000_000_000  # a million trials of a million steps
+MAX_DEVICE_HOURS = 1_000_000.0  # 114 device-years
+
 _STUDY_KEYS = (
     "name", "objective", "direction", "seed", "max_trials", "max_steps", "max_device_hours",
     "description",
@@ -509,6 +516,8 @@ def _parse_component(raw: Any, key: str, kind: str) -> ComponentSpec:
         raise ConfigError(f'[{key}] needs name = "..." (the {kind})')
     raw = dict(raw)
     name = raw.pop("name")
+    if not isinstance(name, str):
+        raise ConfigError(f'{key}.name = {name!r} must be a string, e.g. name = "..." (the {kind})')
     wrapped = raw.pop("wrapped", None)
     inner = _parse_component(wrapped, f"{key}.wrapped", kind) if wrapped is not None else None
     return ComponentSpec(name=name, args=tuple(sorted(raw.items())), wrapped=inner)
@@ -593,11 +602,23 @@ def parse_study_spec(
                 f"study.direction = {direction!r} is invalid; FID and KID are minimized"
             )
         seed = _convert(study.get("seed", 0), int, "study.seed")
+        if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise ConfigError(
+                f"study.seed = {seed} is invalid; use a whole number from {SEED_RANGE[0]} to "
+                f"{SEED_RANGE[1]}"
+            )
+        description = study.get("description", "")
+        if not isinstance(description, str):
+            raise ConfigError(f"study.description = {description!r} must be a string")
         max_trials = study.get("max_trials")
         if max_trials is not None:
             max_trials = _convert(max_trials, int, "study.max_trials")
             if max_trials < 1:
                 raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+            if max_trials > MAX_TRIALS:
+                raise ConfigError(
+                    f"study.max_trials = {max_trials} is invalid; use at most {MAX_TRIALS:,}"
+                )
         max_steps = study.get("max_steps")
         if max_steps is not None:
             max_steps = _convert(max_steps, int, "study.max_steps")
@@ -606,14 +627,27 @@ def parse_study_spec(
                     f"study.max_steps = {max_steps} must be at least 1 (training steps over all "
                     "trials); drop it for no compute budget"
                 )
-        max_device_hours = raw_hours = study.get("max_device_hours")
-        if max_device_hours is not None:
-            max_device_hours = _convert(max_device_hours, float, "study.max_device_hours")
-            if not 0 < max_device_hours < math.inf:
+            if max_steps > MAX_TOTAL_STEPS:
+                raise ConfigError(
+                    f"study.max_steps = {max_steps} is invalid; use at most {MAX_TOTAL_STEPS:,} "
+                    "(training steps over all trials), or drop it for no compute budget"
+                )
+        max_device_hours: float | None = None
+        raw_hours = study.get("max_device_hours")
+        if raw_hours is not None:
+            if isinstance(raw_hours, bool) or not isinstance(raw_hours, int | float):
+                _convert(raw_hours, float, "study.max_device_hours")  # says it is no number
+            if not 0 < raw_hours < math.inf:  # nan and inf too
                 raise ConfigError(
                     f"study.max_device_hours = {raw_hours} must be a positive number "
                     "(device-hours of training and evaluation over all trials, e.g. 0.5); drop "
                     "it for no device-time budget"
+                )
+            max_device_hours = float(raw_hours)
+            if max_device_hours > MAX_DEVICE_HOURS:
+                raise ConfigError(
+                    f"study.max_device_hours = {raw_hours} is invalid; use at most "
+                    f"{MAX_DEVICE_HOURS:g} (device-hours over all trials)"
                 )
         fault = {}
         for key, (low, high, unit) in _FAULT_BOUNDS.items():
@@ -647,6 +681,11 @@ def parse_study_spec(
         search_raw = data.get("search", {})
         if not isinstance(search_raw, dict):
             raise ConfigError("[search] must be a table of parameters")
+        if "search" in data and not search_raw:
+            raise ConfigError(
+                "[search] is empty; add a parameter to search, e.g. "
+                "lr_g = { low = 1e-4, high = 1e-2, log = true }"
+            )
         parsed = {n: _parse_param(n, raw, base) for n, raw in search_raw.items()}
         for child, condition in CONDITIONS.items():
             if child not in parsed:
@@ -762,7 +801,7 @@ def parse_study_spec(
             max_steps=max_steps,
             max_device_hours=max_device_hours,
             baselines=tuple(baselines),
-            description=str(study.get("description", "")),
+            description=description,
             strategy=strategy,
             **fault,
         )

@@ -58,6 +58,12 @@ def resolve_storage_url(url: str | None = None, *, storage_file: str | Path | No
     The URL is checked before anything connects: it must parse, name a supported database
     and carry no raw ``@`` in its user name or password.
     """
+    if url is not None and not url.strip():
+        # "" is not "no URL": falling back to the default would write ./ganhpo.db unasked.
+        raise ConfigError(
+            "--storage is empty; give a database URL (e.g. postgresql://user@host:5432/db or "
+            "sqlite:///ganhpo.db), or leave --storage out for $GANHPO_STORAGE or ./ganhpo.db"
+        )
     if url and storage_file:
         raise ConfigError("give --storage or --storage-file, not both")
     if storage_file is not None:

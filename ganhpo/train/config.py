@@ -28,6 +28,20 @@ def _require(ok: bool, key: str, value: object, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is invalid; {allowed}")
 
 
+# Upper bounds beyond which a value is a typo, not a choice: each would fail or never end.
+MAX_STEPS = 1_000_000_000  # training steps of one run: years on any device
+MAX_BATCH_SIZE = 65_536  # images per training batch: 32x BigGAN's 2048
+MAX_N_DISC = 100  # D updates per G update (WGAN uses 5)
+MAX_WEIGHT = 1e6  # a regulariser's weight (published ones are 0.1 to 1000)
+MAX_RESOLUTION = 1024  # pixels on a side
+SEED_RANGE = (0, 2**32 - 1)  # what every random generator ganhpo seeds (numpy's, Optuna's) takes
+
+
+def _require_seed(key: str, value: int) -> None:
+    low, high = SEED_RANGE
+    _require(low <= value <= high, key, value, f"use a whole number from {low} to {high}")
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """Which images to train on (``[dataset]``)."""
@@ -46,10 +60,10 @@ class DatasetConfig:
         _require(self.split in ("train", "test"), "dataset.split", self.split, "use train or test")
         if self.resolution is not None:
             _require(
-                self.resolution >= 8 and self.resolution % 4 == 0,
+                8 <= self.resolution <= MAX_RESOLUTION and self.resolution % 4 == 0,
                 "dataset.resolution",
                 self.resolution,
-                "use a multiple of 4 that is at least 8 (e.g. 28, 32, 64)",
+                f"use a multiple of 4 from 8 to {MAX_RESOLUTION} (e.g. 28, 32, 64)",
             )
         if self.channels is not None:
             _require(self.channels in (1, 3), "dataset.channels", self.channels, "use 1 or 3")
@@ -177,26 +191,34 @@ class TrainParams:
         from ganhpo.train.penalties import PENALTIES
 
         _require(self.steps >= 1, "train.steps", self.steps, "use a positive count")
+        _require(self.steps <= MAX_STEPS, "train.steps", self.steps, f"use at most {MAX_STEPS:,}")
         _require(self.batch_size >= 2, "train.batch_size", self.batch_size, "use at least 2")
+        _require(
+            self.batch_size <= MAX_BATCH_SIZE,
+            "train.batch_size",
+            self.batch_size,
+            f"use at most {MAX_BATCH_SIZE}",
+        )
         for key in ("lr_g", "lr_d"):
             value = getattr(self, key)
             _require(0 < value < 1, f"train.{key}", value, "use a value in (0, 1)")
         _require(0 <= self.beta1 < 1, "train.beta1", self.beta1, "use a value in [0, 1)")
         _require(0 <= self.beta2 < 1, "train.beta2", self.beta2, "use a value in [0, 1)")
         _require(self.n_disc >= 1, "train.n_disc", self.n_disc, "use at least 1")
+        _require(
+            self.n_disc <= MAX_N_DISC, "train.n_disc", self.n_disc, f"use at most {MAX_N_DISC}"
+        )
         LOSSES.get(self.loss)
         PENALTIES.get(self.penalty)
-        _require(self.gp_weight >= 0, "train.gp_weight", self.gp_weight, "use a value >= 0")
-        _require(self.r1_gamma >= 0, "train.r1_gamma", self.r1_gamma, "use a value >= 0")
         _require(0 < self.ema_decay < 1, "train.ema_decay", self.ema_decay, "use (0, 1)")
-        for key in ("fm_weight", "cr_weight", "rotation_weight"):
-            value = getattr(self, key)
-            _require(0 <= value < float("inf"), f"train.{key}", value, "use a value >= 0")
+        for key in ("gp_weight", "r1_gamma", "fm_weight", "cr_weight", "rotation_weight"):
+            value = getattr(self, key)  # NaN fails every comparison, inf the upper one
+            _require(0 <= value <= MAX_WEIGHT, f"train.{key}", value, f"use 0 to {MAX_WEIGHT:g}")
         _require(
-            self.checkpoint_every is None or self.checkpoint_every >= 0,
+            self.checkpoint_every is None or 0 <= self.checkpoint_every <= MAX_STEPS,
             "train.checkpoint_every",
             self.checkpoint_every,
-            "use 0 (never) or a positive step count",
+            f"use 0 (never) or a step count up to {MAX_STEPS:,}",
         )
 
     @property
@@ -243,7 +265,12 @@ class EvalConfig:
             self.final_reference,
             f"use {' or '.join(FINAL_REFERENCES)}",
         )
-        _require(self.every >= 0, "eval.every", self.every, "use 0 (end only) or a step count")
+        _require(
+            0 <= self.every <= MAX_STEPS,
+            "eval.every",
+            self.every,
+            f"use 0 (end only) or a step count up to {MAX_STEPS:,}",
+        )
         for key in ("samples", "final_samples"):
             value = getattr(self, key)
             _require(
@@ -252,7 +279,13 @@ class EvalConfig:
                 value,
                 f"use 2 to {MAX_EVAL_SAMPLES} images (papers use 50000 for FID)",
             )
-        _require(self.batch_size >= 1, "eval.batch_size", self.batch_size, "use at least 1")
+        _require(
+            1 <= self.batch_size <= MAX_EVAL_SAMPLES,
+            "eval.batch_size",
+            self.batch_size,
+            f"use 1 to {MAX_EVAL_SAMPLES}",
+        )
+        _require_seed("eval.seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -269,6 +302,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         ok = self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         _require(ok, "device", self.device, "use auto, cpu, cuda or cuda:N")
+        _require_seed("seed", self.seed)
 
     @property
     def checkpoint_interval(self) -> int:
