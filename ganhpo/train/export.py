@@ -121,10 +121,12 @@ class GeneratorFile:
         try:
             generator.load_state_dict(weights)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
+            # torch's message: a header line, then one line per mismatch; the first says most.
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0]).rstrip(".")[:200]
             raise CheckpointError(
                 f"{self.source}: its weights do not fit the generator model.arch = "
-                f"{self.config.model.arch!r} builds here ({first}); build it with the code "
+                f"{self.config.model.arch!r} builds here ({detail}); build it with the code "
                 "that trained it"
             ) from e
         return generator.to(target).eval()

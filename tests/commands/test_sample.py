@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -335,7 +336,8 @@ def test_a_users_own_network_is_rebuilt_from_the_study(tmp_path) -> None:
         text = text.replace(old, new, 1)
     spec = tmp_path / "mine.toml"
     spec.write_text(text)
-    env = {**worker_env(tmp_path / "cache"), "PYTHONPATH": str(package)}
+    env = worker_env(tmp_path / "cache")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package), env.get("PYTHONPATH")) if p)
     for argv in (["study", "create", str(spec)], ["worker", "--study", "quick", "-q"]):
         done = ganhpo(*argv, cwd=tmp_path, env=env)
         assert done.returncode == 0, done.stderr
