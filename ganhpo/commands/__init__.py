@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import dashboard, plot, sample, score, study, train, worker
+from ganhpo.commands import dashboard, doctor, plot, sample, score, study, train, worker
 
 __all__ = ["COMMANDS"]
 
@@ -13,6 +13,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     train.register,
     study.register,
     worker.register,
+    doctor.register,
     plot.register,
     score.register,
     sample.register,
