@@ -118,7 +118,7 @@ def _sim_worker_class() -> Any:
         ) -> None:
             # Worker.__init__ without the dataset, the evaluator and the artifact store.
             from ganhpo.worker import WorkerOptions
-            from ganhpo.worker._strategy import strategy_for
+            from ganhpo.worker._strategies import strategy_for
 
             self.study, self.spec, self.storage = study, spec, storage
             self.strategy = strategy_for(spec)

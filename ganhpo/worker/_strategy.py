@@ -31,7 +31,7 @@ from ganhpo.worker._guard import GuardRule, Point, verdict
 from ganhpo.worker._handover import TakenOver, repair
 from ganhpo.worker._pbt import choose_donor, explore, rng_for
 
-__all__ = ["OptunaStrategy", "PBTStrategy", "Strategy", "strategy_for"]
+__all__ = ["OptunaStrategy", "PBTStrategy", "Strategy"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,14 +235,3 @@ class PBTStrategy(Strategy):
                 "step": checkpoint["step"],
             },
         }
-
-
-def strategy_for(spec: StudySpec) -> Strategy:
-    """The strategy a study's spec names."""
-    from ganhpo.worker._grow import GrowStrategy
-
-    if spec.strategy.name == "pbt":
-        return PBTStrategy(spec.strategy)
-    if spec.strategy.name == "grow":
-        return GrowStrategy(spec.strategy)
-    return OptunaStrategy(spec.strategy)

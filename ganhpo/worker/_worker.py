@@ -88,7 +88,8 @@ from ganhpo.worker._handover import (
     sweep_checkpoints,
     trial_by_number,
 )
-from ganhpo.worker._strategy import Strategy, strategy_for
+from ganhpo.worker._strategies import strategy_for
+from ganhpo.worker._strategy import Strategy
 
 __all__ = [
     "STOP_GRACE_S",
