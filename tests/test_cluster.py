@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from pg import free_port
 from procs import wait_for
 from procs import worker_env as _worker_env
 
+from ganhpo.artifacts import resolve_artifacts
 from ganhpo.chains import counted_trials
 from ganhpo.cli import build_parser
 
@@ -205,8 +207,18 @@ def test_the_kubernetes_job_runs_a_worker_that_hands_back_in_time() -> None:
     assert pod["terminationGracePeriodSeconds"] >= 60
     (container,) = pod["containers"]
     command = container["command"]
-    assert command[0] == "ganhpo"
-    args = build_parser().parse_args(command[1:])
-    assert args.command == "worker" and args.study
+    # ganhpo doctor first (a pod that cannot work says why and stops), then exec the worker
+    # (which then gets the pod's SIGTERM itself).
+    assert command[:2] == ["sh", "-c"]
+    doctor, worker = (shlex.split(part) for part in command[2].split(" && "))
+    assert doctor[0] == "ganhpo" and worker[:2] == ["exec", "ganhpo"]
+    checks = build_parser().parse_args(doctor[1:])
+    args = build_parser().parse_args(worker[2:])
+    assert (checks.command, args.command) == ("doctor", "worker") and args.study
+    assert (checks.study, checks.device) == (args.study, args.device)
     env = {e["name"]: e for e in container["env"]}
     assert "secretKeyRef" in env["GANHPO_STORAGE"]["valueFrom"]  # the password stays a secret
+    # The study's S3 store, its keys from a Secret too: checkpoints outlive the pod.
+    assert resolve_artifacts(env["GANHPO_ARTIFACTS"]["value"]).startswith("s3://")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        assert "secretKeyRef" in env[key]["valueFrom"], key

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from ganhpo.artifacts import resolve_artifacts
 from ganhpo.cli import build_parser
 from ganhpo.spec import load_study_spec
 
@@ -22,16 +23,39 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 GANHPO_SERVICES = ("create", "worker", "dashboard")
+PROFILES = {
+    "postgres": ["db"], "pgbouncer": ["db"], "create": ["db"], "dashboard": ["db"],
+    "minio": ["store"], "bucket": ["store"], "worker": ["worker"],
+}  # fmt: skip
+
+
+# What .env.example sets: every value compose needs from .env.
+ENV_EXAMPLE = {
+    k: v
+    for k, _, v in (
+        line.partition("=")
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+}
+
+
+class Unset(Exception):
+    """``${VAR:?message}`` without VAR: compose refuses to start."""
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's ``${VAR}`` / ``${VAR:-default}`` substitution."""
+    """Compose's ``${VAR}`` / ``${VAR:-default}`` / ``${VAR:?message}`` substitution."""
 
     def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(3)
-        return env.get(name) or (default if default is not None else "")
+        name, kind, rest = m.group(1), m.group(3), m.group(4)
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise Unset(f"{name}: {rest}")
+        return rest if kind == "-" else ""
 
-    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", sub, value)
+    return re.sub(r"\$\{(\w+)(:([-?])([^}]*))?\}", sub, value)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +74,72 @@ def parse(service: dict[str, Any]) -> Any:
     return build_parser().parse_args(command[1:])  # exits (fails the test) when invalid
 
 
-def test_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "pgbouncer", *GANHPO_SERVICES}
+def test_services_and_their_profiles(services: dict[str, Any]) -> None:
+    # db: the database machine; store: an S3 server for a try; worker: workers only.
+    assert {name: s.get("profiles") for name, s in services.items()} == PROFILES
+
+
+def test_the_database_machine_publishes_postgres_and_pgbouncer_and_minio(
+    services: dict[str, Any],
+) -> None:
+    published = {
+        name: [interpolate(p, ENV_EXAMPLE) for p in s.get("ports", [])]
+        for name, s in services.items()
+    }
+    assert published["postgres"] == ["5432:5432"]
+    assert published["pgbouncer"] == ["6432:6432"]
+    assert published["minio"] == ["9000:9000", "9001:9001"]
+    assert published["worker"] == []  # --scale worker=N: no fixed port
+
+
+def test_passwords_are_checked_with_scram_and_have_no_default(services: dict[str, Any]) -> None:
+    pg = services["postgres"]["environment"]
+    assert pg["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "--auth-host=scram-sha-256" in pg["POSTGRES_INITDB_ARGS"]
+    assert services["pgbouncer"]["environment"]["AUTH_TYPE"] == "scram-sha-256"
+    for name in ("postgres", *GANHPO_SERVICES):
+        env = services[name]["environment"]
+        raw = env.get("POSTGRES_PASSWORD") or env["GANHPO_STORAGE"]
+        with pytest.raises(Unset, match="POSTGRES_PASSWORD"):  # the ports are published
+            interpolate(raw, {})
+
+
+def test_a_worker_machine_takes_the_database_and_the_store_from_env(
+    services: dict[str, Any],
+) -> None:
+    worker = services["worker"]
+    env = {**ENV_EXAMPLE, "GANHPO_DB_HOST": "db.example.org", "POSTGRES_PASSWORD": "s3cret"}
+    url = make_url(interpolate(worker["environment"]["GANHPO_STORAGE"], env))
+    assert (url.host, url.port, url.password) == ("db.example.org", 6432, "s3cret")
+    assert url.query["sslmode"] == "prefer"
+    values = {k: interpolate(str(v), env) for k, v in worker["environment"].items()}
+    assert values["GANHPO_ARTIFACTS"] == "s3://ganhpo/artifacts" == ENV_EXAMPLE["GANHPO_ARTIFACTS"]
+    assert resolve_artifacts(values["GANHPO_ARTIFACTS"]) == "s3://ganhpo/artifacts"
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert values[key] == ENV_EXAMPLE[key] and "${" + key in worker["environment"][key]
+    # Alone on a machine (the worker profile only): what it waits for is not required there.
+    assert all(dep.get("required") is False for dep in worker["depends_on"].values())
+
+
+def test_minio_s_bucket_is_the_store_s_and_its_keys_are_the_workers(
+    services: dict[str, Any],
+) -> None:
+    minio = services["minio"]["environment"]
+    assert "${AWS_ACCESS_KEY_ID" in minio["MINIO_ROOT_USER"]
+    assert "${AWS_SECRET_ACCESS_KEY" in minio["MINIO_ROOT_PASSWORD"]
+    bucket = " ".join(services["bucket"]["command"])
+    made = re.search(r"mc mb --ignore-existing store/(\S+)", interpolate(bucket, ENV_EXAMPLE))
+    assert made and ENV_EXAMPLE["GANHPO_ARTIFACTS"].startswith(f"s3://{made.group(1)}/")
+    assert services["create"]["depends_on"]["bucket"] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
+
+
+def test_env_example_sets_what_compose_requires() -> None:
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    assert required <= {k for k, v in ENV_EXAMPLE.items() if v}
+    assert set(ENV_EXAMPLE["COMPOSE_PROFILES"].split(",")) == {"db", "store", "worker"}
 
 
 def test_workers_reach_postgres_through_pgbouncer_in_transaction_mode(
@@ -66,9 +154,13 @@ def test_workers_reach_postgres_through_pgbouncer_in_transaction_mode(
         pg_env["POSTGRES_PASSWORD"],
     )
     assert int(bouncer["DEFAULT_POOL_SIZE"]) < 100  # PostgreSQL's default max_connections
-    url = make_url(interpolate(services["worker"]["environment"]["GANHPO_STORAGE"], {}))
+    env = {"POSTGRES_PASSWORD": "pw"}
+    url = make_url(interpolate(services["worker"]["environment"]["GANHPO_STORAGE"], env))
     assert (url.host, url.port) == ("pgbouncer", int(bouncer["LISTEN_PORT"]))
-    assert services["worker"]["depends_on"]["pgbouncer"] == {"condition": "service_started"}
+    assert services["worker"]["depends_on"]["pgbouncer"] == {
+        "condition": "service_started",
+        "required": False,
+    }
 
 
 def test_postgres_has_a_healthcheck_and_a_named_volume(
@@ -86,7 +178,7 @@ def test_postgres_has_a_healthcheck_and_a_named_volume(
 
 def test_create_is_a_one_shot_after_postgres_is_healthy(services: dict[str, Any]) -> None:
     create = services["create"]
-    assert create["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert create["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert create["restart"] == "no"
     args = parse(create)
     assert (args.command, args.study_command, args.load_if_exists) == ("study", "create", True)
@@ -96,7 +188,10 @@ def test_create_is_a_one_shot_after_postgres_is_healthy(services: dict[str, Any]
 def test_workers_scale_and_start_after_the_study_exists(services: dict[str, Any]) -> None:
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker  # --scale worker=N works
-    assert worker["depends_on"]["create"] == {"condition": "service_completed_successfully"}
+    assert worker["depends_on"]["create"] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
     args = parse(worker)
     spec = load_study_spec(ROOT / parse(services["create"]).spec)
     assert (args.command, args.study) == ("worker", spec.name)
@@ -117,18 +212,18 @@ def test_one_artifact_volume_at_one_path_named_by_ganhpo_artifacts(
     mounts = set()
     for name in GANHPO_SERVICES:
         service = services[name]
-        path = service["environment"]["GANHPO_ARTIFACTS"]
+        path = interpolate(service["environment"]["GANHPO_ARTIFACTS"], {})  # no .env: the volume
         volumes = dict(v.split(":")[::-1] for v in service["volumes"])  # path -> volume
         mounts.add((volumes[path], path))
     ((volume, _),) = mounts
     assert volume in compose["volumes"]
 
 
-@pytest.mark.parametrize("password", [None, "s3cret-from-env"])
+@pytest.mark.parametrize("password", ["s3cret-from-env", "0123456789abcdef"])
 def test_storage_url_points_at_postgres_with_its_password(
-    services: dict[str, Any], password: str | None
+    services: dict[str, Any], password: str
 ) -> None:
-    env = {"POSTGRES_PASSWORD": password} if password else {}
+    env = {"POSTGRES_PASSWORD": password}
     pg_env = {k: interpolate(v, env) for k, v in services["postgres"]["environment"].items()}
     for name in GANHPO_SERVICES:
         raw = services[name]["environment"]["GANHPO_STORAGE"]
@@ -138,7 +233,7 @@ def test_storage_url_points_at_postgres_with_its_password(
         expected = ("pgbouncer", 6432) if name == "worker" else ("postgres", 5432)
         assert (url.host, url.port) == expected
         assert url.username == pg_env["POSTGRES_USER"] and url.database == pg_env["POSTGRES_DB"]
-        assert url.password == pg_env["POSTGRES_PASSWORD"] == (password or "ganhpo-dev")
+        assert url.password == pg_env["POSTGRES_PASSWORD"] == password
 
 
 def test_gpu_section_is_there_commented_out(services: dict[str, Any]) -> None:
