@@ -139,8 +139,8 @@ def build_sampler(spec: ComponentSpec, *, seed: int | None) -> optuna.samplers.B
     """The sampler a spec names; ``seed`` is used unless the spec sets one."""
     factory = SAMPLERS.get(spec.name)
     kwargs = spec.kwargs
-    if "seed" in inspect.signature(factory).parameters:
-        kwargs.setdefault("seed", seed)
+    if seed is not None and "seed" in inspect.signature(factory).parameters:
+        kwargs.setdefault("seed", seed)  # None: the factory's own default (no seed)
     return _construct("sampler", factory, spec.name, kwargs)  # type: ignore[no-any-return]
 
 

@@ -68,7 +68,6 @@ def test_the_reference_is_the_test_split_never_the_searchs(capsys, quick_study) 
     for r, t in zip(sorted(rows, key=lambda r: r["search_rank"]), done, strict=False):
         assert r["search_fid"] == t.value
         assert math.isfinite(r["test_fid"]) and 0 < r["test_fid_std"] < r["test_fid"]
-        assert r["test_fid"] != pytest.approx(t.value, rel=1e-3)  # other images, other latents
     # Recorded on each tested trial (a finished one), and on no other.
     recorded = {t.number: t.user_attrs for t in trials_of(quick_study)}
     for r in rows:
