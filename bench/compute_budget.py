@@ -24,10 +24,11 @@ The methods:
 - ``grow-F``: strategy ``grow`` (``ganhpo.worker._grow``): TPE + Hyperband with the preset first
   for a share F of the budget, then the best completed trial goes on from its final state for
   the rest (F = 0.25, 0.5, 0.75).
-- ``pbt``: ganhpo's population-based training, B / L members of L steps (the preset and random
-  configurations), perturbing the learning rates at every evaluation.
+- ``pbt``: ganhpo's population-based training, ``pbt_members(B, L)`` members (the preset and
+  random configurations) that each train as long as the budget allows them (B / members steps),
+  perturbing the learning rates at every evaluation (every L / 10 steps).
 - ``ray-pbt``: Ray Tune's ``PopulationBasedTraining`` driving the same ``Trainer`` from the
-  same B / L initial configurations (the outside anchor; ``pip install 'ray[tune]'``).
+  same initial members, as long (the outside anchor; ``pip install 'ray[tune]'``).
 
 The ganhpo methods run the real product: ``ganhpo study create`` of a generated spec on a SQLite
 study and one ``ganhpo worker`` process with one torch thread (``--jobs`` studies at a time), so
@@ -123,6 +124,12 @@ def random_configs(seed: int, n: int) -> list[dict[str, Any]]:
     return out
 
 
+def pbt_members(budget: int, length: int) -> int:
+    """PBT's population at a budget: 4 members (the issue's and Ray Tune's examples), fewer when
+    the budget holds fewer trials of L; each trains budget / members steps."""
+    return max(1, min(4, budget // length))
+
+
 def population(seed: int, n: int) -> list[dict[str, Any]]:
     """PBT's initial members: the preset, then random configurations (both PBTs start alike)."""
     return [preset_values(), *random_configs(seed, n - 1)]
@@ -145,7 +152,7 @@ def _toml(value: Any) -> str:
 
 def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, int]) -> str:
     """The study spec a ganhpo method runs (TOML)."""
-    members = budget // length
+    members = pbt_members(budget, length)
     study: dict[str, Any] = {"name": f"{method}-{seed}", "objective": "fid", "seed": seed}
     baselines = [preset_values()]
     sampler: dict[str, Any] | None = None
@@ -181,6 +188,7 @@ def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, 
             strategy = {"name": "grow", "search_fraction": float(method.split("-")[1])}
         elif method == "pbt":
             study["max_trials"] = members
+            steps = budget // members  # as long as the budget allows each member
             baselines = population(seed, members)
             strategy = {"name": "pbt", "hyperparams": ["lr_g", "lr_d"]}
         elif method != "default":
@@ -293,10 +301,10 @@ def _ray_member(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     job = config["job"]
-    length = job["length"]
+    length = job["budget"] // pbt_members(job["budget"], job["length"])  # each member's
     spec = parse_study_spec(
         __import__("tomllib").loads(
-            spec_text("pbt", length, job["budget"], job["seed"], job["size"])
+            spec_text("pbt", job["length"], job["budget"], job["seed"], job["size"])
         ),
         source="ray-pbt spec",
     )
@@ -313,7 +321,7 @@ def _ray_member(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(load_checkpoint(Path(d) / "state.pt"), adopt=("lr_g", "lr_d"))
-    interval = length // 10
+    interval = job["length"] // 10  # PBT's interval: an evaluation, every L / 10 steps
     log = Path(job["log"])
     while trainer.step < length:
         start, until = trainer.step, trainer.step + interval
@@ -354,7 +362,8 @@ def run_ray(job: dict[str, Any]) -> dict[str, Any]:
     from ray.tune.schedulers import PopulationBasedTraining
 
     seed, length, budget = job["seed"], job["length"], job["budget"]
-    members = budget // length
+    members = pbt_members(budget, length)
+    member_length = budget // members
     work = Path(tempfile.mkdtemp(prefix="budget-ray-"))
     job = {**job, "log": str(work / "steps.jsonl")}
     random.seed(seed)  # Ray's PBT draws its choices from Python's random module
@@ -392,7 +401,7 @@ def run_ray(job: dict[str, Any]) -> dict[str, Any]:
             run_config=tune.RunConfig(
                 name=f"ray-pbt-{seed}-{budget}",
                 storage_path=str(work / "ray"),
-                stop={"step": length},
+                stop={"step": member_length},
                 verbose=0,
             ),
         )
@@ -410,7 +419,7 @@ def run_ray(job: dict[str, Any]) -> dict[str, Any]:
             "state": "COMPLETE",
             "member": x["member"],
             "steps": 0,
-            "reached": length,
+            "reached": member_length,
             "final_fid": x["fid"],
             "params": {},
         }
@@ -534,8 +543,9 @@ def print_tables(result: dict[str, Any], meta: str) -> None:
             )
 
 
-def write_figure(result: dict[str, Any], out: Path) -> list[Path]:
-    """Best final FID per method and budget (mean, and each seed), as CSV and plotly."""
+def write_figure(result: dict[str, Any], out: Path, stem: str = "compute_budget") -> list[Path]:
+    """Best final FID per method and budget (mean, and each seed), as CSV and plotly, to
+    ``out/STEM.{csv,html,json}``."""
     import plotly.graph_objects as go
 
     out.mkdir(parents=True, exist_ok=True)
@@ -558,11 +568,11 @@ def write_figure(result: dict[str, Any], out: Path) -> list[Path]:
         barmode="group",
         template="plotly_white",
     )
-    csv = out / "compute_budget.csv"
+    csv = out / f"{stem}.csv"
     csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    html = out / "compute_budget.html"
+    html = out / f"{stem}.html"
     html.write_text(fig.to_html(include_plotlyjs="directory", full_html=True), encoding="utf-8")
-    fig_json = out / "compute_budget.json"
+    fig_json = out / f"{stem}.json"
     fig.write_json(fig_json)
     return [csv, html, fig_json]
 
@@ -640,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         # --quick results are not recorded (a scratch file, like the figure: none).
         record = (cache if args.quick else args.out) / args.runs_file
         args.out.mkdir(parents=True, exist_ok=True)
-        runs: list[dict[str, Any]] = []
+        runs = []
         if record.exists():  # an earlier part: its runs are kept, not run again
             runs = [r for r in json.loads(record.read_text())["runs"] if r["length"] == length]
         done = {(r["method"], r["seed"], r["budget"]) for r in runs}
@@ -685,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         select = [int(x) for x in args.select_seeds.split(",")]
         held_out = sorted({r["seed"] for r in runs} - set(select))
         chosen = choose_default(analyse(runs, length, select))
-        out = {
+        out: dict[str, Any] = {
             "selection": analyse(runs, length, select),
             "choice": chosen,
             "held_out": analyse(runs, length, held_out) if held_out else None,
@@ -707,7 +717,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_tables(result, meta)
     if not args.quick:
-        for path in write_figure(result, args.out):
+        source = args.from_runs[0].name if args.from_runs else args.runs_file
+        stem = source.removesuffix(".json").removesuffix("_runs")
+        if args.select_seeds:  # the tables the default was chosen and reported on, as data
+            summary = args.out / f"{stem}_summary.json"
+            summary.write_text(json.dumps(out, indent=1) + "\n")
+            print(f"wrote {summary}", file=sys.stderr)
+        for path in write_figure(result, args.out, stem):
             print(f"wrote {path}", file=sys.stderr)
     return 0
 
