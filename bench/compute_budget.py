@@ -20,7 +20,8 @@ The methods:
   nor ``[pruner]`` (TPE + the median pruner), the preset enqueued first as a baseline.
 - ``hyperband``: random search + Optuna's Hyperband pruner (first rung one evaluation, max L,
   eta 3): Li et al. 2018's algorithm.
-- ``tpe-hyperband``: the default's TPE and baseline + Hyperband (BOHB-like), trials of L.
+- ``tpe-hyperband``: the default's TPE and baseline + Hyperband (BOHB-like), trials of L
+  (strategy ``optuna``: the default of a compute budget before strategy ``grow``).
 - ``grow-F``: strategy ``grow`` (``ganhpo.worker._grow``): TPE + Hyperband with the preset first
   for a share F of the budget, then the best completed trial goes on from its final state for
   the rest (F = 0.25, 0.5, 0.75).
@@ -181,8 +182,9 @@ def spec_text(method: str, length: int, budget: int, seed: int, size: dict[str, 
         elif method == "hyperband":
             sampler, pruner, baselines = {"name": "random", "seed": seed}, hyperband, []
             strategy = published
-        elif method == "tpe-hyperband":
+        elif method == "tpe-hyperband":  # trials of L (strategy grow is the default now)
             sampler, pruner = tpe, hyperband
+            strategy = {"name": "optuna"}
         elif method in GROWS:
             sampler, pruner = tpe, hyperband
             strategy = {"name": "grow", "search_fraction": float(method.split("-")[1])}

@@ -219,6 +219,11 @@ ParamSpace = FloatRange | IntRange | Choice
 
 
 STRATEGIES = ("optuna", "grow", "pbt")
+# Strategy grow's share of the compute budget for the search, by default: chosen among 0.25,
+# 0.5 and 0.75 (and fixed-length trials) on repetitions 0-2 of bench/compute_budget.py, and
+# reported on repetitions 3-5 (BENCHMARKS.md 1c). The default strategy of a study with a
+# compute budget (and one objective) is grow with it.
+DEFAULT_SEARCH_FRACTION = 0.25
 # The keys of [strategy] each strategy takes (besides its name).
 STRATEGY_KEYS = {
     "optuna": ("guard",),
@@ -251,7 +256,7 @@ class StrategySpec:
     perturbation_factors: tuple[float, ...] = (0.8, 1.2)
     hyperparams: tuple[str, ...] = ()  # pbt: searched parameters it perturbs
     guard: bool = True  # optuna, grow: stop collapsed and hopeless trials
-    search_fraction: float = 0.5  # grow: the share of the compute budget the search spends
+    search_fraction: float = DEFAULT_SEARCH_FRACTION  # grow: the search's share of the budget
     top: int = 1  # grow: how many of the best trials go on
 
 
@@ -886,17 +891,11 @@ def _parse_strategy(
     return StrategySpec(**values)
 
 
-# The default strategy of a study with a compute budget (and one objective): grow, with this
-# share of the budget for the search (bench/compute_budget.py, BENCHMARKS.md 1c).
-DEFAULT_SEARCH_FRACTION = 0.5
-
-
 def default_strategy(compute_budget: bool) -> StrategySpec:
     """ganhpo's strategy when a spec has no ``[strategy]``: with a compute budget (and one
     objective), ``grow`` with :data:`DEFAULT_SEARCH_FRACTION` of it for the search, so that the
-    best generator may train beyond ``train.steps`` (chosen on held-out repetitions of
-    ``bench/compute_budget.py``: BENCHMARKS.md 1c); else ``optuna``, every trial at most
-    ``train.steps``."""
+    best generator may train beyond ``train.steps`` (``bench/compute_budget.py``: BENCHMARKS.md
+    1c); else ``optuna``, every trial at most ``train.steps``."""
     if compute_budget:
         return StrategySpec(name="grow", search_fraction=DEFAULT_SEARCH_FRACTION)
     return StrategySpec()
