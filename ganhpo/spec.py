@@ -860,7 +860,8 @@ def _parse_strategy(
     if not isinstance(raw, dict):
         raise ConfigError('[strategy] must be a table with name = "optuna", "grow" or "pbt"')
     raw = dict(raw)
-    name = raw.get("name", "optuna")
+    # Without a name, the default of this budget (grow for a compute budget), its keys changed.
+    name = raw.get("name", default_strategy(compute_budget and single_objective).name)
     if name not in STRATEGIES:
         raise ConfigError(
             f"strategy.name = {name!r} is invalid; use {', '.join(map(repr, STRATEGIES))}"

@@ -18,9 +18,10 @@ from ganhpo.artifacts import STORE_MARKER_ATTR
 from ganhpo.chains import HANDOVER_ATTR, counted_trials
 from ganhpo.storage import open_storage
 
-# quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning, so that every
-# trial runs to its end and a dead worker's trial is handed over within seconds; no KID and a
-# smaller final evaluation (what these tests check is where trials go, not their quality).
+# quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning (nor the guard), so
+# that every trial runs to its end and a dead worker's trial is handed over within seconds; no
+# KID and a smaller final evaluation (what these tests check is where trials go, not their
+# quality).
 FAST = {
     "final_samples = 1000": "final_samples = 500",
     'extractor = "classifier"': 'extractor = "classifier"\nkid = "off"',
@@ -31,6 +32,9 @@ FAST = {
     "n_startup_trials = 2    # completed trials before anything is pruned\n": "",
     "n_warmup_steps = 0\n": "",
     'description = "': 'heartbeat_interval = 1\ngrace_period = 4\ndescription = "',
+    # Nor does the guard stop collapsed or hopeless trials (tests/worker/test_guard.py tests
+    # it). A test that names its own [strategy] replaces this same key.
+    "[pruner]": "[strategy]\nguard = false\n\n[pruner]",
 }
 
 

@@ -639,6 +639,10 @@ def test_a_compute_budget_grows_by_default_and_old_studies_keep_their_strategy()
     # Two objectives: no growth (grow ranks one), the Optuna strategy.
     pareto = base(study={"name": "t", "max_steps": 1000, "objective": ["fid", "g_params"]})
     assert parse_study_spec(pareto).strategy.name == "optuna"
+    # A [strategy] table without a name changes the default's keys.
+    unnamed = parse_study_spec({**budget, "strategy": {"guard": False}})
+    assert (unnamed.strategy.name, unnamed.strategy.guard) == ("grow", False)
+    assert parse_study_spec({**base(), "strategy": {"guard": False}}).strategy.name == "optuna"
     # A study stored before grow was a default (no [strategy] stored) ran the Optuna
     # strategy, and its workers go on with it.
     old = {k: v for k, v in stored.items() if k != "strategy"}

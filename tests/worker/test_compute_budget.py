@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 MAX_STEPS = 1040  # 13 evaluation intervals of 80 steps: about 4 trials of 240
 # Trials of a fixed length (strategy optuna): the budget ends the search itself, cutting trials
 # (strategy grow, the default of a compute budget, is tested in tests/worker/test_grow.py).
-FIXED = {"[pruner]": '[strategy]\nname = "optuna"\n\n[pruner]'}
+FIXED = {"[pruner]": '[strategy]\nname = "optuna"\nguard = false\n\n[pruner]'}
 
 
 def test_three_workers_spend_the_compute_budget_exactly(

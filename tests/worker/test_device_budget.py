@@ -27,7 +27,7 @@ from ganhpo.worker._worker import CALIBRATION_STEPS, _Clock
 
 # Trials of a fixed length (strategy optuna; grow, the default of a compute budget, is tested in
 # tests/worker/test_grow_budget.py).
-FIXED = {"[pruner]": '[strategy]\nname = "optuna"\n\n[pruner]'}
+FIXED = {"[pruner]": '[strategy]\nname = "optuna"\nguard = false\n\n[pruner]'}
 
 
 def clock(step: int, train: float, evals: float, evaluated: int) -> SimpleNamespace:

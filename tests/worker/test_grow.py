@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 MAX_STEPS = 960  # the search: 480 steps (two trials of 240); growth: 480 more for the best
 GROW = {
     "max_trials = 6 ": f"max_steps = {MAX_STEPS} ",
-    "[pruner]": '[strategy]\nname = "grow"\nsearch_fraction = 0.5\n\n[pruner]',
+    # The guard off, as in every FAST study (tests/worker/test_guard.py tests it).
+    "[pruner]": '[strategy]\nname = "grow"\nsearch_fraction = 0.5\nguard = false\n\n[pruner]',
 }
 
 

@@ -80,6 +80,7 @@ COLLAPSING = {
     'name = "none"': 'name = "hyperband"\nmin_resource = 80\nmax_resource = 240\n'
     "reduction_factor = 3",
     "lr_g = 5e-4\nlr_d = 5e-4": "lr_g = 1e-5\nlr_d = 3e-4",
+    "[pruner]": "[strategy]\nguard = true  # what is tested (FAST turns it off)\n\n[pruner]",
 }
 
 
