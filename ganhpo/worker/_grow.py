@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ganhpo.chains import GROW_ATTR, HANDOVER_ATTR, HANDOVERS_ATTR, LINK_ATTRS, Ledger, handovers
+from ganhpo.chains import GROW_ATTR, LINK_ATTRS, Ledger, handovers
 from ganhpo.chains import retry_history as _history
 from ganhpo.spec import StudySpec
-from ganhpo.worker._handover import add_waiting
+from ganhpo.worker._handover import add_waiting, link_system_attrs
 from ganhpo.worker._strategy import Decision, OptunaStrategy, Worker
 
 __all__ = ["GrowStrategy", "grown_length", "plan_growth"]
@@ -148,15 +147,9 @@ def _enqueue_grown(study: optuna.Study, parent: FrozenTrial, length: int) -> Fro
     """The WAITING trial that continues ``parent`` from its final state to ``length`` steps."""
     history = [*_history(parent), parent.number]
     start = int(parent.user_attrs["steps"])
-    system_attrs: dict[str, Any] = {
-        k: v for k, v in parent.system_attrs.items() if k not in (HANDOVER_ATTR,)
-    }
-    system_attrs |= {
-        "failed_trial": history[0],
-        "retry_history": history,
-        HANDOVERS_ATTR: handovers(parent),  # growing is not a hand-over
-        GROW_ATTR: {"from": parent.number, "steps": start, "length": length},
-    }
+    # Growing is not a hand-over.
+    system_attrs = link_system_attrs(parent, history, handovers(parent))
+    system_attrs[GROW_ATTR] = {"from": parent.number, "steps": start, "length": length}
     user_attrs = {
         k: v
         for k, v in parent.user_attrs.items()

@@ -60,6 +60,7 @@ __all__ = [
     "checkpoint_ids",
     "fail_stale_trials",
     "hand_over",
+    "link_system_attrs",
     "mark_handover",
     "repair",
     "retry_trial",
@@ -214,10 +215,7 @@ def _enqueue_retry(
 ) -> FrozenTrial:
     """A WAITING copy of ``trial``: its parameters, user attributes (seed, checkpoint, grids)
     and FID curve, with Optuna's retry bookkeeping (``RetryHeartbeatStaleTrialCallback``'s)."""
-    system_attrs: dict[str, Any] = {
-        k: v for k, v in trial.system_attrs.items() if k not in (HANDOVER_ATTR, PBT_ATTR)
-    }
-    system_attrs |= {"failed_trial": history[0], "retry_history": history, HANDOVERS_ATTR: count}
+    system_attrs = link_system_attrs(trial, history, count)
     # Its own status and compute to come; the predecessor keeps the steps it reserved.
     dropped = LINK_ATTRS + (CHECKPOINT_ATTRS if from_start else ())
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
@@ -234,6 +232,20 @@ def _enqueue_retry(
     )
     logger.info("trial %d handed over as trial %d", trial.number, retry.number)
     return retry
+
+
+def link_system_attrs(trial: FrozenTrial, history: list[int], count: int) -> dict[str, Any]:
+    """The system attributes of the trial that continues ``trial`` (a retry, a PBT interval, a
+    grown trial): its own, less the marks that asked for a successor, with Optuna's retry
+    bookkeeping (``history``: the chain's numbers so far) and ``count`` hand-overs."""
+    system_attrs = {
+        k: v for k, v in trial.system_attrs.items() if k not in (HANDOVER_ATTR, PBT_ATTR)
+    }
+    return system_attrs | {
+        "failed_trial": history[0],
+        "retry_history": history,
+        HANDOVERS_ATTR: count,
+    }
 
 
 def add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
@@ -256,11 +268,7 @@ def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTri
     member's seed and that member's FID curve up to the state's step."""
     info = trial.system_attrs[PBT_ATTR]
     history = [*retry_history(trial), trial.number]
-    system_attrs: dict[str, Any] = {
-        k: v for k, v in trial.system_attrs.items() if k not in (HANDOVER_ATTR, PBT_ATTR)
-    }
-    system_attrs |= {"failed_trial": history[0], "retry_history": history}
-    system_attrs[HANDOVERS_ATTR] = handovers(trial)  # an interval is not a hand-over
+    system_attrs = link_system_attrs(trial, history, handovers(trial))  # not a hand-over
     user_attrs = {
         k: v
         for k, v in trial.user_attrs.items()
