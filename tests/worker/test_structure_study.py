@@ -4,10 +4,12 @@ workers on PostgreSQL."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 from procs import ROOT, finish, ganhpo, start
 
 from ganhpo.chains import seconds_spent
@@ -52,6 +54,13 @@ def test_the_structure_study_runs_to_completion(
     study = optuna.load_study(study_name="mnist-structure", storage=open_storage(postgres_url))
     trials = study.get_trials(deepcopy=False)
     assert trials and all(t.state.is_finished() for t in trials)
+    # Trained, not merely ended: no trial failed, and the baseline and at least one searched
+    # structure completed with a finite FID (a FAILED trial is finished too).
+    states = [t.state for t in trials]
+    assert TrialState.FAIL not in states, [t.user_attrs.get("status") for t in trials]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) >= 2 and trials[0] in complete, states
+    assert all(t.value is not None and math.isfinite(t.value) for t in complete)
     assert 0 < seconds_spent(trials) <= 180
     baseline = trials[0]
     assert baseline.params["arch"] == "dcgan" and baseline.params["width_g"] == 16

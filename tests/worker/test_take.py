@@ -5,6 +5,7 @@ under the budget lock, which serializes every worker's start, nothing but a few 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,14 +112,17 @@ def test_the_lock_is_held_for_a_few_queries_not_the_running_trials(
 
 
 def test_an_outage_while_opening_a_trial_opens_it_again_and_takes_no_other(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The trial is taken (RUNNING, counted) under the lock; a database error after that, while
     the worker opens it, must retry the opening: taking another would leave the first running
     without a heartbeat until the grace period hands it over."""
     w = worker_on(postgres_url)
     monkeypatch.setenv("GANHPO_FAILPOINT", "worker:opening#1:dberror")
-    trial = w.next_trial()
+    with caplog.at_level(logging.WARNING, logger="ganhpo._failpoints"):
+        trial = w.next_trial()
+    fired = [r.getMessage() for r in caplog.records if r.name == "ganhpo._failpoints"]
+    assert fired == ["failpoint worker:opening: dberror"]  # the error did happen, once
     assert trial is not None and trial.number == 0
     states = [t.state for t in w.study.get_trials(deepcopy=False)]
     assert states == [TrialState.RUNNING]
