@@ -31,6 +31,7 @@ __all__ = [
     "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
     "LINK_ATTRS",
+    "OVER_ESTIMATE_ATTR",
     "PBT_ATTR",
     "STARTED_STATES",
     "Ledger",
@@ -41,6 +42,7 @@ __all__ = [
     "member_of",
     "read_ledger",
     "retry_history",
+    "seconds_over_estimates",
     "seconds_spent",
     "steps_spent",
 ]
@@ -63,7 +65,9 @@ HANDOVERS_ATTR = "ganhpo:handovers"
 
 # User attributes that describe one link of a chain alone (its status, the compute it reserved,
 # the device time it spent): a retry or a PBT successor starts without them.
-LINK_ATTRS = ("status", "steps_reserved", "seconds_reserved", "device_seconds")
+# Device seconds a link's last interval took beyond its estimate (set where it did).
+OVER_ESTIMATE_ATTR = "seconds_over_estimate"
+LINK_ATTRS = ("status", "steps_reserved", "seconds_reserved", "device_seconds", OVER_ESTIMATE_ATTR)
 
 # States of trials that count against the total budget (unless handed over to a retry).
 STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -113,6 +117,13 @@ def seconds_spent(trials: Sequence[FrozenTrial]) -> float:
     """Device seconds reserved by all trials: the device-time budget spent (measured for what
     they trained, estimated for the interval a running trial is in)."""
     return sum(float(t.user_attrs.get("seconds_reserved", 0.0)) for t in trials)
+
+
+def seconds_over_estimates(trials: Sequence[FrozenTrial]) -> float:
+    """Device seconds that the last intervals of trials took beyond what they reserved: what
+    the device-time budget can be overrun by (every other interval's excess was known, and
+    budgeted for, when the next interval was reserved)."""
+    return sum(float(t.user_attrs.get(OVER_ESTIMATE_ATTR, 0.0)) for t in trials)
 
 
 # User attributes of a trial's cost on its device, summed or maximised by read_ledger.

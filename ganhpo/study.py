@@ -22,6 +22,7 @@ from ganhpo.chains import (
     chain_links,
     counted_trials,
     retry_history,
+    seconds_over_estimates,
     seconds_spent,
     steps_spent,
 )
@@ -341,6 +342,7 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
             "steps": steps_spent(trials),
             "max_steps": spec.max_steps,
             "device_hours": seconds_spent(trials) / 3600,
+            "device_hours_over_estimates": seconds_over_estimates(trials) / 3600,
             "max_device_hours": spec.max_device_hours,
         },
         "hand_overs": sum(1 for n in links if trials[n].state == optuna.trial.TrialState.FAIL),

@@ -317,6 +317,13 @@ def show(args: argparse.Namespace) -> int:
             f"device     {spent:.3g} of {most:g} device-hours spent ({100 * spent / most:.0f} %), "
             f"{max(0.0, most - spent):.3g} left"
         )
+        if spent > most:  # never without a word
+            over = budget["device_hours_over_estimates"]
+            print(
+                f"           over the budget by {spent - most:.3g} device-hours: the last "
+                f"intervals of trials took {over:.3g} h longer than their measured rates "
+                "predicted"
+            )
     if info["hand_overs"]:
         print(
             f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "

@@ -50,7 +50,7 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import Ledger, read_ledger, retry_history
+from ganhpo.chains import OVER_ESTIMATE_ATTR, Ledger, read_ledger, retry_history
 from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
@@ -1027,7 +1027,10 @@ class Worker:
                 "device_seconds": device_seconds,
             }
             if self.max_seconds is not None:  # the time it took replaces the estimate
+                reserved = float(trial.user_attrs.get("seconds_reserved", 0.0))
                 attrs["seconds_reserved"] = device_seconds
+                if device_seconds > reserved:  # by this much the budget may be overrun
+                    attrs[OVER_ESTIMATE_ATTR] = device_seconds - reserved
             last = result.last
             if last is not None:
                 attrs["fid"] = last.fid
