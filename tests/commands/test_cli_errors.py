@@ -115,7 +115,7 @@ def test_unsupported_database_type_is_a_usage_error_and_writes_nothing(
 ) -> None:
     proc = cli("study", "create", str(QUICK), "--storage", url)
     line = error_line(proc, 2)
-    assert hint in line and "postgresql, sqlite or mysql" in line
+    assert hint in line and "postgresql or sqlite" in line
     assert proc.stdout == ""
     assert list((tmp_path / "work").iterdir()) == []  # no database, no artifact store
 
