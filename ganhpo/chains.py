@@ -24,7 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from ganhpo.storage import rdb_of
+from ganhpo.storage import connection, rdb_of
 
 __all__ = [
     "GROW_ATTR",
@@ -177,7 +177,7 @@ def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
         (models.TrialUserAttributeModel),
     )
     in_study = trial.study_id == study._study_id
-    with rdb_of(study._storage).engine.connect() as conn:
+    with connection(rdb_of(study._storage)) as conn:
         by_state = {
             TrialState(state): int(n)
             for state, n in conn.execute(

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
@@ -19,11 +20,13 @@ from urllib.parse import unquote, unquote_plus
 
 import optuna
 import sqlalchemy
+import sqlalchemy.orm
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     IntegrityError,
     NoSuchModuleError,
     OperationalError,
@@ -31,6 +34,7 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
+from ganhpo._failpoints import failpoint
 from ganhpo.errors import ConfigError, StorageError
 
 __all__ = [
@@ -444,9 +448,10 @@ def _check_schema(storage: optuna.storages.RDBStorage) -> None:
 # the milliseconds of an ask), at most a second (a thousand waiters try a few times a second).
 _LOCK_FIRST_PAUSE_S = 0.005
 _LOCK_MAX_PAUSE_S = 1.0
-# A budget-lock holder silent this long (frozen, not merely slow: an ask takes milliseconds to
-# seconds) loses the lock, so that a frozen worker cannot stall the study.
-_LOCK_IDLE_LIMIT_S = 300
+# A budget-lock holder silent this long (frozen, not merely slow: what it does under the lock
+# takes milliseconds) loses the lock, and what it did under it is undone, so that a frozen
+# worker stalls the others this long at most.
+_LOCK_IDLE_LIMIT_S = 20
 
 
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
@@ -476,7 +481,7 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
     from optuna.storages._rdb import models
 
     trial = models.TrialModel
-    with rdb_of(study._storage).engine.connect() as conn:
+    with connection(rdb_of(study._storage)) as conn:
         waiting = (
             conn.execute(
                 sqlalchemy.select(trial.trial_id)
@@ -517,6 +522,12 @@ class TrialCache(_CachedStorage):
             info = self._studies.setdefault(study_id, _StudyInfo())
             self._add_trials_to_cache(study_id, [frozen])
             info.unfinished_trial_ids.add(trial_id)
+
+    def forget(self) -> None:
+        """Forget every cached trial (they are read again when asked for): what was written
+        under a budget lock whose transaction was undone may be in the cache."""
+        with self._lock:
+            self._studies.clear()
 
     def get_all_trials(
         self,
@@ -597,7 +608,7 @@ def set_user_attrs(
 
     rdb = rdb_of(storage)
     attr = models.TrialUserAttributeModel
-    with rdb.engine.begin() as conn:
+    with connection(rdb, write=True) as conn:
         state = conn.execute(
             sqlalchemy.select(models.TrialModel.state)
             .where(models.TrialModel.trial_id == trial_id)
@@ -639,7 +650,7 @@ def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Tri
     from optuna.storages._rdb import models
 
     trial, beat = models.TrialModel, models.TrialHeartbeatModel
-    with rdb_of(storage).engine.begin() as conn:
+    with connection(rdb_of(storage), write=True) as conn:
         state = TrialState(
             conn.execute(
                 sqlalchemy.select(trial.state).where(trial.trial_id == trial_id)
@@ -668,6 +679,115 @@ def sqlite_lock_path(database: str | Path) -> Path:
     """The file beside a SQLite database that :func:`budget_lock` locks (``ganhpo.db.lock``)."""
     path = Path(database)
     return path.with_suffix(path.suffix + ".lock")
+
+
+# The budget lock this thread holds on PostgreSQL: (engine, key, connection).
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def connection(
+    rdb: optuna.storages.RDBStorage, *, write: bool = False
+) -> Iterator[sqlalchemy.Connection]:
+    """A connection for ganhpo's own queries on ``rdb``'s database. Where this thread holds the
+    study's budget lock (PostgreSQL), the lock's: what is read under the lock sees what was
+    written under it, and what is written commits, or is undone, with the lock (``write``: in a
+    savepoint of its own, undone alone where it raises). Elsewhere a connection of its own,
+    ``write`` in a transaction of its own."""
+    held = getattr(_held, "lock", None)
+    if held is not None and held[0] is rdb.engine:
+        conn = held[2]
+        if write:
+            with conn.begin_nested():
+                yield conn
+        else:
+            yield conn
+        return
+    if write:
+        with rdb.engine.begin() as conn:
+            yield conn
+    else:
+        with rdb.engine.connect() as conn:
+            yield conn
+
+
+def _postgresql_lock(
+    storage: optuna.storages.BaseStorage, rdb: optuna.storages.RDBStorage, key: int
+) -> Iterator[None]:
+    """budget_lock on PostgreSQL: a transaction-level advisory lock, and everything done under
+    it in the lock's transaction (see :func:`budget_lock`)."""
+    pause = _LOCK_FIRST_PAUSE_S
+    while True:
+        with rdb.engine.connect() as conn:
+            tx = conn.begin()
+            # A holder that freezes (SIGSTOP, a suspended VM) would stall every worker: the
+            # server ends its session after this long idle, and the lock and all that was done
+            # under it with it.
+            conn.execute(
+                sqlalchemy.text(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{_LOCK_IDLE_LIMIT_S}s'"
+                )
+            )
+            taken = conn.execute(
+                sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
+            ).scalar_one()
+            if not taken:
+                tx.rollback()
+            else:
+                start = time.monotonic()
+                with _in_lock_transaction(rdb, key, conn):
+                    try:
+                        yield
+                        failpoint("lock:committing")
+                        tx.commit()
+                    except BaseException as e:
+                        _undone_under_lock(storage, e, time.monotonic() - start)
+                        raise
+                return
+        time.sleep(pause * random.uniform(0.5, 1.5))  # desynchronise the waiters
+        pause = min(pause * 2, _LOCK_MAX_PAUSE_S)
+
+
+@contextlib.contextmanager
+def _in_lock_transaction(
+    rdb: optuna.storages.RDBStorage, key: int, conn: sqlalchemy.Connection
+) -> Iterator[None]:
+    """Run Optuna's storage calls of this thread, and ganhpo's own queries
+    (:func:`connection`), in the lock's transaction: Optuna's session is bound to the lock's
+    connection, each of its transactions a savepoint (its commit and rollback stay its own)."""
+    registry = rdb.scoped_session.registry
+    previous = registry() if registry.has() else None
+    session = sqlalchemy.orm.Session(bind=conn, join_transaction_mode="create_savepoint")
+    registry.set(session)
+    _held.lock = (rdb.engine, key, conn)
+    try:
+        yield
+    finally:
+        _held.lock = None
+        session.close()
+        if previous is not None:
+            registry.set(previous)
+        else:
+            registry.clear()
+
+
+def _undone_under_lock(storage: optuna.storages.BaseStorage, e: BaseException, held: float) -> None:
+    """What was done under the budget lock was undone (the block raised, or the commit failed):
+    the trial cache forgets what it learnt there, and a holder that lost the lock because it
+    was silent too long (frozen, suspended) says so."""
+    if isinstance(storage, TrialCache):
+        storage.forget()
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, DBAPIError):
+        cause = cause.__cause__ or cause.__context__
+    if held >= _LOCK_IDLE_LIMIT_S and cause is not None:
+        logger.warning(
+            "this worker was frozen or suspended (or the database stalled) for %.0f s while it "
+            "held the study's budget lock; the database released the lock after %d s and undid "
+            "what the worker had done under it, which it does again",
+            held,
+            _LOCK_IDLE_LIMIT_S,
+        )
 
 
 @contextlib.contextmanager
@@ -700,27 +820,11 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     backend = url.get_backend_name()
     if backend == "postgresql":
-        # The transaction ends with the block, by commit or by rollback (an exception), and
-        # the lock with it; a worker that dies mid-block loses its connection, and the server
-        # ends the transaction and the lock.
-        pause = _LOCK_FIRST_PAUSE_S
-        while True:
-            with rdb.engine.connect() as conn, conn.begin():
-                # A holder that freezes (SIGSTOP, a suspended VM) would stall every worker:
-                # the server ends its session, and the lock, after this long idle.
-                conn.execute(
-                    sqlalchemy.text(
-                        f"SET LOCAL idle_in_transaction_session_timeout = '{_LOCK_IDLE_LIMIT_S}s'"
-                    )
-                )
-                taken = conn.execute(
-                    sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}
-                ).scalar_one()
-                if taken:
-                    yield
-                    return
-            time.sleep(pause * random.uniform(0.5, 1.5))  # desynchronise the waiters
-            pause = min(pause * 2, _LOCK_MAX_PAUSE_S)
+        held = getattr(_held, "lock", None)
+        if held is not None and held[0] is rdb.engine and held[1] == key:
+            yield  # this thread holds it already (its transaction goes on)
+            return
+        yield from _postgresql_lock(storage, rdb, key)
     elif backend == "sqlite" and url.database and url.database != ":memory:":
         with open(sqlite_lock_path(url.database), "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

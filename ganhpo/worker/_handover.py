@@ -51,7 +51,7 @@ from ganhpo.chains import (
     read_ledger,
     retry_history,
 )
-from ganhpo.storage import budget_lock, rdb_of
+from ganhpo.storage import budget_lock, connection, rdb_of
 
 __all__ = [
     "TakenOver",
@@ -91,7 +91,7 @@ def adopt_silent_trials(study: optuna.Study) -> list[int]:
     from optuna.storages._rdb import models
 
     rdb = rdb_of(study._storage)
-    with rdb.engine.connect() as conn:
+    with connection(rdb) as conn:
         ids = list(
             conn.execute(
                 sqlalchemy.select(models.TrialModel.trial_id)
@@ -120,7 +120,7 @@ def stale_trial_ids(study: optuna.Study, grace_period: int) -> list[int]:
     from optuna.storages._rdb import models
 
     trial, beat = models.TrialModel, models.TrialHeartbeatModel
-    with rdb_of(study._storage).engine.connect() as conn:
+    with connection(rdb_of(study._storage)) as conn:
         now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
         limit = now.replace(tzinfo=None) - datetime.timedelta(seconds=grace_period)
         return list(

@@ -199,8 +199,7 @@ class PBTStrategy(Strategy):
         except UpdateFinishedTrialError as e:
             raise TakenOver("the trial is no longer running") from e
         failpoint("pbt:pruned")
-        with budget_lock(w.storage, w.study.study_name):
-            w._db(repair, w.study, max_retry=w.spec.max_retry)
+        w._db(_locked_repair, w)
         own = me.user_attrs.get("checkpoint")
         if plan.get("parent") is not None and own and w.artifacts is not None:
             remove_artifact(w.artifacts, own["id"])  # the successor starts elsewhere
@@ -235,3 +234,10 @@ class PBTStrategy(Strategy):
                 "step": checkpoint["step"],
             },
         }
+
+
+def _locked_repair(w: Worker) -> None:
+    """Enqueue the successors the study lacks, under the budget lock (one try of it: what a
+    try did under the lock is undone with it when it fails)."""
+    with budget_lock(w.storage, w.study.study_name):
+        repair(w.study, max_retry=w.spec.max_retry)

@@ -326,7 +326,9 @@ class Worker:
         unreachable server is given up on after ``--db-retry-timeout``. Once a stop was asked
         for, retries end after :data:`STOP_GRACE_S`.
         """
-        deadline = time.monotonic() + self.options.db_retry_timeout
+        # From the first failure: a call that waited long before it failed (the process was
+        # frozen inside it) has its whole retry time still ahead.
+        deadline = math.inf
         delay = 1.0
         full_since: float | None = None
         warned = 0.0
@@ -414,6 +416,7 @@ class Worker:
             return None
         with budget_lock(self.storage, self.study.study_name):
             ledger = self.ledger = read_ledger(self.study, costs=self._costs_counted)
+            failpoint("lock:held")
             if repair(self.study, max_retry=self.spec.max_retry, ledger=ledger):
                 ledger = self.ledger = read_ledger(self.study, costs=self._costs_counted)
             refused = self._refused(ledger)
@@ -526,7 +529,7 @@ class Worker:
         if self.max_seconds is not None and per_step is None:
             until = min(until, step + CALIBRATION_STEPS)
 
-        def reserve() -> int:
+        def reserve() -> tuple[int, dict[str, Any]]:
             with budget_lock(self.storage, self.study.study_name):
                 ledger = read_ledger(self.study)
                 fits = True
@@ -567,11 +570,12 @@ class Worker:
                     self.steps_spent = ledger.steps + target - step
                 if fits and length != steps:
                     attrs["length"] = length  # what `study best --as-config` trains
-                if attrs:
-                    _write_attrs(self.storage, trial, attrs)
-                return target if fits else step
+                if attrs:  # into the trial's own copy once the lock's transaction commits
+                    set_user_attrs(self.storage, trial._trial_id, attrs)
+                return (target if fits else step), attrs
 
-        allowed = self._db(reserve)
+        allowed, written = self._db(reserve)
+        trial._cached_frozen_trial.user_attrs.update(written)
         if "length" in trial.user_attrs and trial.user_attrs["length"] < trainer.config.train.steps:
             trainer.end_at(int(trial.user_attrs["length"]))
             logger.info(
