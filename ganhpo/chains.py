@@ -24,6 +24,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from ganhpo._optuna import models, storage_of, study_id_of
 from ganhpo.storage import connection, rdb_of
 
 __all__ = [
@@ -169,15 +170,14 @@ def read_ledger(study: optuna.Study, *, costs: bool = True) -> Ledger:
     of the study (about 80 ms at 10,000 trials here), which a study without a compute budget
     need not pay under the lock that every worker's start goes through.
     """
-    from optuna.storages._rdb import models
 
     trial, sysattr, userattr = (
         models.TrialModel,
         models.TrialSystemAttributeModel,
         (models.TrialUserAttributeModel),
     )
-    in_study = trial.study_id == study._study_id
-    with connection(rdb_of(study._storage)) as conn:
+    in_study = trial.study_id == study_id_of(study)
+    with connection(rdb_of(storage_of(study))) as conn:
         by_state = {
             TrialState(state): int(n)
             for state, n in conn.execute(

@@ -25,6 +25,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from ganhpo._optuna import trial_id_of
 from ganhpo.errors import ConfigError, GanhpoError, StorageError
 from ganhpo.train.export import GeneratorFile, read_generator
 
@@ -304,7 +305,7 @@ def test_trials(
             "test_seed": seed,
             "test_reference": reference,
         }
-        set_user_attrs(storage, trial._trial_id, attrs, finished=True)
+        set_user_attrs(storage, trial_id_of(trial), attrs, finished=True)
         logger.info(
             "trial %d: test FID %.4f (search FID %.4f)", trial.number, result.fid, trial.values[0]
         )

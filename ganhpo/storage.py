@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import hashlib
 import json
@@ -14,14 +13,13 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, unquote_plus
 
 import optuna
 import sqlalchemy
 import sqlalchemy.orm
-from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -35,6 +33,15 @@ from sqlalchemy.exc import (
 )
 
 from ganhpo._failpoints import failpoint
+from ganhpo._optuna import (
+    TrialCache,
+    backend_of,
+    models,
+    schema_head_version,
+    session_registry,
+    storage_of,
+    study_id_of,
+)
 from ganhpo.errors import ConfigError, StorageError
 
 __all__ = [
@@ -436,7 +443,7 @@ def _check_schema(storage: optuna.storages.RDBStorage) -> None:
         # Optuna's tables, or the missing-table error open_storage explains.
         conn.execute(sqlalchemy.text("SELECT 1 FROM version_info LIMIT 1"))
         current = MigrationContext.configure(conn).get_current_revision()
-    head = storage._version_manager.get_head_version()
+    head = schema_head_version(storage)
     if current != head:
         raise RuntimeError(
             f"its schema is at version {current}, this Optuna ({optuna.__version__}) uses "
@@ -457,7 +464,7 @@ _LOCK_IDLE_LIMIT_S = 20
 def rdb_of(storage: optuna.storages.BaseStorage) -> optuna.storages.RDBStorage:
     """The RDB storage itself behind a study's storage (``optuna.load_study`` wraps it in a
     cache that keeps it as ``_backend``)."""
-    rdb = getattr(storage, "_backend", storage)
+    rdb = backend_of(storage)
     if not isinstance(rdb, optuna.storages.RDBStorage):
         raise StorageError(
             f"{type(storage).__name__} is not a database storage; ganhpo workers need a "
@@ -478,14 +485,13 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
     waiting ids, and the sampler runs after the lock is released, workers in parallel.
     """
     from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.storages._rdb import models
 
     trial = models.TrialModel
-    with connection(rdb_of(study._storage)) as conn:
+    with connection(rdb_of(storage_of(study))) as conn:
         waiting = (
             conn.execute(
                 sqlalchemy.select(trial.trial_id)
-                .where(trial.study_id == study._study_id, trial.state == TrialState.WAITING)
+                .where(trial.study_id == study_id_of(study), trial.state == TrialState.WAITING)
                 .order_by(trial.number)
             )
             .scalars()
@@ -493,102 +499,11 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
         )
     for trial_id in waiting:
         try:  # False, or finished, when a process outside ganhpo's lock took it first
-            if study._storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+            if storage_of(study).set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 return int(trial_id)
         except UpdateFinishedTrialError:
             continue
-    return study._storage.create_new_trial(study._study_id) if create else None
-
-
-class TrialCache(_CachedStorage):
-    """Optuna's in-memory trial cache around a database storage (``_CachedStorage``, what
-    ``optuna.load_study`` puts around an ``RDBStorage``), reading less of what other workers'
-    running trials hold.
-
-    Optuna's cache reads every unfinished trial again, whole (parameters, attributes, curve),
-    whenever it is asked for trials: with hundreds of workers, hundreds of running trials for
-    every pruning decision of every worker. Here, a question about finished trials alone (the
-    median and percentile pruners ask for the completed trials' curves) reads the ids and states
-    of the unfinished and newer trials, then only those that have finished since: finished
-    trials never change again. Any other question is Optuna's, unchanged.
-    """
-
-    def cache_trial(self, study_id: int, trial_id: int) -> None:
-        """Read one trial into the cache: the cache must know a trial before parameters can be
-        set on it, which ``Study.ask`` gets by syncing every unfinished trial. It stays
-        unfinished here, so the next sync reads it again."""
-        frozen = self._backend.get_trial(trial_id)
-        with self._lock:
-            info = self._studies.setdefault(study_id, _StudyInfo())
-            self._add_trials_to_cache(study_id, [frozen])
-            info.unfinished_trial_ids.add(trial_id)
-
-    def forget(self) -> None:
-        """Forget every cached trial (they are read again when asked for): what was written
-        under a budget lock whose transaction was undone may be in the cache."""
-        with self._lock:
-            self._studies.clear()
-
-    def get_all_trials(
-        self,
-        study_id: int,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-    ) -> list[FrozenTrial]:
-        if not _finished_only(states):
-            return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
-        assert states is not None
-        self._read_finished(study_id)
-        with self._lock:
-            trials = sorted(
-                (t for t in self._studies[study_id].trials.values() if t.state in states),
-                key=lambda t: t.number,
-            )
-        return copy.deepcopy(trials) if deepcopy else trials
-
-    def _read_finished(self, study_id: int) -> None:
-        """Bring the cache's finished trials up to date, reading only those that finished."""
-        from optuna.storages._rdb import models
-
-        trial = models.TrialModel
-        with self._lock:
-            info = self._studies.setdefault(study_id, _StudyInfo())
-            newer = trial.trial_id > info.last_finished_trial_id
-            if info.unfinished_trial_ids:
-                newer = sqlalchemy.or_(newer, trial.trial_id.in_(info.unfinished_trial_ids))
-            with self._backend.engine.connect() as conn:
-                rows = conn.execute(
-                    sqlalchemy.select(trial.trial_id, trial.state).where(
-                        trial.study_id == study_id, newer
-                    )
-                ).all()
-            done = {i for i, state in rows if TrialState(state).is_finished()}
-            info.unfinished_trial_ids.update(i for i, _ in rows if i not in done)
-            if not done:
-                return
-            # Optuna's read: these ids, and any newer trial that finished meanwhile.
-            read = self._backend._get_trials(
-                study_id,
-                states=_FINISHED,
-                included_trial_ids=done,
-                trial_id_greater_than=max(done),
-            )
-            self._add_trials_to_cache(study_id, read)
-            seen = max(i for i, _ in rows)  # every trial up to it was in rows (Optuna's rule)
-            for t in read:
-                info.unfinished_trial_ids.discard(t._trial_id)
-                if t._trial_id <= seen:
-                    info.last_finished_trial_id = max(info.last_finished_trial_id, t._trial_id)
-
-
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def _finished_only(states: Container[TrialState] | None) -> bool:
-    if states is None or not isinstance(states, Iterable):
-        return False
-    listed = list(states)
-    return bool(listed) and all(s in _FINISHED for s in listed)
+    return storage_of(study).create_new_trial(study_id_of(study)) if create else None
 
 
 def set_user_attrs(
@@ -604,7 +519,6 @@ def set_user_attrs(
     finished trial's too (results measured after it ended, as ``ganhpo study test``'s), which
     Optuna's API refuses to write."""
     from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.storages._rdb import models
 
     rdb = rdb_of(storage)
     attr = models.TrialUserAttributeModel
@@ -647,7 +561,6 @@ def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Tri
     the database's clock) and return the trial's state, in one transaction: a worker beats all
     the time it trains, and Optuna's call and a look at the state were two connections. A trial
     no longer running (taken over by another worker) gets no beat."""
-    from optuna.storages._rdb import models
 
     trial, beat = models.TrialModel, models.TrialHeartbeatModel
     with connection(rdb_of(storage), write=True) as conn:
@@ -669,10 +582,11 @@ def record_heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Tri
 def cache_trial(study: optuna.Study, trial_id: int) -> None:
     """Read one trial of ``study`` into the trial cache around its storage, if it has one
     (:meth:`TrialCache.cache_trial`)."""
-    if isinstance(study._storage, TrialCache):
-        study._storage.cache_trial(study._study_id, trial_id)
+    storage = storage_of(study)
+    if isinstance(storage, TrialCache):
+        storage.cache_trial(study_id_of(study), trial_id)
     else:  # Optuna's own cache: what Study.ask does, a sync of the whole cache
-        study._storage.get_all_trials(study._study_id, deepcopy=False, states=())
+        storage.get_all_trials(study_id_of(study), deepcopy=False, states=())
 
 
 def sqlite_lock_path(database: str | Path) -> Path:
@@ -755,7 +669,7 @@ def _in_lock_transaction(
     """Run Optuna's storage calls of this thread, and ganhpo's own queries
     (:func:`connection`), in the lock's transaction: Optuna's session is bound to the lock's
     connection, each of its transactions a savepoint (its commit and rollback stay its own)."""
-    registry = rdb.scoped_session.registry
+    registry = session_registry(rdb)
     previous = registry() if registry.has() else None
     session = sqlalchemy.orm.Session(bind=conn, join_transaction_mode="create_savepoint")
     registry.set(session)
@@ -807,7 +721,7 @@ def budget_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterat
     Storages that other processes share without a lock here (Optuna's gRPC proxy, a journal)
     raise :class:`StorageError`: the budget would silently overshoot.
     """
-    rdb = getattr(storage, "_backend", storage)
+    rdb = backend_of(storage)
     if isinstance(rdb, optuna.storages.InMemoryStorage):
         yield  # one process, nothing to share
         return

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.study._frozen import FrozenStudy
 
 from ganhpo import __version__
+from ganhpo._optuna import FrozenStudy
 from ganhpo.chains import (
     GROW_ATTR,
     HANDOVER_ATTR,

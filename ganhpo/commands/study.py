@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ganhpo._optuna import study_id_of
 from ganhpo.commands import _study_test
 from ganhpo.commands._common import add_storage_args, print_json, storage_from_args
 from ganhpo.errors import ConfigError
@@ -222,7 +223,7 @@ def _mark_store(study: Any, storage: Any, location: str) -> None:
 
     store = open_artifact_store(location)  # made by _check_store
     with budget_lock(storage, study.study_name):
-        if STORE_MARKER_ATTR in storage.get_study_user_attrs(study._study_id):
+        if STORE_MARKER_ATTR in storage.get_study_user_attrs(study_id_of(study)):
             return
         study.set_user_attr(
             STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=location)

@@ -39,6 +39,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
+from ganhpo._optuna import models, storage_of, study_id_of
 from ganhpo.artifacts import ArtifactStore, list_artifacts, remove_artifact
 from ganhpo.chains import (
     HANDOVER_ATTR,
@@ -88,9 +89,8 @@ class TakenOver(Exception):
 def adopt_silent_trials(study: optuna.Study) -> list[int]:
     """Record a first heartbeat for RUNNING trials that have none (their worker died before its
     first one), so that they go stale after the grace period like any other silent trial."""
-    from optuna.storages._rdb import models
 
-    rdb = rdb_of(study._storage)
+    rdb = rdb_of(storage_of(study))
     with connection(rdb) as conn:
         ids = list(
             conn.execute(
@@ -100,7 +100,7 @@ def adopt_silent_trials(study: optuna.Study) -> list[int]:
                     models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
                 )
                 .where(
-                    models.TrialModel.study_id == study._study_id,
+                    models.TrialModel.study_id == study_id_of(study),
                     models.TrialModel.state == TrialState.RUNNING,
                     models.TrialHeartbeatModel.trial_heartbeat_id.is_(None),
                 )
@@ -117,10 +117,9 @@ def stale_trial_ids(study: optuna.Study, grace_period: int) -> list[int]:
     database's clock (Optuna's rule), found by one query that returns only them: Optuna's own
     scan loads every running trial of the study, and every worker scans before each trial and
     while it waits, so with hundreds of workers the scans grew with the square of them."""
-    from optuna.storages._rdb import models
 
     trial, beat = models.TrialModel, models.TrialHeartbeatModel
-    with connection(rdb_of(study._storage)) as conn:
+    with connection(rdb_of(storage_of(study))) as conn:
         now = conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
         limit = now.replace(tzinfo=None) - datetime.timedelta(seconds=grace_period)
         return list(
@@ -128,7 +127,7 @@ def stale_trial_ids(study: optuna.Study, grace_period: int) -> list[int]:
                 sqlalchemy.select(trial.trial_id)
                 .join(beat, beat.trial_id == trial.trial_id)
                 .where(
-                    trial.study_id == study._study_id,
+                    trial.study_id == study_id_of(study),
                     trial.state == TrialState.RUNNING,
                     beat.heartbeat < limit,
                 )
@@ -153,7 +152,7 @@ def mark_handover(storage: optuna.storages.BaseStorage, trial_id: int, reason: s
 def hand_over(study: optuna.Study, trial_id: int, reason: str, *, max_retry: int) -> bool:
     """Mark, fail and enqueue a retry of a running trial (unless it was retried ``max_retry``
     times). False when the trial had finished already: nothing was changed."""
-    storage = study._storage
+    storage = storage_of(study)
     if not mark_handover(storage, trial_id, reason):
         return False
     failpoint("handover:marked")
@@ -175,7 +174,7 @@ def repair(
     it. Only the trials to repair are loaded. Returns the trials enqueued."""
     if ledger is None:
         ledger = read_ledger(study, costs=False)
-    storage = study._storage
+    storage = storage_of(study)
     enqueued: list[FrozenTrial | None] = []
     for _, trial_id in sorted(ledger.marked.items()):
         trial = storage.get_trial(trial_id)
@@ -250,15 +249,15 @@ def link_system_attrs(trial: FrozenTrial, history: list[int], count: int) -> dic
 
 def add_waiting(study: optuna.Study, template: FrozenTrial) -> FrozenTrial:
     """Add ``template`` to the study (as ``Study.add_trial``) and return it as stored."""
-    storage = study._storage
-    return storage.get_trial(storage.create_new_trial(study._study_id, template_trial=template))
+    storage = storage_of(study)
+    return storage.get_trial(storage.create_new_trial(study_id_of(study), template_trial=template))
 
 
 def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
     """Trial ``number`` of the study, as stored."""
-    storage = study._storage
+    storage = storage_of(study)
     return storage.get_trial(
-        storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        storage.get_trial_id_from_study_id_trial_number(study_id_of(study), number)
     )
 
 
@@ -313,7 +312,7 @@ def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int)
     """Hand over every trial whose worker has been silent for the grace period; returns their
     numbers. Safe to run from every worker at once: each trial is handed over once."""
     adopt_silent_trials(study)
-    rdb = rdb_of(study._storage)
+    rdb = rdb_of(storage_of(study))
     handed = []
     for trial_id in stale_trial_ids(study, grace_period):
         frozen = rdb.get_trial(trial_id)
@@ -366,10 +365,10 @@ def study_key(study: optuna.Study) -> str:
     """The study's random key (made by the first worker that asks, under the budget lock):
     its checkpoint files are ``checkpoint-KEY-...``. Studies of one database or of several
     may share an artifact store (``./ganhpo-artifacts`` by default)."""
-    storage = study._storage
+    storage = storage_of(study)
 
     def read() -> str | None:
-        return storage.get_study_system_attrs(study._study_id).get(STUDY_KEY_ATTR)
+        return storage.get_study_system_attrs(study_id_of(study)).get(STUDY_KEY_ATTR)
 
     key = read()
     if key is None:
@@ -377,7 +376,7 @@ def study_key(study: optuna.Study) -> str:
             key = read()
             if key is None:
                 key = uuid.uuid4().hex[:12]
-                storage.set_study_system_attr(study._study_id, STUDY_KEY_ATTR, key)
+                storage.set_study_system_attr(study_id_of(study), STUDY_KEY_ATTR, key)
     return str(key)
 
 

@@ -22,6 +22,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ganhpo._failpoints import failpoint
+from ganhpo._optuna import storage_of, trial_id_of
 from ganhpo.artifacts import read_artifact, remove_artifact, write_artifact
 from ganhpo.chains import GROW_ATTR, PBT_ATTR, Ledger, member_of
 from ganhpo.spec import StrategySpec, StudySpec
@@ -191,9 +192,9 @@ class PBTStrategy(Strategy):
                             if k in plan["params"])
             )  # fmt: skip
         w._record(trial, reason, started, result)
-        storage = w.study._storage
+        storage = storage_of(w.study)
         try:
-            w._db(storage.set_trial_system_attr, trial._trial_id, PBT_ATTR, plan)
+            w._db(storage.set_trial_system_attr, trial_id_of(trial), PBT_ATTR, plan)
             failpoint("pbt:marked")
             w.tell(trial, TrialState.PRUNED)
         except UpdateFinishedTrialError as e:

@@ -42,6 +42,13 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ganhpo._failpoints import failpoint
+from ganhpo._optuna import (
+    forget_sampled_trials,
+    storage_of,
+    study_id_of,
+    trial_id_of,
+    update_trial_copy,
+)
 from ganhpo.artifacts import (
     mimetype_of,
     new_artifact_id,
@@ -471,7 +478,7 @@ class Worker:
         prepare; it reads what it needs of the other trials itself (TPE with the constant liar:
         the running ones too)."""
         failpoint("worker:opening")
-        self.study._thread_local.cached_all_trials = None
+        forget_sampled_trials(self.study)
         cache_trial(self.study, trial_id)
         return optuna.Trial(self.study, trial_id)
 
@@ -571,11 +578,11 @@ class Worker:
                 if fits and length != steps:
                     attrs["length"] = length  # what `study best --as-config` trains
                 if attrs:  # into the trial's own copy once the lock's transaction commits
-                    set_user_attrs(self.storage, trial._trial_id, attrs)
+                    set_user_attrs(self.storage, trial_id_of(trial), attrs)
                 return (target if fits else step), attrs
 
         allowed, written = self._db(reserve)
-        trial._cached_frozen_trial.user_attrs.update(written)
+        update_trial_copy(trial, written)
         if "length" in trial.user_attrs and trial.user_attrs["length"] < trainer.config.train.steps:
             trainer.end_at(int(trial.user_attrs["length"]))
             logger.info(
@@ -694,7 +701,7 @@ class Worker:
     def _resume(self, trial: optuna.Trial, trainer: Trainer) -> None:
         """Continue a handed-over trial from the checkpoint its predecessor left."""
         # A live Trial has no system_attrs: read the frozen trial from the storage.
-        frozen = self._db(self.storage.get_trial, trial._trial_id)
+        frozen = self._db(self.storage.get_trial, trial_id_of(trial))
         history = retry_history(frozen)
         if not history:
             return
@@ -709,8 +716,8 @@ class Worker:
             # at the end of its interval, unless its worker died first).
             before = self._db(
                 self.storage.get_trial,
-                self.study._storage.get_trial_id_from_study_id_trial_number(
-                    self.study._study_id, history[-1]
+                storage_of(self.study).get_trial_id_from_study_id_trial_number(
+                    study_id_of(self.study), history[-1]
                 ),
             )
             own = before.user_attrs.get("checkpoint")
@@ -775,7 +782,7 @@ class Worker:
 
         Returns the trial's final state, or None when another worker took it over.
         """
-        heartbeat = _Heartbeat(self.storage, trial._trial_id, self.spec.heartbeat_interval)
+        heartbeat = _Heartbeat(self.storage, trial_id_of(trial), self.spec.heartbeat_interval)
         heartbeat.start()
         grids = Path(tempfile.mkdtemp(prefix="ganhpo-grids-"))  # uploaded, then deleted
         try:
@@ -944,7 +951,9 @@ class Worker:
             reason = f"interrupted by {self.stop_requested} at step {result.steps}: handed back"
             self._record(trial, reason, started, result)
             failpoint("handback:recorded")
-            self._db(hand_over, self.study, trial._trial_id, reason, max_retry=self.spec.max_retry)
+            self._db(
+                hand_over, self.study, trial_id_of(trial), reason, max_retry=self.spec.max_retry
+            )
         except StorageError as e:
             self._abandon(trial, e)
             return None
@@ -984,7 +993,7 @@ class Worker:
             self._last_failure = (trial.number, signature)
             return self._finish(trial, TrialState.FAIL, reason, started, None)
         why = f"not the trial's fault: {reason}"
-        self._db(hand_over, self.study, trial._trial_id, why, max_retry=self.spec.max_retry)
+        self._db(hand_over, self.study, trial_id_of(trial), why, max_retry=self.spec.max_retry)
         like = ""
         if repeated and self._last_failure is not None:
             self._hand_over_failed(self._last_failure[0])
@@ -1090,7 +1099,7 @@ class Worker:
         if self.spec.cost is None:
             trial.report(value, step)
         else:
-            self.storage.set_trial_intermediate_value(trial._trial_id, step, value)
+            self.storage.set_trial_intermediate_value(trial_id_of(trial), step, value)
 
     def _costs(self, trial: optuna.Trial) -> list[float]:
         """The second objective of a multi-objective study (none for one with one objective):
@@ -1119,7 +1128,7 @@ class Worker:
 
         def told() -> bool:
             """Whether the trial is in ``state`` already; _TakenOver if it ended otherwise."""
-            current = self.storage.get_trial(trial._trial_id).state
+            current = self.storage.get_trial(trial_id_of(trial)).state
             if current != state and current.is_finished():
                 raise _TakenOver(f"the trial is {current.name}")
             return current == state
@@ -1157,8 +1166,8 @@ def _write_attrs(
 ) -> None:
     """Set user attributes of a running trial in one transaction, and in the ``Trial``'s own
     copy of it, which ``trial.user_attrs`` reads (as ``Trial.set_user_attr`` does for one)."""
-    set_user_attrs(storage, trial._trial_id, attrs)
-    trial._cached_frozen_trial.user_attrs.update(attrs)
+    set_user_attrs(storage, trial_id_of(trial), attrs)
+    update_trial_copy(trial, attrs)
 
 
 @dataclass(frozen=True)
