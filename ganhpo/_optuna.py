@@ -14,12 +14,15 @@ Optuna to the versions those checks passed on (README, "Dependencies").
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
+import json
 from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX, ArtifactMeta
 from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
 from optuna.storages._rdb import models
 from optuna.study._frozen import FrozenStudy
@@ -32,6 +35,7 @@ __all__ = [
     "backend_of",
     "forget_sampled_trials",
     "models",
+    "record_artifact",
     "schema_head_version",
     "session_registry",
     "storage_of",
@@ -68,6 +72,26 @@ def forget_sampled_trials(study: optuna.Study) -> None:
     (``Study._thread_local.cached_all_trials``), so that the next trial's sampling reads them
     again."""
     study._thread_local.cached_all_trials = None
+
+
+def record_artifact(
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    artifact_id: str,
+    filename: str,
+    mimetype: str,
+) -> None:
+    """Record a file of the artifact store as the trial's, as
+    :func:`optuna.artifacts.upload_artifact` records one (``artifacts:<id>`` system attribute
+    with Optuna's ``ArtifactMeta``), where optuna-dashboard and ``get_all_artifact_meta`` find
+    it. ganhpo records before it writes the file: a write that never happens leaves a record
+    of a missing file, never a file that no trial names."""
+    meta = ArtifactMeta(
+        artifact_id=artifact_id, filename=filename, mimetype=mimetype, encoding=None
+    )
+    storage.set_trial_system_attr(
+        trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(dataclasses.asdict(meta))
+    )
 
 
 def backend_of(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
@@ -242,6 +266,16 @@ def _frozen_study() -> FrozenStudy:
     return study
 
 
+def _artifact_round_trip() -> None:
+    """An artifact recorded as ganhpo records one is what Optuna's public API lists."""
+    study = _memory_study()
+    trial = study.ask()
+    record_artifact(study._storage, trial._trial_id, "contract-id", "grid.png", "image/png")
+    (meta,) = optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
+    if (meta.artifact_id, meta.filename, meta.mimetype) != ("contract-id", "grid.png", "image/png"):
+        raise ValueError(f"get_all_artifact_meta lists {meta}")
+
+
 def _rdb() -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage("sqlite:///:memory:")
 
@@ -291,5 +325,6 @@ INTERNALS: dict[str, Callable[[], object]] = {
     "optuna.storages._rdb.models.TrialValueModel, TrialIntermediateValueModel": _has(
         models, "TrialValueModel", "TrialIntermediateValueModel"
     ),
+    "optuna.artifacts._upload.ArtifactMeta, ARTIFACTS_ATTR_PREFIX": lambda: _artifact_round_trip(),
     "optuna.study._frozen.FrozenStudy": _instance_has(_frozen_study, "study_name", "user_attrs"),
 }

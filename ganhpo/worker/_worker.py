@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 from ganhpo._failpoints import failpoint
 from ganhpo._optuna import (
     forget_sampled_trials,
+    record_artifact,
     storage_of,
     study_id_of,
     trial_id_of,
@@ -763,19 +764,21 @@ class Worker:
             remove_artifact(self.artifacts, old["id"])
 
     def _upload(self, trial: optuna.Trial, data: bytes, filename: str) -> str | None:
-        """Attach a file to the trial in the artifact store (optuna-dashboard lists it)."""
+        """Attach a file to the trial in the artifact store (optuna-dashboard lists it).
+
+        Recorded in the trial first, then written: a trial taken over meanwhile refuses the
+        record (:class:`_TakenOver`) and nothing is written; a worker killed between the two
+        leaves a record of a missing file, never a file that no trial names (Optuna's
+        ``upload_artifact`` writes first)."""
         if self.artifacts is None:
             return None
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / filename
-            path.write_bytes(data)
-            return self._db(
-                optuna.artifacts.upload_artifact,
-                artifact_store=self.artifacts,
-                file_path=str(path),
-                study_or_trial=trial,
-                mimetype=mimetype_of(filename),
-            )
+        if self._study_key is None:
+            self._study_key = self._db(study_key, self.study)
+        artifact_id = new_artifact_id(f"upload-{self._study_key}")
+        mimetype = mimetype_of(filename)
+        self._db(record_artifact, self.storage, trial_id_of(trial), artifact_id, filename, mimetype)
+        write_artifact(self.artifacts, data, kind="upload", artifact_id=artifact_id)
+        return artifact_id
 
     def run_trial(self, trial: optuna.Trial) -> TrialState | None:
         """Train one trial and tell the study how it ended; never raises for a bad trial.
