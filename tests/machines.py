@@ -30,9 +30,25 @@ from pg import PrivateServer, _run_as, free_port
 from procs import worker_env
 from s3 import MotoS3
 
-__all__ = ["Cluster", "Machine"]
+__all__ = ["HBA", "PGBOUNCER_CONF", "POSTGRES_CONF", "URL_TLS", "Cluster", "Machine"]
 
 USER, PASSWORD, DATABASE = "ganhpo", "cluster-S3cret-pw", "cluster"
+
+# The database machine's configuration, as README "Run on several machines" gives it (the test
+# of that section checks the README against these): settings with fixed values, and the keys
+# whose values are this host's addresses and files.
+POSTGRES_CONF = {"ssl": "on", "password_encryption": "scram-sha-256"}
+POSTGRES_KEYS = ("listen_addresses", "ssl_cert_file", "ssl_key_file")
+HBA = ("hostssl", "all", "all", "scram-sha-256")  # and the cluster's network, before the method
+PGBOUNCER_CONF = {
+    "auth_type": "scram-sha-256",
+    "pool_mode": "transaction",
+    "client_tls_sslmode": "require",
+}
+PGBOUNCER_KEYS = (
+    "listen_addr", "listen_port", "auth_file", "client_tls_key_file", "client_tls_cert_file"
+)  # fmt: skip
+URL_TLS = "sslmode=verify-full&sslrootcert="  # the storage URL's query, then the CA's path
 
 
 def _ip(*args: str) -> None:
@@ -170,7 +186,7 @@ class Cluster:
         TLS verified against the cluster's CA."""
         return (
             f"postgresql://{USER}:{PASSWORD}@{self.host_ip}:{self.bouncer_port}/{DATABASE}"
-            f"?sslmode=verify-full&sslrootcert={self.tls / 'ca.crt'}"
+            f"?{URL_TLS}{self.tls / 'ca.crt'}"
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -243,17 +259,16 @@ class Cluster:
         server = PrivateServer(
             settings={
                 "listen_addresses": f"127.0.0.1,{self.host_ip}",
-                "ssl": "on",
                 "ssl_cert_file": str(cert),
                 "ssl_key_file": str(key),
-                "password_encryption": "scram-sha-256",
+                **POSTGRES_CONF,
             }
         )
         self.server = server
         server._initdb()
         with open(server.data_dir / "pg_hba.conf", "a") as hba:
             # The cluster network: TLS and a password, nothing else.
-            hba.write(f"hostssl all all {self.prefix}.0/24 scram-sha-256\n")
+            hba.write(" ".join((*HBA[:3], f"{self.prefix}.0/24", HBA[3])) + "\n")
         server.start()
         import sqlalchemy
 
@@ -283,13 +298,11 @@ class Cluster:
             f"listen_addr = {self.host_ip}",
             f"listen_port = {self.bouncer_port}",
             f"unix_socket_dir = {root}",
-            "auth_type = scram-sha-256",
             f"auth_file = {root / 'users.txt'}",
-            "pool_mode = transaction",
+            *(f"{k} = {v}" for k, v in PGBOUNCER_CONF.items()),
             "default_pool_size = 10",
             "max_client_conn = 500",
             "query_wait_timeout = 0",
-            "client_tls_sslmode = require",
             f"client_tls_key_file = {self.tls / 'server.key'}",
             f"client_tls_cert_file = {self.tls / 'server.crt'}",
             f"logfile = {root / 'pgbouncer.log'}",

@@ -9,20 +9,27 @@ budget is spent exactly, no trial is left running or waiting, no object is left 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
 from faults import FAST, load
-from machines import Cluster
+from machines import (
+    HBA,
+    PGBOUNCER_CONF,
+    PGBOUNCER_KEYS,
+    POSTGRES_CONF,
+    POSTGRES_KEYS,
+    URL_TLS,
+    Cluster,
+)
 from optuna.trial import FrozenTrial, TrialState
-from procs import QUICK, wait_for
+from procs import QUICK, ROOT, wait_for
 from s3 import BUCKET
 
 from ganhpo.artifacts import STORE_MARKER_ATTR
 from ganhpo.chains import steps_spent
 from ganhpo.spec import load_study_spec
-
-pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
 GRACE = 6
 MAX_STEPS = 1440  # six trials of 240 steps
@@ -51,6 +58,7 @@ def running_on(url: str, host: str, step: int) -> FrozenTrial | None:
     return None
 
 
+@pytest.mark.slow  # started first (tests/conftest.py)
 def test_three_machines_one_lost_one_cut_off() -> None:
     with Cluster(machines=3) as cluster:
         m1, m2, m3 = cluster.machines
@@ -143,3 +151,21 @@ def test_three_machines_one_lost_one_cut_off() -> None:
             f"cut-off trial {cut.number} (cut for {cut_for:.0f} s) at "
             f"{retry_of(cut.number).user_attrs['resumed_at_step']}"
         )
+
+
+def test_the_readme_recipe_is_what_the_cluster_runs() -> None:
+    """README "Run on several machines" configures the database machine, and starts the worker
+    machines, as the simulated cluster does."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Run on several machines", 1)[1].split("\n## ", 1)[0]
+    settings = dict(re.findall(r"^\s*(\w+) = '?([^'#\n]*?)'?\s*(?:#.*)?$", section, re.M))
+    for key, value in {**POSTGRES_CONF, **PGBOUNCER_CONF}.items():
+        assert settings.get(key) == value, (key, settings.get(key))
+    for key in (*POSTGRES_KEYS, *PGBOUNCER_KEYS):
+        assert key in settings, key
+    hba = re.search(r"^\s*(hostssl) (all) (all) \S+/\d+ (scram-sha-256)$", section, re.M)
+    assert hba is not None and hba.groups() == HBA
+    url = re.search(r"export GANHPO_STORAGE='(postgresql://[^']+)'", section)
+    assert url is not None and f"?{URL_TLS}" in url.group(1), section
+    for command in ("ganhpo study create ", "ganhpo doctor --study ", "ganhpo worker --study "):
+        assert command in section, command
