@@ -3,8 +3,8 @@
 A directory (a shared mount across machines) or ``s3://bucket/prefix`` through Optuna's
 Boto3 store. Checkpoints are written under ids ganhpo chooses and tracked in the trial's user
 attributes (``checkpoint``), so an old one can be removed when a new one is written; final
-generators and sample grids are uploaded with :func:`optuna.artifacts.upload_artifact`, so
-optuna-dashboard lists them with their trial.
+generators and sample grids are recorded in their trial as Optuna's ``upload_artifact`` records
+them, so optuna-dashboard lists them with their trial.
 
 A store is made once, when its study is created (``ganhpo study create``), which writes a
 *marker* into it and records the marker's id in the study. Everywhere else (a worker, on any
@@ -15,7 +15,8 @@ study's, or a different folder mounted at the study's path).
 
 Every operation of an S3 store that fails for the store's reasons (its endpoint unreachable, a
 bucket missing, credentials refused) raises :class:`StoreUnavailable`, an :class:`OSError`: as
-for a directory on a broken mount, the environment is at fault, not the trial.
+for a directory on a broken mount, the environment is at fault, not the trial. A worker waits
+for a store that went away (:class:`PatientStore`) before it gives its trial back.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import io
 import json
 import logging
 import os
+import random
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,6 +44,7 @@ __all__ = [
     "DEFAULT_ARTIFACTS",
     "STORE_MARKER_ATTR",
     "ArtifactStore",
+    "PatientStore",
     "StoreUnavailable",
     "check_store_marker",
     "list_artifacts",
@@ -77,6 +82,73 @@ class StoreUnavailable(OSError):
     """An artifact store operation failed for the store's reasons (an S3 endpoint that cannot
     be reached, a missing bucket, refused credentials). An :class:`OSError`, as a broken
     mount's errors are, so that a worker hands its trial back instead of failing it."""
+
+
+class PatientStore:
+    """A store whose operations wait out an outage: one that raises :class:`StoreUnavailable`
+    is tried again, with pauses doubling up to 30 s, for up to ``patience`` seconds from its
+    first failure (or until ``stopping()`` says the worker was asked to stop), then raises.
+    Every operation of a worker's store is safe to repeat (ids are chosen before the write).
+    So a trial waits for a store down for a minute, its heartbeats going on, instead of being
+    handed back, and its worker does not stop."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        patience: float,
+        stopping: Callable[[], bool] = lambda: False,
+        location: str = "",
+    ) -> None:
+        self.store = store
+        self.patience = patience
+        self._stopping = stopping
+        self._location = location
+
+    def _patiently(self, what: str, op: Callable[[], Any]) -> Any:
+        since: float | None = None
+        pause = 1.0
+        while True:
+            try:
+                result = op()
+            except StoreUnavailable as e:
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    logger.warning(
+                        "the artifact store %s is unavailable (%s); retrying for up to %.0f s",
+                        self._location,
+                        e,
+                        self.patience,
+                    )
+                if now - since + pause > self.patience or self._stopping():
+                    raise
+                time.sleep(pause * random.uniform(0.5, 1.5))
+                pause = min(pause * 2, 30.0)
+                continue
+            if since is not None:
+                logger.warning(
+                    "the artifact store is back after %.0f s (%s)", time.monotonic() - since, what
+                )
+            return result
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        def read() -> BinaryIO:  # whole, so that a read that fails midway is tried again
+            with self.store.open_reader(artifact_id) as f:
+                return io.BytesIO(f.read())
+
+        return self._patiently(f"reading {artifact_id}", read)  # type: ignore[no-any-return]
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        data = content_body.read()
+        self._patiently(
+            f"writing {artifact_id}", lambda: self.store.write(artifact_id, io.BytesIO(data))
+        )
+
+    def remove(self, artifact_id: str) -> None:
+        self._patiently(f"removing {artifact_id}", lambda: self.store.remove(artifact_id))
+
+    def list_ids(self, prefix: str) -> list[str]:
+        return self._patiently(f"listing {prefix}*", lambda: self.store.list_ids(prefix))  # type: ignore[no-any-return]
 
 
 def resolve_artifacts(location: str | Path | None) -> str:

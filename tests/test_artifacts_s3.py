@@ -139,9 +139,10 @@ def test_the_store_down_mid_trial_hands_the_trial_back(
 ) -> None:
     url = env["GANHPO_STORAGE"]
     s3_study(tmp_path, env, budget=1, steps=400)
-    a = start("worker", "--study", "quick", cwd=tmp_path, env=env, log=tmp_path / "a.log")
+    argv = ["worker", "--study", "quick", "--store-retry-timeout", "5"]
+    a = start(*argv, cwd=tmp_path, env=env, log=tmp_path / "a.log")
     wait_for(lambda: _checkpoint_step(url), 300, "trial 0's first checkpoint")
-    s3.stop()  # the network to the store is cut
+    s3.stop()  # the network to the store is cut, for longer than the worker waits
     assert finish(a, timeout=300) == 1, (tmp_path / "a.log").read_text()
     line = (tmp_path / "a.log").read_text().strip().splitlines()[-1]
     assert line.startswith("ganhpo: error: trial 0 failed: StoreUnavailable: S3 store s3://"), line
@@ -159,6 +160,30 @@ def test_the_store_down_mid_trial_hands_the_trial_back(
     retry = retry_of(trials, 0)
     assert retry.state == TrialState.COMPLETE and counted_trials(trials) == 1
     assert retry.user_attrs["resumed_at_step"] == recorded["step"] > 0
+    assert not s3.objects("studies/one/checkpoint-")
+
+
+@pytest.mark.slow  # started first (tests/conftest.py)
+def test_the_store_down_for_a_minute_is_waited_for(
+    s3: MotoS3, env: dict[str, str], tmp_path: Path
+) -> None:
+    """The store goes away for 60 s mid-trial: the worker waits for it (its heartbeats going
+    on), and the trial goes on where it was, neither handed back nor failed."""
+    url = env["GANHPO_STORAGE"]
+    s3_study(tmp_path, env, budget=1, steps=400)
+    log = tmp_path / "a.log"
+    a = start("worker", "--study", "quick", cwd=tmp_path, env=env, log=log)
+    wait_for(lambda: _checkpoint_step(url), 300, "trial 0's first checkpoint")
+    s3.stop()
+    time.sleep(60)
+    s3.start()
+    assert finish(a, timeout=300) == 0, log.read_text()
+    text = log.read_text()
+    assert "is unavailable" in text and "retrying for up to 300 s" in text, text
+    assert "the artifact store is back after" in text, text
+    trials = load(url).get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE], text  # one trial, never handed
+    assert trials[0].user_attrs["steps"] == 400 and "resumed_at_step" not in trials[0].user_attrs
     assert not s3.objects("studies/one/checkpoint-")
 
 

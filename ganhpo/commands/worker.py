@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="retry database errors this long before giving up (default 300)",
     )
     p.add_argument(
+        "--store-retry-timeout",
+        type=positive(float),
+        default=300.0,
+        metavar="SECONDS",
+        help="wait this long for an artifact store that became unavailable before handing the "
+        "trial back (default 300)",
+    )
+    p.add_argument(
         "--workers",
         type=positive(int),
         metavar="N",
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         artifacts=artifacts,
         db_retry_timeout=args.db_retry_timeout,
+        store_retry_timeout=args.store_retry_timeout,
     )
     worker = Worker(study, spec, options, storage=storage)
     worker.preflight()  # a broken store, dataset or extractor stops here, before any trial
@@ -137,6 +146,7 @@ def _child_argv(args: argparse.Namespace, artifacts: str) -> list[str]:
     argv = ["worker", "--study", args.study, "--artifacts", artifacts]
     argv += ["--connect-timeout", str(args.connect_timeout)]
     argv += ["--db-retry-timeout", str(args.db_retry_timeout)]
+    argv += ["--store-retry-timeout", str(args.store_retry_timeout)]
     for option, value in (
         ("--n-trials", args.n_trials),
         ("--timeout", args.timeout),

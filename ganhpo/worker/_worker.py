@@ -51,6 +51,7 @@ from ganhpo._optuna import (
     update_trial_copy,
 )
 from ganhpo.artifacts import (
+    PatientStore,
     mimetype_of,
     new_artifact_id,
     open_artifact_store,
@@ -142,6 +143,7 @@ class WorkerOptions:
     cache_dir: str | Path | None = None
     artifacts: str | None = None  # artifact store location (see ganhpo.artifacts)
     db_retry_timeout: float = 300.0  # how long database errors are retried before giving up
+    store_retry_timeout: float = 300.0  # how long an unavailable artifact store is waited for
 
 
 @dataclass
@@ -273,7 +275,18 @@ class Worker:
             path=ds.path,
             limit=ds.limit,
         )
-        self.artifacts = open_artifact_store(options.artifacts) if options.artifacts else None
+        # A store that goes away is waited for (PatientStore); the preflight tries the store
+        # itself, so that one that does not work at all stops the worker at once.
+        self.artifacts = (
+            PatientStore(
+                open_artifact_store(options.artifacts),
+                options.store_retry_timeout,
+                stopping=lambda: self.stop_requested is not None,
+                location=options.artifacts,
+            )
+            if options.artifacts
+            else None
+        )
         self._evaluator: Any = None
         self.host = socket.gethostname()
         self.stop_requested: str | None = None  # the signal that asked this worker to stop
@@ -292,9 +305,10 @@ class Worker:
         if self.artifacts is not None:
             probe = b"ganhpo artifact store probe"
             try:
-                artifact_id = write_artifact(self.artifacts, probe, kind="probe")
-                ok = read_artifact(self.artifacts, artifact_id) == probe
-                remove_artifact(self.artifacts, artifact_id)
+                store = self.artifacts.store
+                artifact_id = write_artifact(store, probe, kind="probe")
+                ok = read_artifact(store, artifact_id) == probe
+                remove_artifact(store, artifact_id)
             except Exception as e:
                 raise ConfigError(
                     f"the artifact store {self.options.artifacts} is not usable ({e}); make it "
