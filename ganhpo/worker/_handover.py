@@ -215,8 +215,14 @@ def _enqueue_retry(
     """A WAITING copy of ``trial``: its parameters, user attributes (seed, checkpoint, grids)
     and FID curve, with Optuna's retry bookkeeping (``RetryHeartbeatStaleTrialCallback``'s)."""
     system_attrs = link_system_attrs(trial, history, count)
-    # Its own status and compute to come; the predecessor keeps the steps it reserved.
-    dropped = LINK_ATTRS + (CHECKPOINT_ATTRS if from_start else ())
+    # Its own status and compute to come; the predecessor keeps the steps it reserved. Where
+    # the predecessor resumed from is its own: a retry whose worker dies before it resumes
+    # must not claim its predecessor's resumed_at_step (the chaos test caught one).
+    dropped = (
+        LINK_ATTRS
+        + ("resumed_from_trial", "resumed_at_step")
+        + (CHECKPOINT_ATTRS if from_start else ())
+    )
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     retry = add_waiting(
         study,

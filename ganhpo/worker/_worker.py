@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -786,9 +787,8 @@ class Worker:
         ``upload_artifact`` writes first)."""
         if self.artifacts is None:
             return None
-        if self._study_key is None:
-            self._study_key = self._db(study_key, self.study)
-        artifact_id = new_artifact_id(f"upload-{self._study_key}")
+        # A bare UUID, as Optuna's: optuna-dashboard serves ids of hex digits and dashes only.
+        artifact_id = str(uuid.uuid4())
         mimetype = mimetype_of(filename)
         self._db(record_artifact, self.storage, trial_id_of(trial), artifact_id, filename, mimetype)
         write_artifact(self.artifacts, data, kind="upload", artifact_id=artifact_id)
