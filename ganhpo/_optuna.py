@@ -36,6 +36,7 @@ __all__ = [
     "forget_sampled_trials",
     "models",
     "record_artifact",
+    "record_study_artifact",
     "schema_head_version",
     "session_registry",
     "storage_of",
@@ -91,6 +92,24 @@ def record_artifact(
     )
     storage.set_trial_system_attr(
         trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(dataclasses.asdict(meta))
+    )
+
+
+def record_study_artifact(
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    artifact_id: str,
+    filename: str,
+    mimetype: str,
+) -> None:
+    """Record a file of the artifact store as the study's own, as
+    :func:`optuna.artifacts.upload_artifact` records one for a study (where optuna-dashboard
+    lists the study's artifacts); recorded before the file is written, as trials' are."""
+    meta = ArtifactMeta(
+        artifact_id=artifact_id, filename=filename, mimetype=mimetype, encoding=None
+    )
+    storage.set_study_system_attr(
+        study_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(dataclasses.asdict(meta))
     )
 
 

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial
 from ganhpo._files import atomic_write_bytes
 from ganhpo.errors import ConfigError
 from ganhpo.plots import PAGES, _completed, _direction, _metric, _objective, _timeline_info
+from ganhpo.study import ensembles_of
 
 __all__ = ["write_report"]
 
@@ -56,6 +57,8 @@ class TrialRow:
     params: dict[str, Any]
     status: str
     grid: str | None = None  # the sample grid's path inside the report
+    test_fid: float | None = None  # 'ganhpo study test': on the test split, fresh latents
+    test_fid_std: float | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class IndexInfo:
     states: dict[str, int]
     best: list[TrialRow]
     notes: list[str] = field(default_factory=list)
+    ensembles: list[dict[str, Any]] = field(default_factory=list)  # 'ganhpo ensemble's
 
 
 def _index_info(study: optuna.Study, top: int = BEST_ROWS) -> IndexInfo:
@@ -93,6 +97,8 @@ def _index_info(study: optuna.Study, top: int = BEST_ROWS) -> IndexInfo:
             kid=metric(t, "kid"),
             params=dict(t.params),
             status=str(t.user_attrs.get("status", "")),
+            test_fid=_number(t.user_attrs.get("test_fid")),
+            test_fid_std=_number(t.user_attrs.get("test_fid_std")),
         )
         for t in ranked
     ]
@@ -104,6 +110,46 @@ def _index_info(study: optuna.Study, top: int = BEST_ROWS) -> IndexInfo:
         states=_timeline_info(study).states,
         best=rows,
         notes=notes,
+        ensembles=ensembles_of(study),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _fid_cell(fid: float | None, std: float | None) -> str:
+    text = "" if fid is None else _fmt(fid) + ("" if std is None else f" ± {std:.2g}")
+    return f"<td class='num'>{html.escape(text)}</td>"
+
+
+def _ensembles_html(ensembles: Sequence[dict[str, Any]]) -> str:
+    """The ensembles 'ganhpo ensemble' recorded: members, weights, test FID beside the best
+    member's alone."""
+    if not ensembles:
+        return ""
+    head = "".join(
+        f"<th>{h}</th>" for h in ["trials", "weights", "test FID", "best member alone", "artifact"]
+    )
+    rows = []
+    for e in ensembles:
+        weights = ", ".join(f"{w:.2f}" for w in e.get("weights", []))
+        best = f"trial {e.get('best_member')}: " + _fmt(e.get("best_member_test_fid"))
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(', '.join(str(n) for n in e.get('trials', [])))}</td>"
+            f"<td>{html.escape(str(e.get('weighing', '')))} {html.escape(weights)}</td>"
+            + _fid_cell(_number(e.get("test_fid")), _number(e.get("test_fid_std")))
+            + f"<td>{html.escape(best)}</td><td>{html.escape(str(e.get('artifact', '')))}</td>"
+            "</tr>"
+        )
+    return (
+        "<h2>Ensembles</h2>\n<p>Mixtures of the best generators ('ganhpo ensemble'), scored on "
+        "the test split.</p>\n<table id='ensembles'><thead><tr>"
+        + head
+        + "</tr></thead><tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>"
     )
 
 
@@ -193,7 +239,15 @@ def _index_html(info: IndexInfo, pages: Sequence[tuple[str, str]]) -> str:
     # FID and KID are always shown; another objective gets a column of its own.
     own = info.objective not in ("fid", "kid")
     # KID as stored: the MMD² itself, not ×10³ as papers print it.
-    columns = ["trial", *([info.objective] if own else []), "FID", "KID (unscaled)", *params]
+    tested = any(r.test_fid is not None for r in info.best)  # after 'ganhpo study test'
+    columns = [
+        "trial",
+        *([info.objective] if own else []),
+        "FID",
+        *(["test FID"] if tested else []),
+        "KID (unscaled)",
+        *params,
+    ]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in [*columns, "status", "sample grid"])
     body_rows = []
     for r in info.best:
@@ -201,6 +255,7 @@ def _index_html(info: IndexInfo, pages: Sequence[tuple[str, str]]) -> str:
             f"<td class='num'>{r.number}</td>",
             *([f"<td class='num'>{_fmt(r.value)}</td>"] if own else []),
             f"<td class='num'>{'' if r.fid is None else _fmt(r.fid)}</td>",
+            *([_fid_cell(r.test_fid, r.test_fid_std)] if tested else []),
             f"<td class='num'>{'' if r.kid is None else _fmt(r.kid)}</td>",
             *(
                 f"<td>{html.escape(_fmt(r.params[p])) if p in r.params else ''}</td>"
@@ -229,7 +284,8 @@ def _index_html(info: IndexInfo, pages: Sequence[tuple[str, str]]) -> str:
         f"<h1>Study {html.escape(info.name)}</h1>\n"
         f"<p>{html.escape(info.direction)} {html.escape(info.objective)} · trials: "
         f"{html.escape(states)}</p>\n<ul>{links}</ul>\n"
-        f"<h2>Best trials</h2>\n{_notes_html(info.notes)}{table}",
+        f"<h2>Best trials</h2>\n{_notes_html(info.notes)}{table}\n"
+        + _ensembles_html(info.ensembles),
         plotly=False,
     )
 

@@ -33,7 +33,10 @@ __all__ = [
     "TEST_ATTRS",
     "TestRun",
     "TestScore",
+    "best_completed",
     "completed_trial",
+    "fid_sort_key",
+    "finite_or_none",
     "open_store",
     "run_generator",
     "sample_images",
@@ -267,15 +270,7 @@ def test_trials(
             "its search was scored on; choose another seed"
         )
     test, train = test_reference(study, data_dir=data_dir)
-    completed = sorted(
-        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values),
-        key=lambda t: (t.values[0], t.number),
-    )
-    if not completed:
-        raise StorageError(
-            f"study {study.study_name!r} has no completed trial yet; run 'ganhpo worker "
-            f"--study {study.study_name}' first"
-        )
+    completed = best_completed(study, top)
     target = torch.device(device)
     evaluator = Evaluator(
         test, extractor=base.eval.extractor, device=target, cache_dir=cache_dir, seed=seed,
@@ -289,7 +284,7 @@ def test_trials(
             "FID is biased by the mismatch (compare these test FIDs with one another)"
         )
     scores = []
-    for rank, trial in enumerate(completed[:top], start=1):
+    for rank, trial in enumerate(completed, start=1):
         generator_file = trial_generator(study, trial, store)
         config = generator_file.config
         generator = generator_file.build(device=target, data_dir=data_dir)
@@ -299,8 +294,8 @@ def test_trials(
         )  # fmt: skip
         scores.append(TestScore(trial.number, rank, trial.values[0], result.fid, result.fid_std))
         attrs: dict[str, object] = {
-            "test_fid": _finite_or_none(result.fid),
-            "test_fid_std": _finite_or_none(result.fid_std),
+            "test_fid": finite_or_none(result.fid),
+            "test_fid_std": finite_or_none(result.fid_std),
             "test_samples": samples,
             "test_seed": seed,
             "test_reference": reference,
@@ -309,7 +304,7 @@ def test_trials(
         logger.info(
             "trial %d: test FID %.4f (search FID %.4f)", trial.number, result.fid, trial.values[0]
         )
-    by_test = sorted(scores, key=lambda s: (_sort_key(s.test_fid), s.search_rank))
+    by_test = sorted(scores, key=lambda s: (fid_sort_key(s.test_fid), s.search_rank))
     ranked = [
         TestScore(s.number, s.search_rank, s.search_fid, s.test_fid, s.test_fid_std, i)
         for i, s in enumerate(by_test, start=1)
@@ -331,9 +326,26 @@ def test_trials(
     )
 
 
-def _finite_or_none(value: float) -> float | None:
+def best_completed(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The ``top`` completed trials of the best (lowest) objective, best first; raises
+    StorageError when there is none."""
+    completed = sorted(
+        (t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values),
+        key=lambda t: (fid_sort_key(t.values[0]), t.number),
+    )
+    if not completed:
+        raise StorageError(
+            f"study {study.study_name!r} has no completed trial yet; run 'ganhpo worker "
+            f"--study {study.study_name}' first"
+        )
+    return completed[:top]
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value``, or None for inf and nan (JSON and Optuna's attributes have neither)."""
     return value if math.isfinite(value) else None
 
 
-def _sort_key(value: float) -> float:
+def fid_sort_key(value: float) -> float:
+    """A FID to sort by, best first: nan and inf last."""
     return value if math.isfinite(value) else math.inf

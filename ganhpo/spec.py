@@ -224,13 +224,6 @@ STRATEGIES = ("optuna", "grow", "pbt")
 # reported on repetitions 3-5 (BENCHMARKS.md 1c). The default strategy of a study with a
 # compute budget (and one objective) is grow with it.
 DEFAULT_SEARCH_FRACTION = 0.25
-# Growth needs a search to grow from: a budget of steps whose search share buys fewer trials of
-# train.steps than this keeps the fixed-length search as its default. At B = 4 L the quarter
-# is one trial (the preset, grown), which lost to TPE + Hyperband at length L on 8 repetitions
-# (BENCHMARKS 1c: median 139.6 against 121.7); at 16 L (4 trials) grow won by far (33.4 against
-# 83.6). A device-time budget's length in trials is known only once trials are measured: it
-# keeps grow.
-MIN_SEARCH_TRIALS = 4
 # The keys of [strategy] each strategy takes (besides its name).
 STRATEGY_KEYS = {
     "optuna": ("guard",),
@@ -741,7 +734,6 @@ def parse_study_spec(
             data,
             compute_budget=max_steps is not None or max_device_hours is not None,
             single_objective=cost is None,
-            budget_lengths=None if max_steps is None else max_steps / base.train.steps,
         )
         if strategy.name == "pbt":
             pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
@@ -858,20 +850,18 @@ def _parse_strategy(
     *,
     compute_budget: bool,
     single_objective: bool,
-    budget_lengths: float | None,
 ) -> StrategySpec:
     """The ``[strategy]`` table, checked against the rest of the spec; without one,
     :func:`default_strategy`."""
-    default = default_strategy(compute_budget and single_objective, budget_lengths)
     if raw is None:
-        return default
+        return default_strategy(compute_budget and single_objective)
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
         raise ConfigError('[strategy] must be a table with name = "optuna", "grow" or "pbt"')
     raw = dict(raw)
     # Without a name, the default of this budget (grow for a compute budget), its keys changed.
-    name = raw.get("name", default.name)
+    name = raw.get("name", default_strategy(compute_budget and single_objective).name)
     if name not in STRATEGIES:
         raise ConfigError(
             f"strategy.name = {name!r} is invalid; use {', '.join(map(repr, STRATEGIES))}"
@@ -902,17 +892,12 @@ def _parse_strategy(
     return StrategySpec(**values)
 
 
-def default_strategy(compute_budget: bool, budget_lengths: float | None = None) -> StrategySpec:
+def default_strategy(compute_budget: bool) -> StrategySpec:
     """ganhpo's strategy when a spec has no ``[strategy]``: with a compute budget (and one
     objective), ``grow`` with :data:`DEFAULT_SEARCH_FRACTION` of it for the search, so that the
     best generator may train beyond ``train.steps`` (``bench/compute_budget.py``: BENCHMARKS.md
-    1c), unless the budget is ``budget_lengths`` trials of ``train.steps`` and its search share
-    would buy fewer than :data:`MIN_SEARCH_TRIALS`; else ``optuna``, every trial at most
-    ``train.steps``."""
-    small = (
-        budget_lengths is not None and budget_lengths * DEFAULT_SEARCH_FRACTION < MIN_SEARCH_TRIALS
-    )
-    if compute_budget and not small:
+    1c); else ``optuna``, every trial at most ``train.steps``."""
+    if compute_budget:
         return StrategySpec(name="grow", search_fraction=DEFAULT_SEARCH_FRACTION)
     return StrategySpec()
 

@@ -64,6 +64,9 @@ logger = logging.getLogger(__name__)
 
 SPEC_ATTR = "ganhpo:spec"
 ARTIFACTS_ATTR = "ganhpo:artifacts"
+# One study user attribute per ensemble that 'ganhpo ensemble' made of the study:
+# "ganhpo:ensemble:<artifact id>" -> its summary (members, weights, test FID).
+ENSEMBLE_ATTR_PREFIX = "ganhpo:ensemble:"
 VERSION_ATTR = "ganhpo:version"
 
 # The name of each objective as Optuna's metric name: what optuna-dashboard and Optuna's plots
@@ -350,8 +353,20 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "growth": _growth(spec, trials) if spec.strategy.name == "grow" else None,
         "waiting": states["WAITING"],
         "best": best,
+        "ensembles": ensembles_of(study),
         **extra,
     }
+
+
+def ensembles_of(study: optuna.Study) -> list[dict[str, Any]]:
+    """The ensembles ``ganhpo ensemble`` made of the study (each its recorded summary, with its
+    ``artifact`` id), oldest first."""
+    attrs = study.user_attrs
+    return [
+        {"artifact": key[len(ENSEMBLE_ATTR_PREFIX) :], **value}
+        for key, value in attrs.items()
+        if key.startswith(ENSEMBLE_ATTR_PREFIX) and isinstance(value, dict)
+    ]
 
 
 def _growth(spec: StudySpec, trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:

@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ganhpo.commands import dashboard, doctor, plot, sample, score, study, train, worker
+from ganhpo.commands import (
+    dashboard,
+    doctor,
+    ensemble,
+    plot,
+    sample,
+    score,
+    study,
+    train,
+    worker,
+)
 
 __all__ = ["COMMANDS"]
 
@@ -17,5 +27,6 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     plot.register,
     score.register,
     sample.register,
+    ensemble.register,
     dashboard.register,
 ]

@@ -354,6 +354,17 @@ def show(args: argparse.Namespace) -> int:
             )
         for k, v in best["params"].items():
             print(f"  {k:<12} {v}")
+    for e in info.get("ensembles", []):  # recorded by 'ganhpo ensemble'
+        fid, std, alone = e.get("test_fid"), e.get("test_fid_std"), e.get("best_member_test_fid")
+        print(
+            f"ensemble   trials {', '.join(map(str, e['trials']))} ({e['weighing']} weights "
+            f"{', '.join(f'{w:.2f}' for w in e['weights'])}): test FID "
+            + ("nan" if fid is None else f"{fid:.4f}")
+            + (f" ± {std:.2g}" if std is not None else "")
+            + f"; its best member alone, trial {e['best_member']}: "
+            + ("nan" if alone is None else f"{alone:.4f}")
+            + f" (artifact {e['artifact']})"
+        )
     front = info.get("pareto_front")
     if front:
         cost = info["objectives"][1]

@@ -16,12 +16,24 @@ spec that made it::
 files written before this format (``{"config": dataclasses.asdict(config), "G": ...}``:
 format 1, the evaluated generator only) and full training checkpoints (:mod:`checkpoint`).
 Nothing is unpickled but tensors and plain values (``torch.load(weights_only=True)``).
+
+An ensemble (``ganhpo ensemble``) is a generator file too, of its own kind::
+
+    {"format": 1, "kind": "ensemble",
+     "config": the first member's config, latent_dim the largest of the members',
+     "image_shape": [C, H, W],
+     "members": [{"config", "image_shape", "step", "ema", "G"} of each member's generator],
+     "weights": [w_1, ...], "info": what made it (study, trials, how the weights were chosen)}
+
+and builds into a :class:`ganhpo.train.mixture.MixtureGenerator`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +48,10 @@ if TYPE_CHECKING:
     from ganhpo.train.loop import Trainer
 
 __all__ = [
+    "ENSEMBLE_FORMAT",
     "GENERATOR_FORMAT",
     "GeneratorFile",
+    "dump_ensemble",
     "dump_generator",
     "load_generator",
     "read_generator",
@@ -48,6 +62,8 @@ __all__ = [
 # 1: {"config": dataclasses.asdict(config), "G": state dict}, with no "format" key.
 GENERATOR_FORMAT = 2
 _KIND = "generator"
+ENSEMBLE_FORMAT = 1
+_ENSEMBLE_KIND = "ensemble"
 
 Source = str | Path | bytes
 
@@ -60,6 +76,9 @@ class GeneratorFile:
     (``ema``), else the trained generator. ``train_weights`` are the trained generator's when
     ``weights`` are the EMA copy and the file kept both (format 2, checkpoints). ``step`` and
     ``image_shape`` are None when the file did not record them (format 1).
+
+    An ensemble's file has its ``members`` (each a GeneratorFile) and their ``mixture``
+    weights, and no weights of its own.
     """
 
     config: TrainConfig
@@ -70,6 +89,14 @@ class GeneratorFile:
     image_shape: tuple[int, int, int] | None
     format: int
     source: str
+    members: tuple[GeneratorFile, ...] = ()
+    mixture: tuple[float, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether this is an ensemble of generators (``ganhpo ensemble``)."""
+        return bool(self.members)
 
     def select(self, ema: bool | None = None) -> dict[str, torch.Tensor]:
         """The weights of the EMA generator (``ema=True``), of the trained one (False), or of
@@ -116,6 +143,8 @@ class GeneratorFile:
         from ganhpo.train.loop import _networks, resolve_device
 
         target = resolve_device(device) if isinstance(device, str) else device
+        if self.members:
+            return self._build_mixture(target, ema, data_dir)
         weights = self.select(ema)
         generator, _ = _networks(self.config, self.shape(data_dir))
         try:
@@ -130,6 +159,20 @@ class GeneratorFile:
                 "that trained it"
             ) from e
         return generator.to(target).eval()
+
+    def _build_mixture(
+        self, target: torch.device, ema: bool | None, data_dir: str | Path | None
+    ) -> nn.Module:
+        from ganhpo.train.mixture import MixtureGenerator
+
+        if ema is not None:
+            raise CheckpointError(
+                f"{self.source} is an ensemble: it keeps the generator each member was scored "
+                "on, so there is no EMA or trained copy to choose; drop --ema/--no-ema"
+            )
+        built = [m.build(device=target, data_dir=data_dir) for m in self.members]
+        dims = [m.config.model.latent_dim for m in self.members]
+        return MixtureGenerator(built, self.mixture, dims).to(target).eval()
 
 
 def _state_of(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -167,6 +210,80 @@ def save_generator(trainer: Trainer, path: str | Path) -> Path:
     return path
 
 
+def ensemble_state(
+    members: Sequence[GeneratorFile], weights: Sequence[float], info: dict[str, Any]
+) -> dict[str, Any]:
+    """The file contents of an ensemble of ``members`` (generator files that record their
+    image shape, all the same) mixed in proportions ``weights`` (see the module)."""
+    if not members or len(members) != len(weights):
+        raise ValueError("an ensemble needs members and one weight for each")
+    shapes = {m.image_shape for m in members}
+    if None in shapes or len(shapes) != 1:
+        raise CheckpointError(
+            "the members of an ensemble must make images of one recorded size, got "
+            + ", ".join(str(s) for s in sorted(shapes, key=str))
+        )
+    if any(m.members for m in members):
+        raise CheckpointError("an ensemble's members must be generators, not ensembles")
+    (shape,) = shapes
+    first = members[0].config
+    widest = max(m.config.model.latent_dim for m in members)
+    config = dataclasses.replace(first, model=dataclasses.replace(first.model, latent_dim=widest))
+    return {
+        "format": ENSEMBLE_FORMAT,
+        "kind": _ENSEMBLE_KIND,
+        "config": config_to_dict(config),
+        "image_shape": list(shape or ()),
+        "members": [
+            {
+                "config": config_to_dict(m.config),
+                "image_shape": list(m.image_shape or ()),
+                "step": m.step,
+                "ema": m.ema,
+                "G": m.weights,
+            }
+            for m in members
+        ],
+        "weights": [float(w) for w in weights],
+        "info": info,
+    }
+
+
+def dump_ensemble(
+    members: Sequence[GeneratorFile], weights: Sequence[float], info: dict[str, Any]
+) -> bytes:
+    """The serialized file of an ensemble (:func:`ensemble_state`)."""
+    buffer = io.BytesIO()
+    torch.save(ensemble_state(members, weights, info), buffer)
+    return buffer.getvalue()
+
+
+def _read_ensemble(state: dict[str, Any], what: str) -> GeneratorFile:
+    if state.get("format") != ENSEMBLE_FORMAT:
+        raise CheckpointError(
+            f"{what} is an ensemble file of format {state.get('format')!r}, newer than this "
+            f"ganhpo reads ({ENSEMBLE_FORMAT}); upgrade ganhpo"
+        )
+    c, h, w = (int(v) for v in state["image_shape"])
+    members = tuple(
+        GeneratorFile(
+            _config(m["config"], f"{what}, member {i + 1}"),
+            m["G"],
+            None,
+            bool(m["ema"]),
+            None if m.get("step") is None else int(m["step"]),
+            (c, h, w),
+            GENERATOR_FORMAT,
+            f"{what}, member {i + 1}",
+        )
+        for i, m in enumerate(state["members"])
+    )
+    return GeneratorFile(
+        _config(state["config"], what), {}, None, False, None, (c, h, w), ENSEMBLE_FORMAT,
+        what, members, tuple(float(x) for x in state["weights"]), dict(state.get("info") or {}),
+    )  # fmt: skip
+
+
 def read_generator(source: Source, *, name: str | None = None) -> GeneratorFile:
     """Read a generator file (format 2 or 1) or a full training checkpoint: a path, or its
     bytes (``name`` then says what they are in messages). Raises CheckpointError when it is
@@ -186,6 +303,8 @@ def read_generator(source: Source, *, name: str | None = None) -> GeneratorFile:
             f"{what} cannot be read ({type(e).__name__}: {str(e).strip().splitlines()[0]}); it "
             "is corrupt or not a ganhpo generator"
         ) from e
+    if isinstance(state, dict) and state.get("kind") == _ENSEMBLE_KIND:
+        return _read_ensemble(state, what)
     if not isinstance(state, dict) or "config" not in state or "G" not in state:
         raise CheckpointError(f"{what} is not a ganhpo generator file or training checkpoint")
     config = _config(state["config"], what)
