@@ -1,0 +1,163 @@
+"""Does an ensemble of a study's best generators beat its best generator alone?
+
+    python bench/ensemble.py [--seeds 0,1,2] [--ks 2,3,5] [--data-dir DIR] [--out DIR]
+
+For each repetition r: a real study (``ganhpo study create`` + one ``ganhpo worker``, SQLite)
+of the default study's search space scaled to these 2 cores (full MNIST, DCGAN width 16,
+latent 32, batch 32, 10 trials of 1,000 steps, the preset first, TPE seeded by r, no pruner so
+that every trial ends with a generator), then ``ganhpo ensemble --top K`` for each K: every
+member alone, the uniform mixture and the fitted one on MNIST's test split (10,000 images,
+fresh latents), the weights fitted on a validation sample of the training split. Results go to
+``--out/ensemble_runs.json`` after each repetition (a rerun keeps what is there) and the
+tables to ``ensemble_summary.json``; nothing here was used to choose a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import worker_env  # noqa: E402
+from compute_budget import SPACE, _toml, preset_values  # noqa: E402
+
+TRIALS, LENGTH = 10, 1000
+SIZE = {"width": 16, "latent_dim": 32, "batch_size": 32}
+
+
+def spec_text(seed: int) -> str:
+    """The study of repetition ``seed`` (TOML)."""
+    lines = ['device = "cpu"', "", "[study]", f'name = "ens-{seed}"', 'objective = "fid"']
+    lines += [f"seed = {seed}", f"max_trials = {TRIALS}", "", "[dataset]", 'name = "mnist"']
+    lines += ["", "[model]", 'arch = "dcgan"']
+    lines += [f"width = {SIZE['width']}", f"latent_dim = {SIZE['latent_dim']}"]
+    lines += ["", "[train]", f"steps = {LENGTH}", f"batch_size = {SIZE['batch_size']}"]
+    lines += ["", "[eval]", f"every = {LENGTH // 4}", "samples = 500", "final_samples = 1000"]
+    lines += ['extractor = "classifier"', 'kid = "off"', "grid = false"]
+    lines += ["", "[search]"] + [f"{k} = {_toml(v)}" for k, v in SPACE.items()]
+    lines += ["", "[sampler]", 'name = "tpe"', "n_startup_trials = 5", f"seed = {seed}"]
+    lines += ["", "[pruner]", 'name = "none"', "", "[strategy]", 'name = "optuna"']
+    lines += ["", "[[baselines]]"] + [f"{k} = {_toml(v)}" for k, v in preset_values().items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_seed(seed: int, ks: list[int], data_dir: str | None, cache: Path) -> dict[str, Any]:
+    """One repetition: the study, then one ensemble per K."""
+    work = Path(tempfile.mkdtemp(prefix=f"ensemble-{seed}-"))
+    spec = work / "spec.toml"
+    spec.write_text(spec_text(seed), encoding="utf-8")
+    storage = f"sqlite:///{work / 'study.db'}"
+    env = worker_env(cache, data_dir)
+    base = [sys.executable, "-m", "ganhpo"]
+    where = ["--storage", storage]
+    subprocess.run(
+        [*base, "study", "create", str(spec), *where, "--artifacts", str(work / "store")],
+        check=True, env=env, cwd=work, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    started = time.perf_counter()
+    with open(work / "worker.log", "w") as log:
+        subprocess.run(
+            [*base, "worker", "--study", f"ens-{seed}", *where],
+            check=True, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    study_s = time.perf_counter() - started
+    ensembles = {}
+    for k in ks:
+        done = subprocess.run(
+            [*base, "ensemble", f"ens-{seed}", "--top", str(k), "--out", str(work / f"top{k}"),
+             "--samples", "10000", "--fit-samples", "5000", "--json", "--no-record", "-q",
+             *where],
+            check=True, env=env, cwd=work, capture_output=True, text=True,
+        )  # fmt: skip
+        ensembles[str(k)] = json.loads(done.stdout)
+        print(f"[seed {seed} K={k}] {_line(ensembles[str(k)])}", file=sys.stderr, flush=True)
+    return {"seed": seed, "study_s": study_s, "ensembles": ensembles}
+
+
+def _line(e: dict[str, Any]) -> str:
+    best = min(m["test_fid"] for m in e["members"])
+    mixtures = e["mixtures"]
+    weights = [round(w, 2) for w in mixtures["fitted"]["weights"]]
+    return (
+        f"best member {best:.1f}, uniform {mixtures['uniform']['test_fid']:.1f}, fitted "
+        f"{mixtures['fitted']['test_fid']:.1f} (weights {weights})"
+    )
+
+
+def summarize(runs: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
+    """Per K: each repetition's best single test FID, uniform and fitted mixture, with their
+    stds, and the median and mean of each over the repetitions."""
+    table: dict[str, Any] = {}
+    for k in ks:
+        rows = []
+        for run in runs:
+            e = run["ensembles"].get(str(k))
+            if e is None:
+                continue
+            best = min(e["members"], key=lambda m: m["test_fid"])
+            rows.append(
+                {
+                    "seed": run["seed"],
+                    "best_single": [best["test_fid"], best["test_fid_std"], best["number"]],
+                    "search_best": [e["members"][0]["test_fid"], e["members"][0]["number"]],
+                    "uniform": [
+                        e["mixtures"]["uniform"]["test_fid"],
+                        e["mixtures"]["uniform"]["test_fid_std"],
+                    ],
+                    "fitted": [
+                        e["mixtures"]["fitted"]["test_fid"],
+                        e["mixtures"]["fitted"]["test_fid_std"],
+                    ],
+                    "weights": e["mixtures"]["fitted"]["weights"],
+                }
+            )
+        stats = {}
+        for what in ("best_single", "search_best", "uniform", "fitted"):
+            values = [r[what][0] for r in rows]
+            if values:
+                stats[what] = {
+                    "median": statistics.median(values),
+                    "mean": statistics.fmean(values),
+                }
+        table[str(k)] = {"rows": rows, "stats": stats}
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--ks", default="2,3,5")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    ks = [int(k) for k in args.ks.split(",")]
+    runs_file = args.out / "ensemble_runs.json"
+    runs = json.loads(runs_file.read_text())["runs"] if runs_file.exists() else []
+    cache = Path(tempfile.gettempdir()) / "ensemble-cache"
+    for seed in seeds:
+        if any(r["seed"] == seed and all(str(k) in r["ensembles"] for k in ks) for r in runs):
+            continue
+        runs = [r for r in runs if r["seed"] != seed] + [run_seed(seed, ks, args.data_dir, cache)]
+        meta = {"trials": TRIALS, "length": LENGTH, **SIZE, "machine": "2 cores, CPU"}
+        runs_file.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    summary = summarize(sorted(runs, key=lambda r: r["seed"]), ks)
+    (args.out / "ensemble_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for k, t in summary.items():
+        print(
+            f"K = {k}: " + ", ".join(f"{w} median {s['median']:.1f}" for w, s in t["stats"].items())
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
