@@ -148,7 +148,9 @@ def _check_batch_fits(config: TrainConfig, batch_sizes: list[tuple[str, int]]) -
     from ganhpo.data import dataset_size
 
     ds = config.dataset
-    size = dataset_size(ds.name, split=ds.split, path=ds.path, limit=ds.limit)
+    size = dataset_size(
+        ds.name, split=ds.split, path=ds.path, limit=ds.limit, holdout=ds.holdout or 0.0
+    )
     if size is not None:
         where = f", {ds.path}" if ds.path is not None else ""
         what = f"the dataset ({ds.name}{where}, {ds.split} split: {size} images)"

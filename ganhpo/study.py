@@ -6,6 +6,7 @@ worker needs only the storage URL and the study name.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from ganhpo.chains import (
     steps_spent,
 )
 from ganhpo.components import STD_ATTRS, build_pruner, build_sampler
-from ganhpo.errors import StorageError
+from ganhpo.errors import ConfigError, StorageError
 from ganhpo.registry import closest
 from ganhpo.spec import (
     CONDITIONS,
@@ -109,6 +110,7 @@ def create_study(
     array's tasks): one creates it, the others wait for its spec and load it (an error if
     their spec differs).
     """
+    spec = with_default_holdout(spec)
     deadline = time.monotonic() + _CREATING_WAIT_S
     while True:
         if spec.name in {s.study_name for s in _studies(storage)}:
@@ -166,6 +168,9 @@ def create_study(
 # How long a create waits for another process that is creating the same study to store its
 # spec (milliseconds after creating it, unless that process died in between).
 _CREATING_WAIT_S = 30.0
+# The share of the train split a study sets aside when its dataset has no test split (an image
+# folder, an .npz): its held-out reference for 'ganhpo study test' and 'ganhpo ensemble'.
+DEFAULT_HOLDOUT = 0.1
 
 
 def _spec_stored(name: str, storage: optuna.storages.BaseStorage, deadline: float) -> bool:
@@ -356,6 +361,25 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
         "ensembles": ensembles_of(study),
         **extra,
     }
+
+
+def with_default_holdout(spec: StudySpec) -> StudySpec:
+    """``spec`` with :data:`DEFAULT_HOLDOUT` of its train split set aside when its dataset has
+    no test split and ``dataset.holdout`` is not set: the images ``ganhpo study test`` and
+    ``ganhpo ensemble`` score on. Done when a study is created, never to a stored spec (a study
+    created before keeps its data)."""
+    from ganhpo.data import dataset_size
+
+    ds = spec.base.dataset
+    if ds.holdout is not None or ds.split != "train":
+        return spec
+    try:
+        dataset_size(ds.name, split="test", path=ds.path)
+        return spec  # it has a test split
+    except ConfigError:
+        pass
+    dataset = dataclasses.replace(ds, holdout=DEFAULT_HOLDOUT)
+    return dataclasses.replace(spec, base=dataclasses.replace(spec.base, dataset=dataset))
 
 
 def ensembles_of(study: optuna.Study) -> list[dict[str, Any]]:

@@ -115,6 +115,7 @@ def _reference(args: argparse.Namespace) -> tuple[dict[str, Any], str, int, bool
             "channels": ds.channels,
             "path": ds.path,
             "limit": ds.limit,
+            "holdout": ds.holdout or 0.0,
         }
         seed = ev.seed if args.seed is None else args.seed
         return (

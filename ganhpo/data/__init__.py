@@ -16,18 +16,27 @@ from ganhpo.data._dataset import (
 )
 from ganhpo.data._idx import read_idx, write_idx
 from ganhpo.data._idx_datasets import locate_idx_dataset
-from ganhpo.data._load import DATASETS, dataset_names, dataset_size, load_dataset
+from ganhpo.data._load import (
+    DATASETS,
+    HOLDOUT_SPLIT,
+    dataset_names,
+    dataset_size,
+    holdout_indices,
+    load_dataset,
+)
 from ganhpo.data._paths import resolve_data_dir, shipped_mnist_subset_dir
 from ganhpo.data._write import check_image_output, save_images
 
 __all__ = [
     "DATASETS",
+    "HOLDOUT_SPLIT",
     "Batcher",
     "ImageDataset",
     "check_image_output",
     "dataset_names",
     "dataset_size",
     "from_unit_range",
+    "holdout_indices",
     "image_digest",
     "image_hashes",
     "load_dataset",

@@ -24,6 +24,7 @@ from ganhpo.train.loop import (
     Trainer,
     TrainResult,
     check_networks,
+    load_training_data,
     resolve_device,
     train,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "count_params",
     "dump_checkpoint",
     "load_checkpoint",
+    "load_training_data",
     "make_grid",
     "parse_checkpoint",
     "resolve_device",

@@ -52,12 +52,23 @@ class DatasetConfig:
     channels: int | None = None  # 1 or 3; None keeps the native channels
     path: str | None = None  # the folder (image-folder) or .npz file (npz)
     limit: int | None = None  # use only the first N images (quick runs, tests)
+    # A share of the train split set aside: never trained on, never in a search's FID; what
+    # 'ganhpo study test' and 'ganhpo ensemble' score on when the dataset has no test split.
+    # None: 0, except that 'ganhpo study create' sets DEFAULT_HOLDOUT for such a dataset.
+    holdout: float | None = None
 
     def __post_init__(self) -> None:
         from ganhpo.data import DATASETS
 
         DATASETS.get(self.name)
         _require(self.split in ("train", "test"), "dataset.split", self.split, "use train or test")
+        if self.holdout is not None:
+            _require(
+                0 <= self.holdout <= 0.5 and (self.holdout == 0 or self.split == "train"),
+                "dataset.holdout",
+                self.holdout,
+                "use a share of the train split from 0 to 0.5 (e.g. 0.1)",
+            )
         if self.resolution is not None:
             _require(
                 8 <= self.resolution <= MAX_RESOLUTION and self.resolution % 4 == 0,

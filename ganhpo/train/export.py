@@ -119,10 +119,10 @@ class GeneratorFile:
         """The images' (C, H, W): recorded in the file, else read from the run's dataset."""
         if self.image_shape is not None:
             return self.image_shape
-        from ganhpo.train.loop import _load
+        from ganhpo.train.loop import load_training_data
 
         try:
-            data = _load(self.config.dataset, data_dir, limit=2, download=False)
+            data = load_training_data(self.config.dataset, data_dir, limit=2, download=False)
         except GanhpoError as e:
             raise CheckpointError(
                 f"{self.source} does not record its image size (written before ganhpo did) and "

@@ -183,7 +183,7 @@ class Trainer:
         self.device = self.device_for(config)
         ds = config.dataset
         if data is None:
-            data = _load(ds, data_dir)
+            data = load_training_data(ds, data_dir)
         self.data = data
         channels, height, width = data.shape
         if height != width:
@@ -612,17 +612,18 @@ def check_networks(
         return
     import_builder(config.model.arch)
     try:
-        data = _load(config.dataset, data_dir, limit=2, download=False)
+        data = load_training_data(config.dataset, data_dir, limit=2, download=False)
     except GanhpoError:
         return  # the data is elsewhere (the workers'); the workers check again
     for values in [{}, *extra]:
         _networks(config.replace_params(**values), data.shape)
 
 
-def _load(
+def load_training_data(
     ds: DatasetConfig, data_dir: str | Path | None, *, limit: int | None = None, **kwargs: Any
 ) -> ImageDataset:
-    """The dataset ``[dataset]`` names (at most ``limit`` images, else its own limit)."""
+    """The images a run of ``[dataset]`` trains and is scored on: its split, less its held-out
+    share (``holdout``), at most ``limit`` images (else its own limit)."""
     from ganhpo.data import load_dataset
 
     return load_dataset(
@@ -633,6 +634,7 @@ def _load(
         channels=ds.channels,
         path=ds.path,
         limit=ds.limit if limit is None else limit,
+        holdout=ds.holdout or 0.0,
         **kwargs,
     )
 

@@ -241,7 +241,7 @@ class Worker:
         *,
         storage: optuna.storages.RDBStorage,
     ) -> None:
-        from ganhpo.data import load_dataset
+        from ganhpo.train import load_training_data
 
         self.study = study
         self.spec = spec
@@ -267,15 +267,7 @@ class Worker:
         self.base: TrainConfig = base
         ds = base.dataset
         # Loaded once per worker, shared by all its trials.
-        self.data = load_dataset(
-            ds.name,
-            split=ds.split,
-            data_dir=options.data_dir,
-            resolution=ds.resolution,
-            channels=ds.channels,
-            path=ds.path,
-            limit=ds.limit,
-        )
+        self.data = load_training_data(ds, options.data_dir)
         # A store that goes away is waited for (PatientStore); the preflight tries the store
         # itself, so that one that does not work at all stops the worker at once.
         self.artifacts = (
