@@ -129,7 +129,38 @@ def summarize(runs: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
                     "mean": statistics.fmean(values),
                 }
         table[str(k)] = {"rows": rows, "stats": stats}
+    table["winners_curse"] = winners_curse(runs, max(ks))
     return table
+
+
+def winners_curse(runs: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """The search's winner re-scored on the test split, among the ``k`` best by search FID:
+    its search FID minus its test FID, the same gap averaged over the other k - 1 (search FIDs
+    are on fewer samples than test FIDs, and FID falls with the sample size: the difference of
+    the two gaps is the winner's own optimism), and whether the test ranking picks another."""
+    rows = []
+    for run in runs:
+        e = run["ensembles"].get(str(k))
+        if e is None:
+            continue
+        members = e["members"]
+        gaps = [m["search_fid"] - m["test_fid"] for m in members]
+        by_test = min(members, key=lambda m: m["test_fid"])
+        rows.append(
+            {
+                "seed": run["seed"],
+                "winner": members[0]["number"],
+                "winner_search_fid": members[0]["search_fid"],
+                "winner_test_fid": members[0]["test_fid"],
+                "winner_gap": gaps[0],
+                "others_gap": statistics.fmean(gaps[1:]),
+                "test_winner": by_test["number"],
+                "changed": by_test["number"] != members[0]["number"],
+                "winner_test_rank": 1
+                + sorted(m["test_fid"] for m in members).index(members[0]["test_fid"]),
+            }
+        )
+    return {"k": k, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(sorted(runs, key=lambda r: r["seed"]), ks)
     (args.out / "ensemble_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     for k, t in summary.items():
+        if k == "winners_curse":
+            continue
         print(
             f"K = {k}: " + ", ".join(f"{w} median {s['median']:.1f}" for w, s in t["stats"].items())
         )

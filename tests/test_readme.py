@@ -6,6 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from ganhpo.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +25,7 @@ def ganhpo_commands() -> list[list[str]]:
         line = line.split("#", 1)[0]
         for part in line.split("&&"):
             if part.strip().startswith("ganhpo "):
-                commands.append(shlex.split(part)[1:])
+                commands.append(shlex.split(part.split(" > ", 1)[0])[1:])  # less a redirection
     # Inline commands in the prose, e.g. `ganhpo worker --study mnist-dcgan --device cuda:0`.
     inline = re.findall(r"`(ganhpo [^`]+)`", README)
     # (Bare names such as `ganhpo worker` in a sentence are references, not commands.)
@@ -90,3 +92,29 @@ def test_the_readme_says_where_each_default_location_is() -> None:
     for variable in ("GANHPO_STORAGE", "GANHPO_ARTIFACTS", "GANHPO_DATA_DIR", "GANHPO_CACHE_DIR"):
         assert f"`${variable}`" in section
     assert "ganhpo plot quick --out report" in README
+
+
+def test_the_recipe_to_train_the_best_trial_again_reproduces_its_fid(
+    quick_study: dict[str, str],
+) -> None:
+    """The README's line after the quickstart, run as written in the quickstart's folder:
+    'ganhpo train' of the exported best configuration ends at the FID the study recorded."""
+    import os
+    import subprocess
+    import sys
+
+    import optuna
+    from procs import worker_env
+
+    recipe = next(line for line in code_lines() if "--as-config" in line and "train" in line)
+    command = recipe.split("#", 1)[0].strip()
+    env = worker_env(Path(quick_study["dir"]) / "cache")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run(
+        ["bash", "-c", command], cwd=quick_study["dir"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    fid = float(re.match(r"FID (\S+)", done.stdout.strip().splitlines()[-1]).group(1))
+    best = optuna.load_study(study_name="quick", storage=quick_study["storage"]).best_value
+    assert fid == pytest.approx(best, abs=1e-4), (fid, best)
+    assert (Path(quick_study["dir"]) / "runs" / "best" / "generator.pt").is_file()
