@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "studies" / "quick.toml"
@@ -78,3 +79,21 @@ def spec_variant(tmp_path: Path, replacements: dict[str, str], name: str = "spec
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def in_process(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """Run ``ganhpo ARGV`` in this process (``ganhpo.cli.main``): (exit code, stdout, stderr),
+    argparse's usage errors included."""
+    from ganhpo.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def study_args(study: dict[str, str]) -> list[str]:
+    """The storage and cache arguments that reach a finished study of conftest's fixtures."""
+    return ["--storage", study["storage"], "--cache-dir", str(Path(study["dir"]) / "cache")]

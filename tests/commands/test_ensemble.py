@@ -10,26 +10,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+from procs import in_process, study_args
 
 from ganhpo.artifacts import read_artifact
-from ganhpo.cli import main
 from ganhpo.results import open_store
 from ganhpo.storage import open_storage
 from ganhpo.study import ENSEMBLE_ATTR_PREFIX
 from ganhpo.train.export import read_generator
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse's usage errors
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def study_args(study: dict[str, str]) -> list[str]:
-    return ["--storage", study["storage"], "--cache-dir", str(Path(study["dir"]) / "cache")]
+run = in_process
 
 
 def load(study: dict[str, str]) -> optuna.Study:

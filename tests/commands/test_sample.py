@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from procs import QUICK, ganhpo, worker_env
+from procs import QUICK, ganhpo, in_process, study_args, worker_env
 
 import ganhpo as ganhpo_package
-from ganhpo.cli import main
 from ganhpo.data import load_dataset, save_images, shipped_mnist_subset_dir
 from ganhpo.errors import CheckpointError
 from ganhpo.train import DatasetConfig, EvalConfig, ModelConfig, TrainConfig, Trainer, TrainParams
@@ -26,17 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse's usage errors
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def study_args(study: dict[str, str]) -> list[str]:
-    return ["--storage", study["storage"], "--cache-dir", str(Path(study["dir"]) / "cache")]
+run = in_process
 
 
 def completed(study: dict[str, str]) -> list[dict]:

@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
-from procs import spec_variant
+from procs import in_process, spec_variant, study_args
 
-from ganhpo.cli import main
 from ganhpo.data import image_hashes, load_dataset, shipped_mnist_subset_dir
 from ganhpo.metrics import real_sample_indices
 from ganhpo.storage import open_storage
 
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse's usage errors
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def study_args(study: dict[str, str]) -> list[str]:
-    return ["--storage", study["storage"], "--cache-dir", str(Path(study["dir"]) / "cache")]
+run = in_process
 
 
 def trials_of(study: dict[str, str]) -> list[optuna.trial.FrozenTrial]:
