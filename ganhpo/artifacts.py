@@ -47,6 +47,7 @@ __all__ = [
     "PatientStore",
     "StoreUnavailable",
     "check_store_marker",
+    "dashboard_artifact_id",
     "list_artifacts",
     "mark_store",
     "mimetype_of",
@@ -355,6 +356,12 @@ def mimetype_of(filename: str) -> str:
 def new_artifact_id(kind: str) -> str:
     """A fresh artifact id, ``kind-<uuid>``."""
     return f"{kind}-{uuid.uuid4()}"
+
+
+def dashboard_artifact_id() -> str:
+    """A fresh id for an artifact the study records (a trial's or the study's own): a bare
+    UUID, as Optuna's own; optuna-dashboard serves ids of hex digits and dashes only."""
+    return str(uuid.uuid4())
 
 
 def write_artifact(

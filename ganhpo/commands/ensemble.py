@@ -161,7 +161,7 @@ def _write(
     recorded first, then written to the store, as trials' artifacts are."""
     from ganhpo._files import atomic_write_bytes
     from ganhpo._optuna import record_study_artifact, study_id_of
-    from ganhpo.artifacts import new_artifact_id, write_artifact
+    from ganhpo.artifacts import dashboard_artifact_id, write_artifact
     from ganhpo.ensemble import ensemble_info
     from ganhpo.study import ENSEMBLE_ATTR_PREFIX
     from ganhpo.train.export import dump_ensemble
@@ -172,7 +172,7 @@ def _write(
     atomic_write_bytes(args.out / ENSEMBLE_FILE, data)
     artifact_id = None
     if args.record:
-        artifact_id = new_artifact_id("ensemble")
+        artifact_id = dashboard_artifact_id()
         filename = f"ensemble-top{len(result.members)}-{args.weights}.pt"
         study_id = study_id_of(study)
         record_study_artifact(storage, study_id, artifact_id, filename, "application/octet-stream")

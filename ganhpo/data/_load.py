@@ -147,7 +147,7 @@ def dataset_size(
     """
     DATASETS.get(name)
     source = _source_split(split, holdout)
-    request = _request(name, source, None, None, None, path, False, limit)
+    request = _request(name, source, None, None, None, path, False, None if holdout else limit)
     counter = _COUNTERS.get(name)
     count = counter(request) if counter is not None else None
     if count is not None and holdout > 0:

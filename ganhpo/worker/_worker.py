@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ from ganhpo._optuna import (
 )
 from ganhpo.artifacts import (
     PatientStore,
+    dashboard_artifact_id,
     mimetype_of,
     new_artifact_id,
     open_artifact_store,
@@ -779,8 +779,7 @@ class Worker:
         ``upload_artifact`` writes first)."""
         if self.artifacts is None:
             return None
-        # A bare UUID, as Optuna's: optuna-dashboard serves ids of hex digits and dashes only.
-        artifact_id = str(uuid.uuid4())
+        artifact_id = dashboard_artifact_id()
         mimetype = mimetype_of(filename)
         self._db(record_artifact, self.storage, trial_id_of(trial), artifact_id, filename, mimetype)
         write_artifact(self.artifacts, data, kind="upload", artifact_id=artifact_id)

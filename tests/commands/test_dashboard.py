@@ -212,3 +212,23 @@ def test_dashboard_serves_the_pareto_front_of_a_study_of_fid_and_size(
     for t in study.best_trials:
         assert by_number[t.number]["values"] == pytest.approx(t.values)
     assert detail["has_intermediate_values"]  # the FID curves, though no trial is pruned
+
+
+def test_dashboard_lists_and_serves_an_ensemble_of_the_study(
+    dashboard: str, quick_study: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'ganhpo ensemble' records its mixture as an artifact of the study: the study's page
+    lists it, and the dashboard serves its bytes."""
+    out = tmp_path / "ens"
+    cache = str(Path(quick_study["dir"]) / "cache")
+    argv = ["ensemble", "quick", "--top", "2", "--out", str(out), "--samples", "500",
+            "--fit-samples", "200", "--storage", quick_study["storage"], "--cache-dir", cache,
+            "--json", "-q"]  # fmt: skip
+    assert main(argv) == 0
+    artifact = json.loads(capsys.readouterr().out)["artifact"]
+    study_id, detail = study_detail(dashboard)
+    listed = {a["artifact_id"]: a for a in detail["artifacts"]}
+    assert listed[artifact]["filename"] == "ensemble-top2-fitted.pt"
+    assert (
+        get(f"{dashboard}/artifacts/{study_id}/{artifact}") == (out / "generator.pt").read_bytes()
+    )
