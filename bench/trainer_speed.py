@@ -9,7 +9,7 @@ one final evaluation at the default sample counts.
 
 ``--regularisers`` instead times a step with each representation regulariser (feature matching,
 bCR, SS-GAN rotation) against a plain step of the same networks, interleaved the same way, for
-the dcgan and resnet architectures: what the README's cost per step says.
+the dcgan and resnet architectures: what docs/specs.md's cost per step says.
 """
 
 from __future__ import annotations

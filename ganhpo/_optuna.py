@@ -8,7 +8,7 @@ storage runs its transactions in, bound to the budget lock's connection; the sch
 version. Every such use goes through this module, and every internal it uses is listed in
 :data:`INTERNALS` with a check; ``tests/test_optuna_contract.py`` runs each against the
 installed Optuna and fails naming the Optuna version and the internal. ``pyproject.toml`` pins
-Optuna to the versions those checks passed on (README, "Dependencies").
+Optuna to the versions those checks passed on (docs/development.md, "Dependencies").
 """
 
 from __future__ import annotations

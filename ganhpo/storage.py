@@ -259,7 +259,7 @@ def _explain(e: BaseException, url: str) -> tuple[str, bool]:
     elif at_connection_limit(e):
         fix = (
             "the server is at its max_connections; waiting for connections to free up (put "
-            "PgBouncer in front of it for more workers, see the README)"
+            "PgBouncer in front of it for more workers, see docs/machines.md)"
         )
         retryable = True
     elif isinstance(e, OperationalError):

@@ -154,9 +154,9 @@ def test_three_machines_one_lost_one_cut_off() -> None:
 
 
 def test_the_readme_recipe_is_what_the_cluster_runs() -> None:
-    """README "Run on several machines" configures the database machine, and starts the worker
-    machines, as the simulated cluster does."""
-    readme = (ROOT / "README.md").read_text()
+    """docs/machines.md "Run on several machines" (where the README sends a reader) configures
+    the database machine, and starts the worker machines, as the simulated cluster does."""
+    readme = (ROOT / "docs" / "machines.md").read_text()
     section = readme.split("## Run on several machines", 1)[1].split("\n## ", 1)[0]
     settings = dict(re.findall(r"^\s*(\w+) = '?([^'#\n]*?)'?\s*(?:#.*)?$", section, re.M))
     for key, value in {**POSTGRES_CONF, **PGBOUNCER_CONF}.items():

@@ -1,4 +1,5 @@
-"""The README's commands stay true: they parse, and CI runs exactly its test command."""
+"""The README and the docs/ pages it links stay true: their commands parse, CI runs exactly
+the README's test command, the README stays short and names nothing outside the repository."""
 
 from __future__ import annotations
 
@@ -12,22 +13,24 @@ from ganhpo.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
-def code_lines() -> list[str]:
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", README, flags=re.S)
+def code_lines(text: str = README) -> list[str]:
+    blocks = re.findall(r"```(?:bash)?\n(.*?)```", text, flags=re.S)
     return [line.strip() for b in blocks for line in b.splitlines() if line.strip()]
 
 
 def ganhpo_commands() -> list[list[str]]:
     commands = []
-    for line in code_lines():
+    texts = [README, *(page.read_text() for page in DOCS)]
+    for line in (line for text in texts for line in code_lines(text)):
         line = line.split("#", 1)[0]
         for part in line.split("&&"):
             if part.strip().startswith("ganhpo "):
                 commands.append(shlex.split(part.split(" > ", 1)[0])[1:])  # less a redirection
     # Inline commands in the prose, e.g. `ganhpo worker --study mnist-dcgan --device cuda:0`.
-    inline = re.findall(r"`(ganhpo [^`]+)`", README)
+    inline = [c for text in texts for c in re.findall(r"`(ganhpo [^`]+)`", text)]
     # (Bare names such as `ganhpo worker` in a sentence are references, not commands.)
     return commands + [shlex.split(c)[1:] for c in inline if "..." not in c and c.count(" ") >= 2]
 
@@ -85,8 +88,26 @@ def test_the_gitignore_names_what_ganhpo_writes_by_default() -> None:
         assert any(fnmatch.fnmatch(name, p) for p in patterns), f".gitignore misses {path}"
 
 
+def test_the_readme_is_short_and_links_every_page_of_the_docs() -> None:
+    lines = README.splitlines()
+    assert len(lines) < 200, len(lines)
+    # The two commands come first: install and quickstart, then the tests.
+    blocks = code_lines()
+    assert "studies/quick.toml" in blocks[0]
+    assert next(i for i, b in enumerate(blocks) if "pytest" in b) < 6
+    for page in DOCS:
+        assert f"](docs/{page.name})" in README, f"the README does not link {page.name}"
+    for text in [README, *(page.read_text() for page in DOCS)]:
+        assert "../shared" not in text and "/work/" not in text  # nothing outside the repo
+    for page in DOCS:  # every relative link of a page leads to a file of the repository
+        for target in re.findall(r"\]\((?!https?://)([^)#]+)", page.read_text()):
+            assert (page.parent / target).exists(), (page.name, target)
+
+
 def test_the_readme_says_where_each_default_location_is() -> None:
-    section = README.split("### Where ganhpo writes", 1)[1].split("\n#", 1)[0]
+    data = (ROOT / "docs" / "data.md").read_text()
+    assert "](docs/data.md)" in README
+    section = data.split("## Where ganhpo writes", 1)[1].split("\n#", 1)[0]
     for what, path in default_locations().items():
         assert f"`{path}`" in section, what
     for variable in ("GANHPO_STORAGE", "GANHPO_ARTIFACTS", "GANHPO_DATA_DIR", "GANHPO_CACHE_DIR"):

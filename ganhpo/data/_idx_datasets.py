@@ -42,7 +42,7 @@ class IdxCollection:
 
 
 # sha256 of the decompressed IDX files (identical to the original publication; computed from
-# the files in ../shared/data/mnist, whose README gives the label counts they match).
+# the published files, whose label counts they match).
 MNIST = IdxCollection(
     title="MNIST",
     torchvision_dir="MNIST",

@@ -173,7 +173,7 @@ class TrainParams:
     steps: int = 3000  # generator updates (about 1.5 min on 2 CPU cores at the defaults)
     batch_size: int = 64
     # DCGAN's published 2e-4 is slow for this D (no batch norm): on MNIST at 2000 steps, FID 167
-    # with 2e-4 and 75 with 5e-4 (classifier features; see the README).
+    # with 2e-4 and 75 with 5e-4 (classifier features; see docs/specs.md).
     lr_g: float = 5e-4  # Adam learning rate of G
     lr_d: float = 5e-4  # Adam learning rate of D
     beta1: float = 0.5  # Adam beta1 (DCGAN's 0.5)
@@ -185,7 +185,7 @@ class TrainParams:
     r1_gamma: float = 1.0  # gamma of R1 (used when penalty = "r1")
     ema: bool = False  # evaluate an exponential moving average of G's weights
     ema_decay: float = 0.999
-    # Representation regularisers (README, "Regularisers"), each off by default:
+    # Representation regularisers (docs/specs.md, "Regularisers"), each off by default:
     feature_matching: bool = False  # G also matches the mean of D's features on real data
     fm_weight: float = 1.0  # its weight (used when feature_matching)
     consistency: bool = False  # bCR: D gives a translated image the logit of the original
@@ -262,7 +262,7 @@ class EvalConfig:
     # What the final evaluation compares with: "sample", a seeded random sample of as many real
     # images as it generates (like every intermediate evaluation), or "full", the statistics of
     # the whole split: with final_samples = 50000 and extractor = "inception" that is the FID-50k
-    # protocol papers report (README, "Metrics").
+    # protocol papers report (docs/metrics.md).
     final_reference: str = "sample"
 
     def __post_init__(self) -> None:

@@ -95,7 +95,7 @@ class EvalRecord:
         eta = (
             f"  ETA {_duration(eta_seconds)}" if eta_seconds is not None and not self.final else ""
         )
-        # KID is printed as computed (MMD², not ×10³ as papers print it); README, "KID's scale".
+        # KID is printed as computed (MMD², not ×10³ as papers print it); docs/metrics.md.
         kid = (
             "" if math.isnan(self.kid) else f"  KID {self.kid:.4g} ± {self.kid_std:.2g} (unscaled)"
         )

@@ -365,8 +365,8 @@ class Worker:
                         logger.warning(
                             "the database server has been full (too many clients) for %.0f s; "
                             "waiting. More workers than its max_connections talk at once: put "
-                            "PgBouncer in front of it (README, 'How many workers one database "
-                            "serves')",
+                            "PgBouncer in front of it (docs/machines.md, 'How many workers one "
+                            "database serves')",
                             warned,
                         )
                 else:

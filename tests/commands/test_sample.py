@@ -22,7 +22,7 @@ from ganhpo.train import DatasetConfig, EvalConfig, ModelConfig, TrainConfig, Tr
 from ganhpo.train.export import dump_generator, read_generator
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "specs.md").read_text()  # the spec reference the README links
 
 
 run = in_process

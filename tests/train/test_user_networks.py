@@ -18,7 +18,7 @@ from ganhpo.spec import load_study_spec
 from ganhpo.train import ModelConfig, Trainer, check_networks
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "specs.md").read_text()  # the spec reference the README links
 
 
 def readme_block(after: str, language: str) -> str:
