@@ -1,0 +1,130 @@
+"""The measured figures the README and the docs quote come from the results files in
+bench/results/ that the benchmarks wrote: each figure below is recomputed from its file and
+must appear, formatted as quoted, in the text (whitespace and line breaks aside). Editing a
+results file, or a figure, fails this test."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def results(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def text(name: str) -> str:
+    return re.sub(r"\s+", " ", (ROOT / name).read_text())
+
+
+def budget_median(budget: int, method: str, seeds: list[int] | None = None) -> float:
+    """Median best final FID of a compute-budget method over held-out repetitions."""
+    row = results("compute_budget_growth_summary.json")["held_out"]["table"][str(budget)][method]
+    best = dict(zip(row["seeds"], row["best"], strict=True))
+    return statistics.median(best[s] for s in (seeds or row["seeds"]))
+
+
+def ensemble(k: int, what: str) -> float:
+    return results("ensemble_summary.json")[str(k)]["stats"][what]["median"]
+
+
+def reference(*path: str) -> float:
+    value: object = results("reference_fid.json")
+    for key in path:
+        value = value[key]  # type: ignore[index]
+    return float(value)  # type: ignore[arg-type]
+
+
+def f1(x: float) -> str:
+    return f"{x:.1f}"
+
+
+FRESH = list(range(12, 18))  # the repetitions that confirmed (or not) the budget rule
+CONFIRM_8L = [12, 13, 14]
+
+# (file, the quoted text with {} for each figure, the figures' values, how each is printed)
+FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]] = [
+    (
+        "README.md",
+        "median FID {} against {});",
+        lambda: [budget_median(8000, "grow-0.25"), budget_median(8000, "preset-budget")],
+        f1,
+    ),
+    (
+        "README.md",
+        "test FID of **{} against {}** for the best single generator",
+        lambda: [ensemble(5, "fitted"), ensemble(5, "best_single")],
+        f1,
+    ),
+    (
+        "README.md",
+        "real images the generator never saw score about {} (1,000 samples)",
+        lambda: [reference("final", "real_test_images")],
+        lambda x: f"{x:.0f}",
+    ),
+    (
+        "README.md",
+        "an untrained generator about {}, and the preset after the quickstart's 240 steps {}",
+        lambda: [reference("final", "untrained_generator"), reference("preset_trial_final", "fid")],
+        lambda x: f"{round(x, -1):,.0f}" if x > 1000 else f"{x:.0f}",
+    ),
+    (
+        "docs/performance.md",
+        "reaches a median best FID of **{}**, against **{} for one run of the preset for the "
+        "whole budget** (better in each repetition), {} for the previous default (TPE + "
+        "Hyperband, trials of L), {} for random search and {} for ganhpo's PBT",
+        lambda: [
+            budget_median(8000, m)
+            for m in ("grow-0.25", "preset-budget", "tpe-hyperband", "random", "pbt")
+        ],
+        f1,
+    ),
+    (
+        "docs/performance.md",
+        "(median {} over fresh repetitions 12-17); at 8 L (repetitions 12-14) it scored {} "
+        "against {} for the preset's one run",
+        lambda: [
+            budget_median(2000, "grow-0.25", FRESH),
+            budget_median(4000, "grow-0.25", CONFIRM_8L),
+            budget_median(4000, "preset-budget", CONFIRM_8L),
+        ],
+        f1,
+    ),
+    (
+        "docs/performance.md",
+        "lost to both at 4 L ({}, 5 of 6 fresh repetitions) and 8 L ({})",
+        lambda: [
+            budget_median(2000, "tpe-hyperband", FRESH),
+            budget_median(4000, "tpe-hyperband", CONFIRM_8L),
+        ],
+        f1,
+    ),
+    (
+        "BENCHMARKS.md",
+        "| 5 | the same | {} / {} / {} | **{} / {} / {}** | {} / {} / **{}** |",
+        lambda: [
+            *(r["uniform"][0] for r in results("ensemble_summary.json")["5"]["rows"]),
+            *(r["fitted"][0] for r in results("ensemble_summary.json")["5"]["rows"]),
+            ensemble(5, "best_single"),
+            ensemble(5, "uniform"),
+            ensemble(5, "fitted"),
+        ],
+        f1,
+    ),
+]
+
+
+@pytest.mark.parametrize("doc, quoted, values, fmt", FIGURES, ids=lambda v: str(v)[:40])
+def test_each_quoted_figure_is_its_results_file_s(
+    doc: str, quoted: str, values: Callable[[], list[float]], fmt: Callable[[float], str]
+) -> None:
+    expected = quoted.format(*(fmt(v) for v in values()))
+    assert expected in text(doc), f"{doc} does not say: {expected}"
