@@ -27,7 +27,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from ganhpo.errors import ConfigError, StorageError
+from ganhpo.errors import ConfigError, GanhpoError, StorageError
 from ganhpo.metrics import FeatureExtractor, RunningStats, frechet_distance
 from ganhpo.results import best_completed, fid_sort_key, finite_or_none
 from ganhpo.train.export import GeneratorFile
@@ -67,7 +67,7 @@ def feature_moments(
     stats = RunningStats(extractor.dim)
     for images in generate_images(generator, latents, batch_size=batch_size, device=device):
         if not bool(torch.isfinite(images).all()):
-            raise ValueError("the generator makes NaN or infinite pixels")
+            raise ValueError("makes NaN or infinite pixels")
         for features in iter_features(extractor, from_unit_range(images), batch_size=batch_size):
             stats.update(features)
     return stats.mean, stats.cov
@@ -291,16 +291,23 @@ def ensemble_study(
         latent_dim=max(dims),
     )  # fmt: skip
     real = fitter.real_stats(fit_samples)
-    moments = [
-        feature_moments(
-            fitter.extractor,
-            g,
-            fixed_latents(fit_seed, fit_samples, d),
-            batch_size=batch,
-            device=target,
-        )
-        for g, d in zip(built, dims, strict=True)
-    ]
+    moments = []
+    for trial, g, d in zip(trials, built, dims, strict=True):
+        try:
+            moments.append(
+                feature_moments(
+                    fitter.extractor,
+                    g,
+                    fixed_latents(fit_seed, fit_samples, d),
+                    batch_size=batch,
+                    device=target,
+                )
+            )
+        except ValueError as e:  # NaN or infinite pixels: the generator diverged
+            raise GanhpoError(
+                f"the generator of trial {trial.number} {e} on the fit's latents; it diverged: "
+                f"leave it out with a smaller --top, or ensemble other trials"
+            ) from None
     means = [m for m, _ in moments]
     covs = [c for _, c in moments]
     weights = {

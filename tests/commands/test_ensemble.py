@@ -140,3 +140,32 @@ def test_mistakes_end_in_one_line_and_write_nothing(capsys, tmp_path, quick_stud
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
     assert [p.name for p in full.iterdir()] == ["x"]
     assert dict(load(quick_study).user_attrs) == before
+
+
+def test_a_diverged_member_is_named_in_one_line(capsys, tmp_path, quick_study) -> None:
+    """A member whose generator makes NaN pixels (its weights overwritten with NaN in a copy
+    of the study's store) stops the ensemble with one line naming the trial, nothing written."""
+    import shutil
+
+    import torch
+
+    store = tmp_path / "store"
+    shutil.copytree(quick_study["artifacts"], store)
+    second = sorted(
+        (t for t in load(quick_study).trials if t.state == optuna.trial.TrialState.COMPLETE),
+        key=lambda t: (t.value, t.number),
+    )[1]
+    path = store / second.user_attrs["generator"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["G"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                  for k, v in state["G"].items()}  # fmt: skip
+    torch.save(state, path)
+    out = tmp_path / "ens"
+    code, text, err = run(
+        capsys, "ensemble", "quick", "--top", "2", "--out", str(out), "--samples", "500",
+        "--fit-samples", "200", "--artifacts", str(store), *study_args(quick_study),
+    )  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code != 0 and text == "" and len(lines) == 1, err
+    assert f"the generator of trial {second.number} makes NaN or infinite pixels" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
