@@ -55,7 +55,8 @@ def test_two_processes_share_a_study_and_both_hand_back_on_sigterm(
     assert text.count("SIGTERM: checkpointing and handing the trial back") == 2, text
     trials = load(postgres_url).get_trials(deepcopy=False)
     assert sorted(t.number for t in handed_over(trials)) == sorted(numbers)  # type: ignore[arg-type]
-    assert counted_trials(trials) == 0  # nothing spent
+    states = [(t.number, t.state.name, t.user_attrs.get("status")) for t in trials]
+    assert counted_trials(trials) == 0, (states, text[-3000:])  # nothing spent
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     for pid in children:  # none left behind
         assert (
