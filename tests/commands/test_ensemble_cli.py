@@ -163,7 +163,7 @@ def test_a_diverged_member_is_named_in_one_line(capsys, tmp_path, quick_study) -
     out = tmp_path / "ens"
     code, text, err = run(
         capsys, "ensemble", "quick", "--top", "2", "--out", str(out), "--samples", "500",
-        "--fit-samples", "200", "--artifacts", str(store), *study_args(quick_study),
+        "--fit-samples", "200", "--artifacts", str(store), "-q", *study_args(quick_study),
     )  # fmt: skip
     lines = err.strip().splitlines()
     assert code != 0 and text == "" and len(lines) == 1, err
