@@ -149,16 +149,14 @@ def bulk_fill(
     return time.perf_counter() - started
 
 
-def worker_env(cache: Path, data_dir: str) -> dict[str, str]:
+def worker_env(cache: Path, data_dir: str | None) -> dict[str, str]:
     """The environment of a benchmark's ``ganhpo`` processes: one torch thread each, a shared
-    statistics cache, the full MNIST, ganhpo from this checkout."""
+    statistics cache, the full MNIST (``data_dir``, else where the environment says), ganhpo
+    from this checkout."""
     env = dict(os.environ)
-    env.update(
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        GANHPO_CACHE_DIR=str(cache),
-        GANHPO_DATA_DIR=data_dir,
-    )
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", GANHPO_CACHE_DIR=str(cache))
+    if data_dir is not None:
+        env["GANHPO_DATA_DIR"] = data_dir
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
