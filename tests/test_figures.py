@@ -32,8 +32,8 @@ def budget_median(budget: int, method: str, seeds: list[int] | None = None) -> f
     return statistics.median(best[s] for s in (seeds or row["seeds"]))
 
 
-def ensemble(k: int, what: str) -> float:
-    return results("ensemble_summary.json")[str(k)]["stats"][what]["median"]
+def ensemble(k: int, what: str, dataset: str = "") -> float:
+    return results(f"ensemble{dataset}_summary.json")[str(k)]["stats"][what]["median"]
 
 
 def reference(*path: str) -> float:
@@ -62,6 +62,12 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
         "README.md",
         "test FID of **{} against {}** for the best single generator",
         lambda: [ensemble(5, "fitted"), ensemble(5, "best_single")],
+        f1,
+    ),
+    (
+        "README.md",
+        "(on scikit-learn's 8x8 digits, {} against {})",
+        lambda: [ensemble(5, "fitted", "_digits"), ensemble(5, "best_single", "_digits")],
         f1,
     ),
     (
