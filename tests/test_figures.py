@@ -114,6 +114,15 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
         f1,
     ),
     (
+        "docs/performance.md",
+        "scored a median {} at 4 L (repetitions 3-5; the default {})",
+        lambda: [
+            budget_median(2000, "ray-pbt", [3, 4, 5]),
+            budget_median(2000, "grow-0.25", [3, 4, 5]),
+        ],
+        f1,
+    ),
+    (
         "BENCHMARKS.md",
         "| 5 | the same | {} / {} / {} | **{} / {} / {}** | {} / {} / **{}** |",
         lambda: [
