@@ -137,7 +137,11 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
 ]
 
 
-@pytest.mark.parametrize("doc, quoted, values, fmt", FIGURES, ids=lambda v: str(v)[:40])
+@pytest.mark.parametrize(
+    "doc, quoted, values, fmt",
+    # ids from the text alone: a function's repr differs between pytest-xdist's processes.
+    [pytest.param(*f, id=f"{f[0]}: {f[1][:40]}") for f in FIGURES],
+)
 def test_each_quoted_figure_is_its_results_file_s(
     doc: str, quoted: str, values: Callable[[], list[float]], fmt: Callable[[float], str]
 ) -> None:
