@@ -110,7 +110,7 @@ def create_study(
     array's tasks): one creates it, the others wait for its spec and load it (an error if
     their spec differs).
     """
-    spec = with_default_holdout(spec)
+    as_given, spec = spec, with_default_holdout(spec)
     deadline = time.monotonic() + _CREATING_WAIT_S
     while True:
         if spec.name in {s.study_name for s in _studies(storage)}:
@@ -123,7 +123,8 @@ def create_study(
                 continue  # its creator gave up and deleted it: create it
             existing = load_study(spec.name, storage)
             stored = study_spec(existing)
-            if stored != spec:
+            # A study created before ganhpo held images out stored none: the same spec still.
+            if stored not in (spec, as_given):
                 raise StorageError(
                     f"study {spec.name!r} exists with a different spec "
                     f"({_first_difference(stored, spec)}); create yours under another --name, "

@@ -105,3 +105,28 @@ def test_a_study_on_a_dataset_without_a_test_split_sets_a_tenth_aside(
     assert study_spec(study("npz-none")).base.dataset.holdout == 0
     with pytest.raises(ConfigError, match="set none of its images aside"):
         test_reference(study("npz-none"))
+
+
+def test_a_study_created_before_the_holdout_is_loaded_as_it_is(
+    npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'study create --load-if-exists' of the same spec finds a study whose stored spec has no
+    holdout (made before ganhpo set one) the same study, and leaves it as it was."""
+    import optuna
+
+    from ganhpo.cli import main
+    from ganhpo.study import SPEC_ATTR
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GANHPO_STORAGE", raising=False)
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    spec = spec_variant(tmp_path, {'name = "mnist-subset"': f'name = "npz"\npath = "{npz}"'})
+    assert main(["study", "create", str(spec), "--storage", storage, "-q"]) == 0
+    study = optuna.load_study(study_name="quick", storage=storage)
+    old = study.user_attrs[SPEC_ATTR]
+    del old["dataset"]["holdout"]
+    study.set_user_attr(SPEC_ATTR, old)  # as a study created before holdout existed
+    argv = ["study", "create", str(spec), "--storage", storage, "--load-if-exists", "-q"]
+    assert main(argv) == 0
+    stored = optuna.load_study(study_name="quick", storage=storage).user_attrs[SPEC_ATTR]
+    assert "holdout" not in stored["dataset"]
