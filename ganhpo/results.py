@@ -214,7 +214,7 @@ def test_reference(study: optuna.Study, *, data_dir: str | Path | None = None) -
     the search never saw (the test split, else the ``dataset.holdout`` share of the train
     split the study set aside when it was created), and those its feature extractor is for.
     Raises ConfigError for a dataset with neither."""
-    from ganhpo.data import HOLDOUT_SPLIT, dataset_size, load_dataset
+    from ganhpo.data import HOLDOUT_SPLIT, has_test_split, load_dataset
     from ganhpo.study import study_spec
 
     ds = study_spec(study).base.dataset
@@ -226,26 +226,25 @@ def test_reference(study: optuna.Study, *, data_dir: str | Path | None = None) -
             "'ganhpo sample' and 'ganhpo score OUT --against HELD_OUT'"
         )
     holdout = ds.holdout or 0.0
+    test_split = has_test_split(ds.name, ds.path)
+    if not test_split and not holdout:
+        raise ConfigError(
+            f"dataset {ds.name!r} of study {name!r} has no test split, and the study set "
+            "none of its images aside (it was created before ganhpo did, or with "
+            "dataset.holdout = 0); create it again to have 10 % held out, or sample its "
+            "generators with 'ganhpo sample' and score them against images the search never "
+            "saw with 'ganhpo score OUT --against HELD_OUT'"
+        )
     common: dict[str, Any] = {"resolution": ds.resolution, "channels": ds.channels, "path": ds.path}
     train = load_dataset(
         ds.name, split="train", data_dir=data_dir, limit=ds.limit, holdout=holdout, **common
     )
-    try:
-        dataset_size(ds.name, split="test", path=ds.path)
-    except ConfigError:
-        if not holdout:
-            raise ConfigError(
-                f"dataset {ds.name!r} of study {name!r} has no test split, and the study set "
-                "none of its images aside (it was created before ganhpo did, or with "
-                "dataset.holdout = 0); create it again to have 10 % held out, or sample its "
-                "generators with 'ganhpo sample' and score them against images the search never "
-                "saw with 'ganhpo score OUT --against HELD_OUT'"
-            ) from None
-        held = load_dataset(
+    if test_split:
+        test = load_dataset(ds.name, split="test", data_dir=data_dir, **common)
+    else:
+        test = load_dataset(
             ds.name, split=HOLDOUT_SPLIT, data_dir=data_dir, holdout=holdout, **common
         )
-        return held, train
-    test = load_dataset(ds.name, split="test", data_dir=data_dir, **common)
     return test, train
 
 

@@ -28,7 +28,7 @@ from ganhpo.chains import (
     steps_spent,
 )
 from ganhpo.components import STD_ATTRS, build_pruner, build_sampler
-from ganhpo.errors import ConfigError, StorageError
+from ganhpo.errors import StorageError
 from ganhpo.registry import closest
 from ganhpo.spec import (
     CONDITIONS,
@@ -369,16 +369,11 @@ def with_default_holdout(spec: StudySpec) -> StudySpec:
     no test split and ``dataset.holdout`` is not set: the images ``ganhpo study test`` and
     ``ganhpo ensemble`` score on. Done when a study is created, never to a stored spec (a study
     created before keeps its data)."""
-    from ganhpo.data import dataset_size
+    from ganhpo.data import has_test_split
 
     ds = spec.base.dataset
-    if ds.holdout is not None or ds.split != "train":
+    if ds.holdout is not None or ds.split != "train" or has_test_split(ds.name, ds.path):
         return spec
-    try:
-        dataset_size(ds.name, split="test", path=ds.path)
-        return spec  # it has a test split
-    except ConfigError:
-        pass
     dataset = dataclasses.replace(ds, holdout=DEFAULT_HOLDOUT)
     return dataclasses.replace(spec, base=dataclasses.replace(spec.base, dataset=dataset))
 

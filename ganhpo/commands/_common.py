@@ -15,6 +15,7 @@ __all__ = [
     "STORAGE_DEFAULTS",
     "add_data_args",
     "add_storage_args",
+    "json_text",
     "non_negative",
     "positive",
     "print_json",
@@ -23,9 +24,14 @@ __all__ = [
 
 
 def print_json(data: Any) -> None:
-    """Print ``data`` on stdout as every ``--json`` output is: indented JSON, in which a
-    non-finite number (a diverged value) is null, since JSON has no NaN or Infinity."""
-    print(json.dumps(_finite(data), indent=2, allow_nan=False))
+    """Print ``data`` on stdout as every ``--json`` output is (:func:`json_text`)."""
+    print(json_text(data))
+
+
+def json_text(data: Any) -> str:
+    """``data`` as indented JSON in which a non-finite number (a diverged value) is null,
+    since JSON has no NaN or Infinity: what ``--json`` prints and what commands write."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -13,15 +13,16 @@ report list).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ganhpo._files import atomic_write_bytes
 from ganhpo.commands._common import (
     add_data_args,
     add_storage_args,
+    json_text,
     positive,
     print_json,
     storage_from_args,
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     artifact_id = _write(result, args, study, storage, store)
     out = _as_json(result, args.weights, artifact_id)
+    atomic_write_bytes(args.out / SUMMARY_FILE, (json_text(out) + "\n").encode())
     if args.json:
         print_json(out)
     else:
@@ -157,9 +159,8 @@ def _write(
     storage: optuna.storages.BaseStorage,
     store: Any,
 ) -> str | None:
-    """Write DIR's two files and (unless --no-record) the study's record of the ensemble:
-    recorded first, then written to the store, as trials' artifacts are."""
-    from ganhpo._files import atomic_write_bytes
+    """Write the ensemble to DIR and (unless --no-record) the study's record of it: recorded
+    first, then written to the store, as trials' artifacts are; its artifact id."""
     from ganhpo._optuna import record_study_artifact, study_id_of
     from ganhpo.artifacts import dashboard_artifact_id, write_artifact
     from ganhpo.ensemble import ensemble_info
@@ -182,17 +183,11 @@ def _write(
             {**result.summary(args.weights), "filename": filename},
         )
         write_artifact(store, data, kind="ensemble", artifact_id=artifact_id)
-    summary = json.dumps(_as_json(result, args.weights, artifact_id), indent=2, allow_nan=False)
-    atomic_write_bytes(args.out / SUMMARY_FILE, (summary + "\n").encode())
     return artifact_id
 
 
 def _as_json(result: EnsembleRun, weighing: str, artifact_id: str | None) -> dict[str, Any]:
-    from ganhpo.results import finite_or_none
-
-    def clean(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: finite_or_none(v) if isinstance(v, float) else v for k, v in d.items()}
-
+    """What was measured (non-finite FIDs become null when it is written as JSON)."""
     return {
         "study": result.study,
         "written": weighing,
@@ -203,8 +198,8 @@ def _as_json(result: EnsembleRun, weighing: str, artifact_id: str | None) -> dic
         "fit_seed": result.fit_seed,
         "fit_samples": result.fit_samples,
         "extractor": result.extractor,
-        "members": [clean(vars(m)) for m in result.members],
-        "mixtures": {k: clean(vars(m)) for k, m in result.mixtures.items()},
+        "members": [vars(m) for m in result.members],
+        "mixtures": {k: vars(m) for k, m in result.mixtures.items()},
         "beats_best_member": {k: result.beats_best_member(k) for k in result.mixtures},
     }
 

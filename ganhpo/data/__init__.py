@@ -21,6 +21,7 @@ from ganhpo.data._load import (
     HOLDOUT_SPLIT,
     dataset_names,
     dataset_size,
+    has_test_split,
     holdout_indices,
     load_dataset,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "dataset_names",
     "dataset_size",
     "from_unit_range",
+    "has_test_split",
     "holdout_indices",
     "image_digest",
     "image_hashes",

@@ -29,6 +29,7 @@ __all__ = [
     "SPLITS",
     "dataset_names",
     "dataset_size",
+    "has_test_split",
     "holdout_indices",
     "load_dataset",
 ]
@@ -156,6 +157,16 @@ def dataset_size(
     if count is None or limit is None:
         return count
     return min(count, limit)
+
+
+def has_test_split(name: str, path: str | Path | None = None) -> bool:
+    """Whether the dataset registered as ``name`` has a test split (image folders and .npz
+    files do not), told without loading it."""
+    try:
+        dataset_size(name, split="test", path=path)
+    except ConfigError:
+        return False
+    return True
 
 
 def _source_split(split: str, holdout: float) -> str:
