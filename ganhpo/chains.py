@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -28,6 +29,9 @@ from ganhpo._optuna import models, storage_of, study_id_of
 from ganhpo.storage import connection, rdb_of
 
 __all__ = [
+    "CHECKPOINT_ATTR",
+    "CHECKPOINT_ATTRS",
+    "CHECKPOINT_PENDING_ATTR",
     "GROW_ATTR",
     "HANDOVERS_ATTR",
     "HANDOVER_ATTR",
@@ -38,9 +42,13 @@ __all__ = [
     "Ledger",
     "Rates",
     "chain_links",
+    "checkpoint_files",
+    "checkpoint_ids",
+    "checkpoint_of",
     "counted_trials",
     "handovers",
     "member_of",
+    "pending_checkpoint_of",
     "read_ledger",
     "retry_history",
     "seconds_over_estimates",
@@ -60,6 +68,18 @@ PBT_ATTR = "ganhpo:pbt-next"
 # length: {"from": the completed trial's number, "steps": where it starts, "length": its new
 # length}. Set when the trial is enqueued (one transaction), so a study has grown once it has one.
 GROW_ATTR = "ganhpo:grow"
+# System attributes (machine bookkeeping that the dashboard does not show a person): the
+# training state a trial can be resumed from, {"id": artifact id, "step": its step}, and the id
+# of a checkpoint being written (recorded before its file is, so a worker that dies between the
+# two leaves no file nobody knows of). Studies of earlier versions kept both as the user
+# attributes ``checkpoint`` and ``checkpoint_pending`` (shown on the dashboard): still read.
+CHECKPOINT_ATTR = "ganhpo:checkpoint"
+CHECKPOINT_PENDING_ATTR = "ganhpo:checkpoint_pending"
+CHECKPOINT_ATTRS = (CHECKPOINT_ATTR, CHECKPOINT_PENDING_ATTR)
+LEGACY_CHECKPOINT_ATTRS = {
+    CHECKPOINT_ATTR: "checkpoint",
+    CHECKPOINT_PENDING_ATTR: "checkpoint_pending",
+}
 # A system attribute: how many times the chain up to this trial was handed over (lost, stopped,
 # broken); study.max_retry bounds it. PBT intervals do not count.
 HANDOVERS_ATTR = "ganhpo:handovers"
@@ -72,6 +92,35 @@ LINK_ATTRS = ("status", "steps_reserved", "seconds_reserved", "device_seconds", 
 
 # States of trials that count against the total budget (unless handed over to a retry).
 STARTED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def _checkpoint_attr(trial: FrozenTrial, key: str) -> object:
+    if key in trial.system_attrs:
+        return trial.system_attrs[key]
+    return trial.user_attrs.get(LEGACY_CHECKPOINT_ATTRS[key])  # a study of an earlier version
+
+
+def checkpoint_of(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The recorded training state ``trial`` can be resumed from ({"id", "step"}), or None."""
+    value = _checkpoint_attr(trial, CHECKPOINT_ATTR)
+    return value if isinstance(value, dict) and value.get("id") else None
+
+
+def pending_checkpoint_of(trial: FrozenTrial) -> str | None:
+    """The id of the checkpoint ``trial``'s worker was writing when it was last recorded."""
+    value = _checkpoint_attr(trial, CHECKPOINT_PENDING_ATTR)
+    return str(value) if value else None
+
+
+def checkpoint_files(recorded: dict[str, Any] | None, pending: str | None) -> list[str]:
+    """The ids of a recorded checkpoint ({"id", "step"}) and of one being written."""
+    ids = [str(recorded["id"])] if recorded else []
+    return [*ids, pending] if pending and pending not in ids else ids
+
+
+def checkpoint_ids(trial: FrozenTrial) -> list[str]:
+    """The checkpoint files ``trial`` names (recorded, and being written)."""
+    return checkpoint_files(checkpoint_of(trial), pending_checkpoint_of(trial))
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:

@@ -44,7 +44,10 @@ LOOK = {"template": "plotly_white", "font_family": "system-ui, sans-serif", "tit
 # ------------------------------------------------------------------------------------ helpers
 def _objective(study: optuna.Study) -> str:
     """The objective's name (``fid``/``kid``) from the stored spec, else ``value``."""
-    spec = study.user_attrs.get("ganhpo:spec")
+    from ganhpo.storage import study_attr
+    from ganhpo.study import SPEC_ATTR
+
+    spec = study_attr(study, SPEC_ATTR)
     if isinstance(spec, dict):
         name = spec.get("study", {}).get("objective")
         if isinstance(name, list) and name:  # a metric and a cost: the metric

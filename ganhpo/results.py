@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
 from ganhpo._optuna import trial_id_of
+from ganhpo.chains import checkpoint_of
 from ganhpo.errors import ConfigError, GanhpoError, StorageError
 from ganhpo.train.export import GeneratorFile, read_generator
 
@@ -60,10 +61,11 @@ def open_store(study: optuna.Study, artifacts: str | None = None) -> Any:
     """The study's artifact store (``artifacts``, else the one it was created with), checked
     to be the study's own (its marker)."""
     from ganhpo.artifacts import STORE_MARKER_ATTR, open_study_store, resolve_artifacts
+    from ganhpo.storage import study_attr
     from ganhpo.study import ARTIFACTS_ATTR
 
     location = resolve_artifacts(artifacts or study.user_attrs.get(ARTIFACTS_ATTR))
-    marker = study.user_attrs.get(STORE_MARKER_ATTR)
+    marker = study_attr(study, STORE_MARKER_ATTR)
     return open_study_store(location, marker, study=study.study_name)
 
 
@@ -98,7 +100,7 @@ def trial_generator(
     final_step = trial.user_attrs.get("steps")
     final = _read(store, generator_id) if generator_id else None
     kept = {int(final_step): "its final generator"} if final is not None and final_step else {}
-    checkpoint = trial.user_attrs.get("checkpoint") or {}
+    checkpoint = checkpoint_of(trial) or {}
     if step is None:
         if final is None:
             raise StorageError(

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 import optuna
@@ -53,7 +54,9 @@ __all__ = [
     "redact",
     "resolve_storage_url",
     "scrub",
+    "set_study_attr",
     "sqlite_lock_path",
+    "study_attr",
 ]
 
 logger = logging.getLogger(__name__)
@@ -504,6 +507,19 @@ def take_trial_id(study: optuna.Study, *, create: bool = True) -> int | None:
         except UpdateFinishedTrialError:
             continue
     return storage_of(study).create_new_trial(study_id_of(study)) if create else None
+
+
+def study_attr(study: optuna.Study, key: str) -> Any:
+    """A study attribute ganhpo keeps for itself (the stored spec, the store's marker): a
+    system attribute, which the dashboard does not show a person (it shows user attributes).
+    Studies of earlier versions kept it as a user attribute: read there too. None if unset."""
+    system = storage_of(study).get_study_system_attrs(study_id_of(study))
+    return system[key] if key in system else study.user_attrs.get(key)
+
+
+def set_study_attr(study: optuna.Study, key: str, value: Any) -> None:
+    """Set a study attribute ganhpo keeps for itself (:func:`study_attr`)."""
+    storage_of(study).set_study_system_attr(study_id_of(study), key, value)
 
 
 def set_user_attrs(

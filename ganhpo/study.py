@@ -1,7 +1,8 @@
 """The Optuna driver: the search space, study create/load, summaries of a study's trials.
 
-A study's resolved spec is stored in the study itself (user attribute ``ganhpo:spec``), so a
-worker needs only the storage URL and the study name.
+A study's resolved spec is stored in the study itself (system attribute ``ganhpo:spec``, which
+the dashboard does not show a person; studies of earlier versions kept it as a user attribute,
+still read), so a worker needs only the storage URL and the study name.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ganhpo.spec import (
     parse_study_spec,
     study_spec_to_dict,
 )
-from ganhpo.storage import TrialCache
+from ganhpo.storage import TrialCache, set_study_attr, study_attr
 from ganhpo.train.config import TrainConfig
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "list_studies",
     "load_study",
     "name_metrics",
+    "stored_spec",
     "study_spec",
     "suggest_params",
     "summarize",
@@ -145,7 +147,7 @@ def create_study(
         break
     try:
         name_metrics(study, spec.objectives)
-        study.set_user_attr(SPEC_ATTR, study_spec_to_dict(spec))
+        set_study_attr(study, SPEC_ATTR, study_spec_to_dict(spec))
         study.set_user_attr(VERSION_ATTR, __version__)
         if artifacts is not None:
             study.set_user_attr(ARTIFACTS_ATTR, artifacts)
@@ -182,7 +184,7 @@ def _spec_stored(name: str, storage: optuna.storages.BaseStorage, deadline: floa
         studies = {s.study_name: s for s in _studies(storage)}
         if name not in studies:
             return False
-        if SPEC_ATTR in studies[name].user_attrs:
+        if stored_spec(studies[name]) is not None:
             return True
         if time.monotonic() > deadline:
             raise StorageError(
@@ -226,11 +228,19 @@ def name_metrics(study: optuna.Study, objectives: Sequence[str]) -> None:
 
 def study_spec(study: optuna.Study) -> StudySpec:
     """The spec stored in a study by :func:`create_study`."""
-    return _spec_from_attrs(study.study_name, study.user_attrs)
+    return _spec_from_attrs(study.study_name, {SPEC_ATTR: study_attr(study, SPEC_ATTR)})
 
 
-def _spec_from_attrs(name: str, user_attrs: dict[str, Any]) -> StudySpec:
-    raw = user_attrs.get(SPEC_ATTR)
+def stored_spec(frozen: FrozenStudy) -> Any:
+    """The raw spec stored in a study (as :func:`ganhpo.storage.study_attr` reads it), or None
+    for a study that 'ganhpo study create' did not make."""
+    if SPEC_ATTR in frozen.system_attrs:
+        return frozen.system_attrs[SPEC_ATTR]
+    return frozen.user_attrs.get(SPEC_ATTR)
+
+
+def _spec_from_attrs(name: str, attrs: dict[str, Any]) -> StudySpec:
+    raw = attrs.get(SPEC_ATTR)
     if raw is None:
         raise StorageError(
             f"study {name!r} was not created by 'ganhpo study create' (it has no stored spec); "
@@ -258,7 +268,7 @@ def load_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
             + listing
             + "; create it with 'ganhpo study create SPEC'"
         )
-    spec = _spec_from_attrs(name, studies[name].user_attrs)
+    spec = _spec_from_attrs(name, {SPEC_ATTR: stored_spec(studies[name])})
     if isinstance(storage, optuna.storages.RDBStorage):
         storage = TrialCache(storage)  # Optuna's trial cache, reading less of running trials
     return optuna.load_study(

@@ -16,7 +16,8 @@ from procs import finish, ganhpo, spec_variant, start, wait_for
 from ganhpo._failpoints import FAILPOINT_ENV
 from ganhpo.artifacts import STORE_MARKER_ATTR
 from ganhpo.chains import HANDOVER_ATTR, counted_trials
-from ganhpo.storage import open_storage
+from ganhpo.chains import checkpoint_of as recorded_checkpoint
+from ganhpo.storage import open_storage, study_attr
 
 # quick.toml with checkpoints every 40 steps, fast heartbeats and no pruning (nor the guard), so
 # that every trial runs to its end and a dead worker's trial is handed over within seconds; no
@@ -58,7 +59,7 @@ def checkpoint_of(url: str, number: int) -> dict | None:
     trials = load(url).get_trials(deepcopy=False)
     if len(trials) <= number:
         return None
-    ckpt = trials[number].user_attrs.get("checkpoint")
+    ckpt = recorded_checkpoint(trials[number])
     return ckpt if ckpt and ckpt["step"] >= 40 else None
 
 
@@ -127,13 +128,13 @@ def check_no_orphans(url: str, artifacts: Path) -> None:
     every trial has ended."""
     study = load(url)
     trials = study.get_trials(deepcopy=False)
-    owned = {study.user_attrs.get(STORE_MARKER_ATTR)} | {
+    owned = {study_attr(study, STORE_MARKER_ATTR)} | {
         k.removeprefix("artifacts:")
         for t in trials
         for k in t.system_attrs
         if k.startswith("artifacts:")
     }
-    owned |= {t.user_attrs["checkpoint"]["id"] for t in trials if t.user_attrs.get("checkpoint")}
+    owned |= {str(c["id"]) for t in trials if (c := recorded_checkpoint(t))}
     files = {p.name for p in artifacts.iterdir()}
     assert files <= owned, f"orphans: {sorted(files - owned)}"
     assert not [f for f in files if f.startswith("checkpoint-")], sorted(files)

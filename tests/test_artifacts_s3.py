@@ -28,7 +28,7 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import HANDOVER_ATTR, counted_trials
+from ganhpo.chains import HANDOVER_ATTR, checkpoint_of, counted_trials
 
 STORE = f"s3://{BUCKET}/studies/one"
 
@@ -150,7 +150,7 @@ def test_the_store_down_mid_trial_hands_the_trial_back(
     trials = load(url).get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert HANDOVER_ATTR in trials[0].system_attrs and counted_trials(trials) == 0
-    recorded = trials[0].user_attrs["checkpoint"]
+    recorded = checkpoint_of(trials[0])
 
     s3.start()  # the store is back: the retry resumes from the checkpoint in the bucket
     assert f"studies/one/{recorded['id']}" in s3.objects("studies/one/")  # kept, not deleted
@@ -189,5 +189,5 @@ def test_the_store_down_for_a_minute_is_waited_for(
 
 def _checkpoint_step(url: str) -> int | None:
     trials = load(url).get_trials(deepcopy=False)
-    ckpt = trials[0].user_attrs.get("checkpoint") if trials else None
+    ckpt = checkpoint_of(trials[0]) if trials else None
     return int(ckpt["step"]) if ckpt and ckpt["step"] > 0 else None

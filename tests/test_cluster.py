@@ -30,7 +30,7 @@ from procs import wait_for
 from procs import worker_env as _worker_env
 
 from ganhpo.artifacts import resolve_artifacts
-from ganhpo.chains import counted_trials
+from ganhpo.chains import checkpoint_of, counted_trials
 from ganhpo.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def test_a_slurm_array_spends_the_budget_and_survives_a_cancelled_task(
 
     def a_checkpointed_trial() -> FrozenTrial | None:
         for t in load(postgres_url).get_trials(deepcopy=False):
-            if t.state == TrialState.RUNNING and (t.user_attrs.get("checkpoint") or {}).get("step"):
+            if t.state == TrialState.RUNNING and (checkpoint_of(t) or {}).get("step"):
                 return t
         return None
 

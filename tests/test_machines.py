@@ -28,8 +28,9 @@ from procs import QUICK, ROOT, wait_for
 from s3 import BUCKET
 
 from ganhpo.artifacts import STORE_MARKER_ATTR
-from ganhpo.chains import steps_spent
+from ganhpo.chains import checkpoint_of, steps_spent
 from ganhpo.spec import load_study_spec
+from ganhpo.storage import study_attr
 
 GRACE = 6
 MAX_STEPS = 1440  # six trials of 240 steps
@@ -48,7 +49,7 @@ SPEC = {
 def running_on(url: str, host: str, step: int) -> FrozenTrial | None:
     """A trial running on ``host`` with a checkpoint at ``step`` or later recorded."""
     for t in load(url).get_trials(deepcopy=False):
-        checkpoint = t.user_attrs.get("checkpoint") or {}
+        checkpoint = checkpoint_of(t) or {}
         if (
             t.state == TrialState.RUNNING
             and t.user_attrs.get("host") == host
@@ -118,7 +119,7 @@ def test_three_machines_one_lost_one_cut_off() -> None:
             ]
             return retry
 
-        for trial, step in ((lost, lost.user_attrs["checkpoint"]["step"]), (cut, None)):
+        for trial, step in ((lost, checkpoint_of(lost)["step"]), (cut, None)):
             ended = by_number[trial.number]
             assert ended.state == TrialState.FAIL, (trial.number, ended.state)  # handed over
             retry = retry_of(trial.number)
@@ -134,7 +135,7 @@ def test_three_machines_one_lost_one_cut_off() -> None:
             k.removeprefix("artifacts:") for t in trials for k in t.system_attrs
             if k.startswith("artifacts:")
         }  # fmt: skip
-        owned.add(study.user_attrs.get(STORE_MARKER_ATTR, ""))
+        owned.add(study_attr(study, STORE_MARKER_ATTR) or "")
         objects = [key.rsplit("/", 1)[-1] for key in cluster.store.objects("studies/quick/")]
         assert not [o for o in objects if o.startswith("checkpoint-")], objects
         assert not [o for o in objects if o not in owned], (objects, owned)

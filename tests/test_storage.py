@@ -24,6 +24,8 @@ from ganhpo.storage import (
     redact,
     resolve_storage_url,
     scrub,
+    set_study_attr,
+    study_attr,
 )
 
 SECRET = "Sekrit-9x"  # a password that must never appear in a message
@@ -530,3 +532,20 @@ def test_a_database_without_optunas_schema_or_of_another_version_is_one_line(
         r"\(.+\) uses .+; upgrade it with 'optuna storage upgrade --storage URL'",
     ):
         open_storage(postgres_url)
+
+
+def test_a_study_attribute_ganhpo_keeps_is_hidden_from_the_dashboard_and_read_where_it_was(
+    tmp_path: Path,
+) -> None:
+    """ganhpo's own study attributes (the stored spec, the store's marker) are system
+    attributes, which optuna-dashboard does not show; a study of an earlier version, which kept
+    them as user attributes, is read as it is."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", create_schema=True)
+    study = optuna.create_study(study_name="s", storage=storage)
+    set_study_attr(study, "ganhpo:spec", {"study": {"name": "s"}})
+    assert study_attr(study, "ganhpo:spec") == {"study": {"name": "s"}}
+    assert "ganhpo:spec" not in study.user_attrs  # what the dashboard's study page lists
+    old = optuna.create_study(study_name="old", storage=storage)
+    old.set_user_attr("ganhpo:spec", {"study": {"name": "old"}})  # as earlier versions did
+    assert study_attr(old, "ganhpo:spec") == {"study": {"name": "old"}}
+    assert study_attr(old, "ganhpo:store_marker") is None

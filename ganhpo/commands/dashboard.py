@@ -84,10 +84,10 @@ def _name_metrics(storage: Any) -> None:
     named it would show "Objective 0"."""
     import optuna
 
-    from ganhpo.study import SPEC_ATTR, name_metrics, study_spec
+    from ganhpo.study import name_metrics, stored_spec, study_spec
 
-    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        if SPEC_ATTR in s.user_attrs:  # studies of other tools are shown as they are
+    for s in storage.get_all_studies():
+        if stored_spec(s) is not None:  # studies of other tools are shown as they are
             study = optuna.load_study(study_name=s.study_name, storage=storage)
             name_metrics(study, study_spec(study).objectives)
 

@@ -251,6 +251,7 @@ def _store(args: argparse.Namespace, study: Any) -> Iterator[Check]:
         resolve_artifacts,
         write_artifact,
     )
+    from ganhpo.storage import study_attr
     from ganhpo.study import ARTIFACTS_ATTR
 
     try:
@@ -275,7 +276,7 @@ def _store(args: argparse.Namespace, study: Any) -> Iterator[Check]:
         yield Check(False, "store", f"{location} returned other bytes than were written")
         return
     yield Check(True, "store", f"{location} writable (a probe written, read back, removed)")
-    marker = study.user_attrs.get(STORE_MARKER_ATTR)
+    marker = study_attr(study, STORE_MARKER_ATTR)
     if marker is None:
         yield Check(
             True,

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ganhpo._optuna import study_id_of
 from ganhpo.commands import _study_test
 from ganhpo.commands._common import add_storage_args, print_json, storage_from_args
 from ganhpo.errors import ConfigError
@@ -219,21 +218,21 @@ def _mark_store(study: Any, storage: Any, location: str) -> None:
     the study's lock, so that several processes creating the study at once (a job array's
     tasks) leave one marker."""
     from ganhpo.artifacts import STORE_MARKER_ATTR, mark_store, open_artifact_store
-    from ganhpo.storage import budget_lock
+    from ganhpo.storage import budget_lock, set_study_attr, study_attr
 
     store = open_artifact_store(location)  # made by _check_store
     with budget_lock(storage, study.study_name):
-        if STORE_MARKER_ATTR in storage.get_study_user_attrs(study_id_of(study)):
+        if study_attr(study, STORE_MARKER_ATTR) is not None:
             return
-        study.set_user_attr(
-            STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=location)
+        set_study_attr(
+            study, STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=location)
         )
 
 
 def set_store(args: argparse.Namespace) -> int:
     """Make another store the study's: marked as its own, recorded in the study."""
     from ganhpo.artifacts import STORE_MARKER_ATTR, mark_store, resolve_artifacts
-    from ganhpo.storage import budget_lock
+    from ganhpo.storage import budget_lock, set_study_attr
     from ganhpo.study import ARTIFACTS_ATTR, load_study
 
     artifacts = resolve_artifacts(args.artifacts)
@@ -241,8 +240,8 @@ def set_store(args: argparse.Namespace) -> int:
     study = load_study(args.name, storage)
     store = _check_store(artifacts)
     with budget_lock(storage, study.study_name):
-        study.set_user_attr(
-            STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=artifacts)
+        set_study_attr(
+            study, STORE_MARKER_ATTR, mark_store(store, study=study.study_name, location=artifacts)
         )
         study.set_user_attr(ARTIFACTS_ATTR, artifacts)
     print(artifacts)
@@ -383,9 +382,10 @@ def show(args: argparse.Namespace) -> int:
 
 def trials(args: argparse.Namespace) -> int:
     """Print one row per trial (table, CSV or JSON)."""
-    from ganhpo.study import load_study, trial_rows
+    from ganhpo.study import load_study, study_spec, trial_rows
 
-    rows = trial_rows(load_study(args.name, storage_from_args(args)))
+    study = load_study(args.name, storage_from_args(args))
+    rows = trial_rows(study)
     if args.json:
         print_json(rows)
         return 0
@@ -393,7 +393,10 @@ def trials(args: argparse.Namespace) -> int:
     for r in rows:
         columns += [k for k in r if k not in columns]
     if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+        columns = _csv_columns(columns, objective=study_spec(study).objective)
+        writer = csv.DictWriter(
+            sys.stdout, fieldnames=columns, lineterminator="\n", extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows({k: _csv_cell(v) for k, v in r.items()} for r in rows)
         return 0
@@ -424,9 +427,34 @@ def trials(args: argparse.Namespace) -> int:
     return 0
 
 
+# The columns a person reads first, where a study has them; the parameters follow, then the
+# rest, the times and the curve last.
+CSV_FIRST = ("number", "state", "value", "value_std", "cost", "test_fid", "test_fid_std",
+             "status", "steps", "baseline", "resumed_from", "resumed_as")  # fmt: skip
+CSV_LAST = ("datetime_start", "datetime_complete", "intermediate")
+
+
+def _csv_columns(columns: list[str], objective: str) -> list[str]:
+    """The CSV's columns, in the order a person reads them, without the machine's bookkeeping
+    (kept in --json): artifact ids (the dashboard and 'ganhpo sample' find the files), the
+    compute ledger's reservations, and the objective's own attribute (``fid``: the value)."""
+    from ganhpo.chains import OVER_ESTIMATE_ATTR
+
+    hidden = {"generator", "grid", "steps_reserved", "seconds_reserved", OVER_ESTIMATE_ATTR}
+    hidden |= {"checkpoint", "checkpoint_pending", objective}  # the first two: older studies
+    first = [c for c in CSV_FIRST if c in columns]
+    params = [c for c in columns if c.startswith("params_")]
+    last = [c for c in CSV_LAST if c in columns]
+    rest = [c for c in columns if c not in {*first, *params, *last, *hidden}]
+    return first + params + rest + last
+
+
 def _csv_cell(value: Any) -> Any:
-    """A CSV cell: a curve (a list of step/value/std points) as ``step:value`` or
+    """A CSV cell: a number to 6 significant digits (an FID's sampling std is several units;
+    --json has every digit); a curve (a list of step/value/std points) as ``step:value`` or
     ``step:value±std`` pairs."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
     if isinstance(value, list):
         return " ".join(
             f"{p['step']}:{p['value']:.6g}" + ("" if p.get("std") is None else f"±{p['std']:.2g}")

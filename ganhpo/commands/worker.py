@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     for device in args.devices or ([args.device] if args.device is not None else []):
         resolve_device(device)  # a bad or unavailable device fails before any trial
     from ganhpo.artifacts import STORE_MARKER_ATTR, open_study_store, resolve_artifacts
+    from ganhpo.storage import study_attr
     from ganhpo.study import ARTIFACTS_ATTR, name_metrics
 
     study, spec, storage = open_worker_study(
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     name_metrics(study, spec.objectives)  # a study created before ganhpo named it
     artifacts = resolve_artifacts(args.artifacts or study.user_attrs.get(ARTIFACTS_ATTR))
     # The study's own store, or a refusal: never an empty folder on this machine's disk.
-    open_study_store(artifacts, study.user_attrs.get(STORE_MARKER_ATTR), study=args.study)
+    open_study_store(artifacts, study_attr(study, STORE_MARKER_ATTR), study=args.study)
     if many:  # the checks above once here, then a process per worker
         storage.engine.dispose()
         devices = args.devices or [None]

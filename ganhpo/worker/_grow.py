@@ -26,7 +26,14 @@ import math
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ganhpo.chains import GROW_ATTR, LINK_ATTRS, Ledger, handovers
+from ganhpo.chains import (
+    CHECKPOINT_PENDING_ATTR,
+    GROW_ATTR,
+    LINK_ATTRS,
+    Ledger,
+    checkpoint_of,
+    handovers,
+)
 from ganhpo.chains import retry_history as _history
 from ganhpo.spec import StudySpec
 from ganhpo.worker._handover import add_waiting, link_system_attrs
@@ -107,7 +114,7 @@ def grown_length(spec: StudySpec, parent: FrozenTrial, ledger: Ledger, share: in
 
 def _growable(trial: FrozenTrial) -> bool:
     """A completed search trial whose final training state was kept."""
-    checkpoint = trial.user_attrs.get("checkpoint")
+    checkpoint = checkpoint_of(trial)
     return (
         trial.state == TrialState.COMPLETE
         and GROW_ATTR not in trial.system_attrs
@@ -150,6 +157,7 @@ def _enqueue_grown(study: optuna.Study, parent: FrozenTrial, length: int) -> Fro
     # Growing is not a hand-over.
     system_attrs = link_system_attrs(parent, history, handovers(parent))
     system_attrs[GROW_ATTR] = {"from": parent.number, "steps": start, "length": length}
+    system_attrs.pop(CHECKPOINT_PENDING_ATTR, None)
     user_attrs = {
         k: v
         for k, v in parent.user_attrs.items()

@@ -42,12 +42,16 @@ from ganhpo._failpoints import failpoint
 from ganhpo._optuna import models, storage_of, study_id_of
 from ganhpo.artifacts import ArtifactStore, list_artifacts, remove_artifact
 from ganhpo.chains import (
+    CHECKPOINT_ATTR,
+    CHECKPOINT_ATTRS,
     HANDOVER_ATTR,
     HANDOVERS_ATTR,
+    LEGACY_CHECKPOINT_ATTRS,
     LINK_ATTRS,
     PBT_ATTR,
     Ledger,
     chain_links,
+    checkpoint_ids,
     handovers,
     read_ledger,
     retry_history,
@@ -58,7 +62,6 @@ __all__ = [
     "TakenOver",
     "add_waiting",
     "adopt_silent_trials",
-    "checkpoint_ids",
     "fail_stale_trials",
     "hand_over",
     "link_system_attrs",
@@ -76,10 +79,6 @@ logger = logging.getLogger(__name__)
 # A study system attribute: a random key made once per study, the prefix of its checkpoint
 # files, so that a sweep of one study never touches another's in a store they share.
 STUDY_KEY_ATTR = "ganhpo:store-key"
-
-# The user attributes that name a trial's checkpoint files: the recorded one, and the one being
-# written (recorded before its file exists, so that no file is ever unknown to every trial).
-CHECKPOINT_ATTRS = ("checkpoint", "checkpoint_pending")
 
 
 class TakenOver(Exception):
@@ -218,11 +217,10 @@ def _enqueue_retry(
     # Its own status and compute to come; the predecessor keeps the steps it reserved. Where
     # the predecessor resumed from is its own: a retry whose worker dies before it resumes
     # must not claim its predecessor's resumed_at_step (the chaos test caught one).
-    dropped = (
-        LINK_ATTRS
-        + ("resumed_from_trial", "resumed_at_step")
-        + (CHECKPOINT_ATTRS if from_start else ())
-    )
+    dropped: tuple[str, ...] = (*LINK_ATTRS, "resumed_from_trial", "resumed_at_step")
+    if from_start:
+        dropped += tuple(LEGACY_CHECKPOINT_ATTRS.values())
+        system_attrs = {k: v for k, v in system_attrs.items() if k not in CHECKPOINT_ATTRS}
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in dropped}
     retry = add_waiting(
         study,
@@ -277,9 +275,10 @@ def _enqueue_next_interval(study: optuna.Study, trial: FrozenTrial) -> FrozenTri
     user_attrs = {
         k: v
         for k, v in trial.user_attrs.items()
-        if k not in (*LINK_ATTRS, "resumed_from_trial", "resumed_at_step")
-    }
-    user_attrs["checkpoint"] = info["checkpoint"]
+        if k not in (*LINK_ATTRS, "resumed_from_trial", "resumed_at_step",
+                     *LEGACY_CHECKPOINT_ATTRS.values())
+    }  # fmt: skip
+    system_attrs[CHECKPOINT_ATTR] = info["checkpoint"]
     parent = info.get("parent")
     source = trial
     intermediate = dict(trial.intermediate_values)
@@ -330,16 +329,6 @@ def fail_stale_trials(study: optuna.Study, *, max_retry: int, grace_period: int)
     return handed
 
 
-def checkpoint_ids(user_attrs: dict[str, Any]) -> list[str]:
-    """The checkpoint files a trial's user attributes name (recorded, and being written)."""
-    ids = []
-    for key in CHECKPOINT_ATTRS:
-        value = user_attrs.get(key)
-        if value:
-            ids.append(str(value["id"]) if isinstance(value, dict) else str(value))
-    return ids
-
-
 def needed_checkpoints(
     trials: Sequence[FrozenTrial], *, max_retry: int, keep_completed: bool = False
 ) -> set[str]:
@@ -360,7 +349,7 @@ def needed_checkpoints(
         kept = keep_completed and t.state == TrialState.COMPLETE
         if t.state not in (TrialState.RUNNING, TrialState.WAITING) and not (awaiting or kept):
             continue
-        needed.update(checkpoint_ids(t.user_attrs))
+        needed.update(checkpoint_ids(t))
         plan = t.system_attrs.get(PBT_ATTR) or {}
         if plan.get("checkpoint"):
             needed.add(plan["checkpoint"]["id"])

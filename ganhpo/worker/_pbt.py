@@ -18,7 +18,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ganhpo.chains import member_of
+from ganhpo.chains import checkpoint_of, member_of
 from ganhpo.spec import FloatRange, ParamSpace, StrategySpec
 
 __all__ = ["choose_donor", "explore", "latest_links", "rng_for"]
@@ -84,7 +84,7 @@ def choose_donor(
 
 def _state_step(trial: FrozenTrial) -> int:
     """The step of ``trial``'s recorded training state; -1 when none is recorded."""
-    checkpoint = trial.user_attrs.get("checkpoint")
+    checkpoint = checkpoint_of(trial)
     return int(checkpoint["step"]) if checkpoint else -1
 
 

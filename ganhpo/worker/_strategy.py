@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ganhpo._failpoints import failpoint
 from ganhpo._optuna import storage_of, trial_id_of
 from ganhpo.artifacts import read_artifact, remove_artifact, write_artifact
-from ganhpo.chains import GROW_ATTR, PBT_ATTR, Ledger, member_of
+from ganhpo.chains import GROW_ATTR, PBT_ATTR, Ledger, checkpoint_of, member_of
 from ganhpo.spec import StrategySpec, StudySpec
 from ganhpo.storage import budget_lock
 from ganhpo.train import EvalRecord, TrainConfig
@@ -54,6 +54,10 @@ class Worker(Protocol):
 
     def new_checkpoint_id(self) -> str:
         """A fresh id for a checkpoint file of the study."""
+        ...
+
+    def mark_checkpoint_pending(self, trial: optuna.Trial, artifact_id: str | None) -> None:
+        """Record the id of a checkpoint of ``trial`` before its file is written."""
         ...
 
     def tell(
@@ -181,7 +185,7 @@ class PBTStrategy(Strategy):
         donor = choose_donor(trials, me, step, self.spec, rng)
         plan = self._exploit(w, trial, donor, rng) if donor is not None else None
         if plan is None:
-            plan = {"params": dict(trial.params), "checkpoint": me.user_attrs.get("checkpoint")}
+            plan = {"params": dict(trial.params), "checkpoint": checkpoint_of(me)}
             reason = f"interval done at step {step}; goes on from its own state"
         else:
             parent = plan["parent"]
@@ -201,7 +205,7 @@ class PBTStrategy(Strategy):
             raise TakenOver("the trial is no longer running") from e
         failpoint("pbt:pruned")
         w._db(_locked_repair, w)
-        own = me.user_attrs.get("checkpoint")
+        own = checkpoint_of(me)
         if plan.get("parent") is not None and own and w.artifacts is not None:
             remove_artifact(w.artifacts, own["id"])  # the successor starts elsewhere
         logger.info("trial %d: %s", trial.number, reason)
@@ -214,11 +218,11 @@ class PBTStrategy(Strategy):
         its parameters; None when the state went away meanwhile (the donor moved on)."""
         if w.artifacts is None:
             return None
-        checkpoint = donor.user_attrs.get("checkpoint")
+        checkpoint = checkpoint_of(donor)
         if not checkpoint:
             return None
         copy_id = w.new_checkpoint_id()
-        w._db(trial.set_user_attr, "checkpoint_pending", copy_id)
+        w.mark_checkpoint_pending(trial, copy_id)
         try:
             data = read_artifact(w.artifacts, checkpoint["id"])
         except (OSError, optuna.artifacts.exceptions.ArtifactNotFound) as e:

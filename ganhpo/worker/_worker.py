@@ -60,7 +60,18 @@ from ganhpo.artifacts import (
     remove_artifact,
     write_artifact,
 )
-from ganhpo.chains import OVER_ESTIMATE_ATTR, Ledger, read_ledger, retry_history
+from ganhpo.chains import (
+    CHECKPOINT_ATTR,
+    CHECKPOINT_PENDING_ATTR,
+    OVER_ESTIMATE_ATTR,
+    Ledger,
+    checkpoint_files,
+    checkpoint_ids,
+    checkpoint_of,
+    pending_checkpoint_of,
+    read_ledger,
+    retry_history,
+)
 from ganhpo.components import STD_ATTRS
 from ganhpo.errors import (
     CheckpointError,
@@ -89,7 +100,6 @@ from ganhpo.worker._handover import (
     TakenOver as _TakenOver,
 )
 from ganhpo.worker._handover import (
-    checkpoint_ids,
     fail_stale_trials,
     hand_over,
     repair,
@@ -286,6 +296,10 @@ class Worker:
         self._stop_deadline = math.inf  # database calls give up then, once a stop was asked
         self._last_failure: tuple[int, str] | None = None  # (trial number, signature)
         self._study_key: str | None = None  # names its checkpoint files (new_checkpoint_id)
+        # The checkpoint files the running trial names, as this worker last recorded them (its
+        # system attributes CHECKPOINT_ATTR and CHECKPOINT_PENDING_ATTR): trial number ->
+        # ({"id", "step"} or None, pending id or None).
+        self._files: dict[int, tuple[dict[str, Any] | None, str | None]] = {}
 
     # ---------------------------------------------------------------- checks
     def preflight(self) -> None:
@@ -600,6 +614,22 @@ class Worker:
             )
         return allowed
 
+    def mark_checkpoint_pending(self, trial: optuna.Trial, artifact_id: str | None) -> None:
+        """Record, before its file is written, the id of a checkpoint of ``trial`` being
+        written (a crash between the two then leaves no file that no trial names)."""
+        self._db(self.storage.set_trial_system_attr, trial_id_of(trial), CHECKPOINT_PENDING_ATTR,
+                 artifact_id)  # fmt: skip
+        recorded, _ = self._files.get(trial.number, (None, None))
+        self._files[trial.number] = (recorded, artifact_id)
+
+    def _trial_files(self, trial: optuna.Trial) -> list[str]:
+        """The checkpoint files ``trial`` names (read from the database where this worker has
+        not recorded them yet: the trial ended before it resumed)."""
+        if trial.number not in self._files:
+            frozen = self._db(self.storage.get_trial, trial_id_of(trial))
+            return checkpoint_ids(frozen)
+        return checkpoint_files(*self._files[trial.number])
+
     def new_checkpoint_id(self) -> str:
         """A fresh id for a checkpoint file of this study (named with its :func:`study_key`)."""
         if self._study_key is None:
@@ -710,15 +740,16 @@ class Worker:
         """Continue a handed-over trial from the checkpoint its predecessor left."""
         # A live Trial has no system_attrs: read the frozen trial from the storage.
         frozen = self._db(self.storage.get_trial, trial_id_of(trial))
+        checkpoint = checkpoint_of(frozen)
+        pending = pending_checkpoint_of(frozen)
+        self._files[trial.number] = (checkpoint, pending)
         history = retry_history(frozen)
         if not history:
             return
-        checkpoint = trial.user_attrs.get("checkpoint")
-        pending = trial.user_attrs.get("checkpoint_pending")
         if pending and self.artifacts is not None and pending != (checkpoint or {}).get("id"):
             # The predecessor died between writing a checkpoint and recording it.
             remove_artifact(self.artifacts, pending)
-            self._db(trial.set_user_attr, "checkpoint_pending", None)
+            self.mark_checkpoint_pending(trial, None)
         if self.artifacts is not None and "pbt" in trial.user_attrs:
             # A PBT member that went on from another's state no longer needs its own (removed
             # at the end of its interval, unless its worker died first).
@@ -728,7 +759,7 @@ class Worker:
                     study_id_of(self.study), history[-1]
                 ),
             )
-            own = before.user_attrs.get("checkpoint")
+            own = checkpoint_of(before)
             if own and own["id"] != (checkpoint or {}).get("id"):
                 remove_artifact(self.artifacts, own["id"])
         step = 0
@@ -748,24 +779,27 @@ class Worker:
     def _save_checkpoint(self, trial: optuna.Trial, trainer: Trainer) -> None:
         """Write the training state and record it in the trial.
 
-        The new id is recorded as ``checkpoint_pending`` before the file is written, so a
-        worker that dies between writing and recording leaves no file nobody knows of: whoever
-        resumes the trial removes it. The previous checkpoint is removed once the new one is
-        recorded; a new one that cannot be recorded is removed at once.
+        The new id is recorded as pending (:meth:`mark_checkpoint_pending`) before the file is
+        written, so a worker that dies between writing and recording leaves no file nobody
+        knows of: whoever resumes the trial removes it. The previous checkpoint is removed once
+        the new one is recorded; a new one that cannot be recorded is removed at once.
         """
         if self.artifacts is None:
             return
-        old = trial.user_attrs.get("checkpoint")
+        old, _ = self._files.get(trial.number, (None, None))
         new_id = self.new_checkpoint_id()
-        self._db(trial.set_user_attr, "checkpoint_pending", new_id)
+        self.mark_checkpoint_pending(trial, new_id)
         data = trainer.checkpoint_bytes()
         write_artifact(self.artifacts, data, kind="checkpoint", artifact_id=new_id)
         failpoint("checkpoint:written")
+        recorded = {"id": new_id, "step": trainer.step}
         try:
-            self._db(trial.set_user_attr, "checkpoint", {"id": new_id, "step": trainer.step})
+            self._db(self.storage.set_trial_system_attr, trial_id_of(trial), CHECKPOINT_ATTR,
+                     recorded)  # fmt: skip
         except BaseException:
             remove_artifact(self.artifacts, new_id)  # nobody will ever read it
             raise
+        self._files[trial.number] = (recorded, new_id)
         failpoint("checkpoint:recorded")
         if old:  # replaced, not accumulated
             remove_artifact(self.artifacts, old["id"])
@@ -803,6 +837,7 @@ class Worker:
         finally:
             heartbeat.stop()
             shutil.rmtree(grids, ignore_errors=True)
+            self._files.pop(trial.number, None)
 
     def _train_trial(
         self, trial: optuna.Trial, heartbeat: _Heartbeat, grids: Path
@@ -971,7 +1006,7 @@ class Worker:
     def _abandon(self, trial: optuna.Trial, e: StorageError) -> None:
         """A stop was asked for while the database is unreachable: exit now, leave the trial
         RUNNING; another worker takes it over after the grace period."""
-        checkpoint = trial.user_attrs.get("checkpoint")
+        checkpoint, _ = self._files.get(trial.number, (None, None))
         at = f"its checkpoint at step {checkpoint['step']}" if checkpoint else "step 0"
         logger.warning(
             "trial %d not handed back (%s); another worker takes it over after the grace period "
@@ -1093,7 +1128,7 @@ class Worker:
         if self.artifacts is not None and not (
             state == TrialState.COMPLETE and self.strategy.keeps_final_state(trial)
         ):
-            for artifact_id in checkpoint_ids(trial.user_attrs):
+            for artifact_id in self._trial_files(trial):
                 remove_artifact(self.artifacts, artifact_id)
         wall = time.monotonic() - started
         log = logger.info if state != TrialState.FAIL else logger.warning

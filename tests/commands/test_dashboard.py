@@ -20,8 +20,12 @@ from typing import Any
 import optuna
 import pytest
 import torch
+from browser import errors, screenshot
 
+from ganhpo.artifacts import STORE_MARKER_ATTR
+from ganhpo.chains import CHECKPOINT_ATTR, CHECKPOINT_PENDING_ATTR, checkpoint_of
 from ganhpo.cli import main
+from ganhpo.study import SPEC_ATTR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -232,3 +236,45 @@ def test_dashboard_lists_and_serves_an_ensemble_of_the_study(
     assert (
         get(f"{dashboard}/artifacts/{study_id}/{artifact}") == (out / "generator.pt").read_bytes()
     )
+
+
+# What the machine keeps for itself, never shown to a person on the dashboard (user attributes
+# are; ganhpo keeps these as system attributes): the checkpoint bookkeeping of a trial (whose
+# files a finished trial no longer has), the study's stored spec and its store's marker.
+BOOKKEEPING = {"checkpoint", "checkpoint_pending", CHECKPOINT_ATTR, CHECKPOINT_PENDING_ATTR}
+
+
+def test_a_finished_trial_s_page_shows_its_results_and_no_bookkeeping(
+    browser: Any, dashboard: str, quick_study: dict[str, str]
+) -> None:
+    """The dashboard's trial page of a finished trial, in headless Chromium: its results are
+    there, the checkpoint it had while it ran is not; nor is the study's raw spec."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    study = optuna.load_study(study_name="quick", storage=quick_study["storage"])
+    study_id, detail = study_detail(dashboard)
+    assert not {a["key"] for a in detail["user_attrs"]} & {SPEC_ATTR, STORE_MARKER_ATTR}
+    for served in detail["trials"]:
+        assert not {a["key"] for a in served["user_attrs"]} & BOOKKEEPING, served["number"]
+    # The trial that checkpointed (every trial of the quick study that trained past an
+    # evaluation did): what the machine knew of it, the dashboard does not show.
+    trained = [t for t in study.get_trials(deepcopy=False) if checkpoint_of(t) is not None]
+    assert trained, "the quick study's trials record checkpoints while they run"
+    number = min(t.number for t in trained if t.state.is_finished())
+
+    def body(driver: Any) -> str:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+
+    browser.get(f"{dashboard}/dashboard/studies/{study_id}/trials?numbers={number}")
+    WebDriverWait(browser, 30).until(lambda d: "User Attributes" in body(d) and "fid" in body(d))
+    text = body(browser)
+    screenshot(browser, "dashboard-finished-trial")
+    assert "images_per_sec" in text and "host" in text, text  # what a person reads
+    assert "checkpoint" not in text.lower(), text
+    assert "ganhpo:spec" not in text
+    assert not errors(browser)
+    browser.get(f"{dashboard}/dashboard/studies/{study_id}")
+    WebDriverWait(browser, 30).until(lambda d: "quick" in body(d))
+    screenshot(browser, "dashboard-study")
+    assert "ganhpo:spec" not in body(browser) and "store_marker" not in body(browser)

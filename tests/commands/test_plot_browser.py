@@ -6,30 +6,15 @@ skips, without them.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-from PIL import Image
+from browser import errors, screenshot
 
 from ganhpo import plots
 from ganhpo.cli import main
-
-SCREENSHOTS = Path(tempfile.gettempdir()) / "ganhpo-report-screenshots"  # for a person to look at
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-]
 
 # Every plotly figure on the page has rendered its SVG and holds traces with data.
 PLOTS_DRAWN = """
@@ -42,31 +27,6 @@ for (const p of plots) {
 }
 return plots.length;
 """
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if chromium is None or driver_path is None:
-        pytest.fail(
-            "headless Chromium is needed: apt-get install -y chromium chromium-driver "
-            "(.ci/run does it)",
-            pytrace=False,
-        )
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver_path))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +47,6 @@ def best_has_grid(quick_study: dict[str, str]) -> bool:
         storage.engine.dispose()
 
 
-def errors(driver: Any) -> list[str]:
-    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-
-
 def wait_drawn(driver: Any) -> int:
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -98,15 +54,6 @@ def wait_drawn(driver: Any) -> int:
         lambda d: (n := d.execute_script(PLOTS_DRAWN)) > 0 and n
     )
     return int(drawn)
-
-
-def screenshot(driver: Any, name: str) -> Image.Image:
-    """Save the window under ``SCREENSHOTS`` and return it; a drawn page has many colors."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-    shot = Image.open(SCREENSHOTS / f"{name}.png")
-    assert shot.size[0] >= 1000 and len(shot.getcolors(1 << 16) or ()) > 10, name
-    return shot
 
 
 # The pages of a study with one objective: all but the Pareto front's.

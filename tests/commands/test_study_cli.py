@@ -16,7 +16,8 @@ import optuna
 import pytest
 
 from ganhpo.cli import main
-from ganhpo.storage import open_storage
+from ganhpo.storage import open_storage, study_attr
+from ganhpo.study import SPEC_ATTR
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ROOT / "studies" / "quick.toml"
@@ -285,7 +286,7 @@ def test_the_longest_name_the_database_holds_is_accepted(
     )
     assert (code, out) == (0, f"{name}\n")
     study = optuna.load_study(study_name=name, storage=open_storage(postgres_url))
-    assert study.user_attrs["ganhpo:spec"]["study"]["name"] == name
+    assert study_attr(study, SPEC_ATTR)["study"]["name"] == name
 
 
 def free_port() -> int:
@@ -343,7 +344,7 @@ def test_create_show_list_trials_delete(
     # The baseline was enqueued exactly once.
     study = optuna.load_study(study_name="quick", storage=open_storage(postgres_url))
     assert [t.state.name for t in study.get_trials()] == ["WAITING"]
-    assert study.user_attrs["ganhpo:spec"]["study"]["name"] == "quick"
+    assert study_attr(study, SPEC_ATTR)["study"]["name"] == "quick"
     # Another name, same spec.
     code, out, _ = run(
         capsys, "study", "create", str(QUICK), "--storage", postgres_url, "--name", "q2"
@@ -514,6 +515,21 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
     code, out, _ = run(capsys, "study", "trials", "quick", "--csv", "--storage", storage)
     table = list(csv.DictReader(io.StringIO(out)))
     assert code == 0 and [int(r["number"]) for r in table] == [t.number for t in trials]
+    # What a person reads: no artifact ids nor compute ledger (--json has them), no column
+    # that repeats the value, numbers to 6 significant digits.
+    columns = list(table[0])
+    assert "generator" in rows[0], "--json keeps the bookkeeping"
+    hidden = {"generator", "grid", "steps_reserved", "seconds_reserved", "fid", "checkpoint"}
+    assert not hidden & set(columns), columns
+    assert columns[:3] == ["number", "state", "value"] and columns[-1] == "intermediate"
+    assert [c for c in columns if c.startswith("params_")] == [
+        f"params_{k}" for k in trials[0].params
+    ]
+    for cells, trial in zip(table, trials, strict=True):
+        if trial.value is not None:
+            assert cells["value"] == f"{trial.value:.6g}"
+        if "kid" in trial.user_attrs:  # measured at the final evaluation
+            assert cells["kid"] == f"{trial.user_attrs['kid']:.6g}", cells
     assert [r["baseline"] for r in table] == ["True"] + ["False"] * (len(rows) - 1)
     for cells, row in zip(table, rows, strict=True):
         pairs = [p.split(":") for p in cells["intermediate"].split()]  # step:value±std
@@ -524,6 +540,30 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
         assert [float(v.split("±")[1]) for _, v in pairs] == pytest.approx(
             [p["std"] for p in row["intermediate"]], rel=0.05
         )
+
+
+def test_a_reader_that_stops_early_ends_the_output_without_a_traceback(tmp_path: Path) -> None:
+    """'ganhpo study trials NAME --csv | head -1': the pipe closed under the writer ends the
+    command quietly (exit 141, as a shell reports SIGPIPE), not with a BrokenPipeError."""
+    storage = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    assert main(["study", "create", str(QUICK), "--storage", storage, "-q"]) == 0
+    study = optuna.load_study(study_name="quick", storage=storage)
+    dist = {"lr_g": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True)}
+    study.add_trials(  # more rows than a pipe's buffer holds
+        optuna.create_trial(value=100.0 + i, params={"lr_g": 1e-3}, distributions=dist)
+        for i in range(3000)
+    )
+    done = subprocess.run(
+        f"{sys.executable} -m ganhpo study trials quick --csv --storage {storage} | head -1; "
+        "exit ${PIPESTATUS[0]}",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.stdout.startswith("number,state,value,") and done.stdout.count("\n") == 1
+    assert (done.returncode, done.stderr) == (141, ""), done.stderr
 
 
 def _dominated(t: optuna.trial.FrozenTrial, others: list[optuna.trial.FrozenTrial]) -> bool:

@@ -12,7 +12,7 @@ from faults import TINY, handed_over, load, retry_of
 from optuna.trial import TrialState
 from procs import finish, ganhpo, spec_variant, start, wait_for, worker_env
 
-from ganhpo.chains import counted_trials
+from ganhpo.chains import checkpoint_of, counted_trials
 from ganhpo.commands.worker import worst_exit_code
 
 
@@ -39,7 +39,7 @@ def test_two_processes_share_a_study_and_both_hand_back_on_sigterm(
         running = [
             t.number
             for t in trials
-            if t.state == TrialState.RUNNING and (t.user_attrs.get("checkpoint") or {}).get("step")
+            if t.state == TrialState.RUNNING and (checkpoint_of(t) or {}).get("step")
         ]
         return running if len(running) == 2 else []
 

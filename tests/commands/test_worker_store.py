@@ -20,7 +20,7 @@ from procs import ganhpo, spec_variant, worker_env
 
 from ganhpo.artifacts import STORE_MARKER_ATTR, open_artifact_store
 from ganhpo.errors import ConfigError
-from ganhpo.storage import open_storage
+from ganhpo.storage import open_storage, study_attr
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def nothing_taken(url: str) -> bool:
 def test_study_create_makes_the_store_and_marks_it(tmp_path: Path, env: dict[str, str]) -> None:
     store = tmp_path / "shared" / "store"
     url = create(tmp_path, env, store)
-    marker = study(url).user_attrs[STORE_MARKER_ATTR]
+    marker = study_attr(study(url), STORE_MARKER_ATTR)
     assert [p.name for p in store.iterdir()] == [marker]
     body = json.loads((store / marker).read_text())
     assert body["study"] == "quick" and body["location"] == str(store)
@@ -90,7 +90,7 @@ def test_a_folder_that_is_not_the_study_s_store_is_refused(
     code, err = worker(tmp_path, env, url)
     assert code == 2, err
     (line,) = err.strip().splitlines()
-    marker = study(url).user_attrs[STORE_MARKER_ATTR]
+    marker = study_attr(study(url), STORE_MARKER_ATTR)
     assert line.startswith(
         f"ganhpo: error: the artifact store {store} is not the one study 'quick' was created "
         f"with (its marker {marker} is not there); mount the study's store there"
@@ -124,7 +124,7 @@ def test_set_store_makes_a_new_store_the_study_s(tmp_path: Path, env: dict[str, 
     assert done.returncode == 0 and done.stdout.strip() == str(new), done.stderr
     attrs = study(url).user_attrs
     assert attrs["ganhpo:artifacts"] == str(new)
-    assert (new / attrs[STORE_MARKER_ATTR]).is_file()
+    assert (new / study_attr(study(url), STORE_MARKER_ATTR)).is_file()
 
 
 def test_a_store_that_cannot_be_made_leaves_no_study(tmp_path: Path, env: dict[str, str]) -> None:

@@ -18,6 +18,8 @@ from ganhpo.data import (
     shipped_mnist_subset_dir,
 )
 from ganhpo.errors import ConfigError
+from ganhpo.storage import study_attr
+from ganhpo.study import SPEC_ATTR
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_a_study_on_a_dataset_without_a_test_split_sets_a_tenth_aside(
     def study(name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
 
-    assert study("npz").user_attrs["ganhpo:spec"]["dataset"]["holdout"] == 0.1  # stored
+    assert study_attr(study("npz"), SPEC_ATTR)["dataset"]["holdout"] == 0.1  # stored
     ds = study_spec(study("npz")).base.dataset
     assert len(load_training_data(ds, None)) == 1800  # what its workers train and search on
     held, train = test_reference(study("npz"))
@@ -115,7 +117,7 @@ def test_a_study_created_before_the_holdout_is_loaded_as_it_is(
     import optuna
 
     from ganhpo.cli import main
-    from ganhpo.study import SPEC_ATTR
+    from ganhpo.storage import set_study_attr
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GANHPO_STORAGE", raising=False)
@@ -123,10 +125,10 @@ def test_a_study_created_before_the_holdout_is_loaded_as_it_is(
     spec = spec_variant(tmp_path, {'name = "mnist-subset"': f'name = "npz"\npath = "{npz}"'})
     assert main(["study", "create", str(spec), "--storage", storage, "-q"]) == 0
     study = optuna.load_study(study_name="quick", storage=storage)
-    old = study.user_attrs[SPEC_ATTR]
+    old = study_attr(study, SPEC_ATTR)
     del old["dataset"]["holdout"]
-    study.set_user_attr(SPEC_ATTR, old)  # as a study created before holdout existed
+    set_study_attr(study, SPEC_ATTR, old)  # as a study created before holdout existed
     argv = ["study", "create", str(spec), "--storage", storage, "--load-if-exists", "-q"]
     assert main(argv) == 0
-    stored = optuna.load_study(study_name="quick", storage=storage).user_attrs[SPEC_ATTR]
+    stored = study_attr(optuna.load_study(study_name="quick", storage=storage), SPEC_ATTR)
     assert "holdout" not in stored["dataset"]

@@ -20,7 +20,7 @@ from faults import check_no_orphans, create_study, handed_over, load, retry_of, 
 from optuna.trial import TrialState
 from procs import finish, ganhpo
 
-from ganhpo.chains import counted_trials
+from ganhpo.chains import checkpoint_of, counted_trials
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
@@ -89,12 +89,12 @@ def test_random_kills_for_two_minutes(
     lost_numbers = {t.number for t in lost}
     for t in lost:
         retry = retry_of(trials, t.number)
-        checkpoint = t.user_attrs.get("checkpoint")
+        checkpoint = checkpoint_of(t)
         if "resumed_at_step" not in retry.user_attrs:
             # Its worker was killed too before it resumed anything: it passed the same
             # checkpoint on, untouched.
             assert retry.number in lost_numbers
-            assert retry.user_attrs.get("checkpoint") == checkpoint
+            assert checkpoint_of(retry) == checkpoint
         elif checkpoint is not None:
             assert retry.user_attrs["resumed_at_step"] == checkpoint["step"] > 0
             resumed_from_checkpoint += 1

@@ -17,7 +17,7 @@ from faults import check_no_orphans, create_study, load, start_worker
 from optuna.trial import TrialState
 from procs import finish, ganhpo, wait_for
 
-from ganhpo.chains import GROW_ATTR, counted_trials, retry_history, steps_spent
+from ganhpo.chains import GROW_ATTR, checkpoint_of, counted_trials, retry_history, steps_spent
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py)
 
@@ -33,7 +33,7 @@ def _grown_checkpoint(url: str) -> dict | None:
     """The grown trial's checkpoint once it is beyond its parent's final state."""
     for t in load(url).get_trials(deepcopy=False):
         if GROW_ATTR in t.system_attrs and t.state == TrialState.RUNNING:
-            ckpt = t.user_attrs.get("checkpoint")
+            ckpt = checkpoint_of(t)
             if ckpt and ckpt["step"] >= 320:
                 return {"number": t.number, **ckpt}
     return None

@@ -30,6 +30,7 @@ from faults import (
 from optuna.trial import TrialState
 from procs import finish, ganhpo, spec_variant, wait_for
 
+from ganhpo.chains import checkpoint_of
 from ganhpo.storage import open_storage
 
 GRACE = 4  # study.grace_period of the FAST spec (tests/faults.py)
@@ -194,7 +195,7 @@ def test_killed_at_any_instant_of_a_trial(
     run_worker_to_the_end(postgres_url, tmp_path, env, "b")
     trials = check_all_finished(postgres_url, 1)
     retry = retry_of(trials, 0)
-    lost_at = trials[0].user_attrs.get("checkpoint")
+    lost_at = checkpoint_of(trials[0])
     if lost_at is not None:  # resumed from the last checkpoint that was recorded
         assert retry.user_attrs["resumed_at_step"] == lost_at["step"] > 0
     # Even the checkpoint written but not recorded (checkpoint:written) was removed: the worker
@@ -216,7 +217,7 @@ def test_killed_while_its_trial_ends(
     assert killed.state == (
         TrialState.RUNNING if instant == "finish:recorded" else TrialState.COMPLETE
     )
-    last = killed.user_attrs["checkpoint"]
+    last = checkpoint_of(killed)
     assert last["step"] == 240  # the trial's last state, still recorded at the kill
 
     b_log = run_worker_to_the_end(postgres_url, tmp_path, env, "b")
@@ -262,7 +263,7 @@ def test_the_quick_spec_checkpoints_without_asking(
 
     def first_checkpoint() -> dict | None:
         trials = load(postgres_url).get_trials(deepcopy=False)
-        return trials[0].user_attrs.get("checkpoint") if trials else None
+        return checkpoint_of(trials[0]) if trials else None
 
     ckpt = wait_for(first_checkpoint, 300, "trial 0's first checkpoint")
     assert ckpt["step"] == 80  # type: ignore[index]  # at the first evaluation ([eval] every)

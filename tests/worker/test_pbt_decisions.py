@@ -10,6 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from ganhpo.chains import CHECKPOINT_ATTR
 from ganhpo.spec import FloatRange, StrategySpec
 from ganhpo.worker._pbt import choose_donor, explore, latest_links, rng_for
 
@@ -38,8 +39,8 @@ def member(
         params={"lr_g": 1e-3, "lr_d": 2e-3},
         distributions=DISTRIBUTIONS,
         intermediate_values=curve,
-        user_attrs={"checkpoint": {"id": f"c{number}", "step": max(curve)}} if checkpoint else {},
-        system_attrs={"retry_history": history} if history else {},
+        system_attrs=({"retry_history": history} if history else {})
+        | ({CHECKPOINT_ATTR: {"id": f"c{number}", "step": max(curve)}} if checkpoint else {}),
     )
     trial.number = number
     trial.state = state

@@ -7,11 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from ganhpo.artifacts import list_artifacts, open_artifact_store, write_artifact
-from ganhpo.chains import HANDOVER_ATTR, HANDOVERS_ATTR, PBT_ATTR
+from ganhpo.chains import (
+    CHECKPOINT_ATTR,
+    CHECKPOINT_PENDING_ATTR,
+    HANDOVER_ATTR,
+    HANDOVERS_ATTR,
+    LEGACY_CHECKPOINT_ATTRS,
+    PBT_ATTR,
+)
 from ganhpo.worker._handover import study_key, sweep_checkpoints
 
 DIST = {"lr_g": FloatDistribution(1e-5, 1e-2, log=True)}
@@ -24,12 +32,18 @@ def add(
     checkpoint: str | None = None,
     pending: str | None = None,
     system_attrs: dict | None = None,
+    legacy: bool = False,
 ) -> None:
+    """``legacy``: the checkpoint attributes where studies of earlier versions kept them (user
+    attributes, which the dashboard shows)."""
+    recorded = {CHECKPOINT_ATTR: {"id": checkpoint, "step": 80}} if checkpoint else {}
+    recorded |= {CHECKPOINT_PENDING_ATTR: pending} if pending else {}
     user_attrs: dict = {}
-    if checkpoint:
-        user_attrs["checkpoint"] = {"id": checkpoint, "step": 80}
-    if pending:
-        user_attrs["checkpoint_pending"] = pending
+    system_attrs = dict(system_attrs or {})
+    if legacy:
+        user_attrs = {LEGACY_CHECKPOINT_ATTRS[k]: v for k, v in recorded.items()}
+    else:
+        system_attrs |= recorded
     study.add_trial(
         optuna.create_trial(
             state=state,
@@ -37,12 +51,13 @@ def add(
             params={"lr_g": 1e-3},
             distributions=DIST,
             user_attrs=user_attrs,
-            system_attrs=system_attrs or {},
+            system_attrs=system_attrs,
         )
     )
 
 
-def test_only_files_no_trial_can_resume_from_are_removed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("legacy", [False, True], ids=["system-attrs", "legacy-user-attrs"])
+def test_only_files_no_trial_can_resume_from_are_removed(tmp_path: Path, legacy: bool) -> None:
     study = optuna.create_study(study_name="a", storage=f"sqlite:///{tmp_path / 'db.sqlite'}")
     store = open_artifact_store(str(tmp_path / "artifacts"), create=True)
     key = study_key(study)
@@ -52,23 +67,30 @@ def test_only_files_no_trial_can_resume_from_are_removed(tmp_path: Path) -> None
         write_artifact(store, b"state", kind="checkpoint", artifact_id=artifact_id)
     write_artifact(store, b"png", kind="grid", artifact_id="grid-1")  # not a checkpoint
 
-    add(study, TrialState.COMPLETE, checkpoint=ids["a"])  # killed between tell and removal
-    add(study, TrialState.WAITING, checkpoint=ids["b"])  # a retry that will resume from it
+    add(
+        study, TrialState.COMPLETE, checkpoint=ids["a"], legacy=legacy
+    )  # killed between tell and removal
+    add(
+        study, TrialState.WAITING, checkpoint=ids["b"], legacy=legacy
+    )  # a retry that will resume from it
     # Running: its recorded checkpoint and the one being written are both needed; the one
     # it replaced (killed between recording the new one and removing the old: "c") is not.
-    add(study, TrialState.RUNNING, checkpoint=ids["d"], pending=ids["e"])
+    add(study, TrialState.RUNNING, checkpoint=ids["d"], pending=ids["e"], legacy=legacy)
     # Failed for a hand-over, retry not yet enqueued (repair will, from its checkpoint).
-    add(study, TrialState.FAIL, checkpoint=ids["f"], system_attrs={HANDOVER_ATTR: {}})
+    add(
+        study, TrialState.FAIL, checkpoint=ids["f"], system_attrs={HANDOVER_ATTR: {}}, legacy=legacy
+    )
     # The same, but out of retries (max_retry = 2): it stays failed, nobody resumes it.
     add(
         study,
         TrialState.FAIL,
         checkpoint=ids["g"],
         system_attrs={HANDOVER_ATTR: {}, HANDOVERS_ATTR: 2},
+        legacy=legacy,
     )
     # A PBT member's interval ended, successor not yet enqueued: its plan's state is needed.
     plan = {"params": {}, "checkpoint": {"id": ids["h"], "step": 80}, "parent": None}
-    add(study, TrialState.PRUNED, checkpoint=ids["i"], system_attrs={PBT_ATTR: plan})
+    add(study, TrialState.PRUNED, checkpoint=ids["i"], system_attrs={PBT_ATTR: plan}, legacy=legacy)
 
     removed = sweep_checkpoints(study, store, max_retry=2)
     assert sorted(removed) == sorted([ids["a"], ids["c"], ids["g"]])
