@@ -28,9 +28,11 @@ from torch import nn
 from ganhpo._optuna import trial_id_of
 from ganhpo.chains import checkpoint_of
 from ganhpo.errors import ConfigError, GanhpoError, StorageError
+from ganhpo.train.config import DatasetConfig
 from ganhpo.train.export import GeneratorFile, read_generator
 
 __all__ = [
+    "REAL_IMAGES_ATTR",
     "TEST_ATTRS",
     "TestRun",
     "TestScore",
@@ -38,7 +40,9 @@ __all__ = [
     "completed_trial",
     "fid_sort_key",
     "finite_or_none",
+    "held_out_images",
     "open_store",
+    "real_images_score",
     "run_generator",
     "sample_images",
     "test_reference",
@@ -50,6 +54,11 @@ logger = logging.getLogger(__name__)
 
 # The user attributes `ganhpo study test` records on each trial it scores.
 TEST_ATTRS = ("test_fid", "test_fid_std", "test_samples", "test_seed", "test_reference")
+
+# A study user attribute (a person reads it, on the dashboard too): the FID and KID of real
+# images the search never saw, at the final evaluation's sample size (real_images_score), which
+# the first workers of a study record.
+REAL_IMAGES_ATTR = "fid_of_real_images"
 
 # In a 'ganhpo train --out DIR' folder: the final generator, the last training state.
 RUN_GENERATOR = "generator.pt"
@@ -216,11 +225,24 @@ def test_reference(study: optuna.Study, *, data_dir: str | Path | None = None) -
     the search never saw (the test split, else the ``dataset.holdout`` share of the train
     split the study set aside when it was created), and those its feature extractor is for.
     Raises ConfigError for a dataset with neither."""
-    from ganhpo.data import HOLDOUT_SPLIT, has_test_split, load_dataset
+    from ganhpo.data import load_dataset
     from ganhpo.study import study_spec
 
     ds = study_spec(study).base.dataset
-    name = study.study_name
+    test = held_out_images(ds, study.study_name, data_dir=data_dir)
+    common: dict[str, Any] = {"resolution": ds.resolution, "channels": ds.channels, "path": ds.path}
+    train = load_dataset(
+        ds.name, split="train", data_dir=data_dir, limit=ds.limit, holdout=ds.holdout or 0.0,
+        **common,
+    )  # fmt: skip
+    return test, train
+
+
+def held_out_images(ds: DatasetConfig, name: str, *, data_dir: str | Path | None = None) -> Any:
+    """The images study ``name``'s search never saw (see :func:`test_reference`); raises
+    ConfigError for a dataset with none."""
+    from ganhpo.data import HOLDOUT_SPLIT, has_test_split, load_dataset
+
     if ds.split != "train":
         raise ConfigError(
             f"study {name!r} trains on the {ds.split} split of {ds.name}, so no split is held "
@@ -238,16 +260,24 @@ def test_reference(study: optuna.Study, *, data_dir: str | Path | None = None) -
             "saw with 'ganhpo score OUT --against HELD_OUT'"
         )
     common: dict[str, Any] = {"resolution": ds.resolution, "channels": ds.channels, "path": ds.path}
-    train = load_dataset(
-        ds.name, split="train", data_dir=data_dir, limit=ds.limit, holdout=holdout, **common
-    )
     if test_split:
-        test = load_dataset(ds.name, split="test", data_dir=data_dir, **common)
-    else:
-        test = load_dataset(
-            ds.name, split=HOLDOUT_SPLIT, data_dir=data_dir, holdout=holdout, **common
-        )
-    return test, train
+        return load_dataset(ds.name, split="test", data_dir=data_dir, **common)
+    return load_dataset(ds.name, split=HOLDOUT_SPLIT, data_dir=data_dir, holdout=holdout, **common)
+
+
+def real_images_score(evaluator: Any, held: Any, samples: int) -> dict[str, Any]:
+    """The FID (and KID) of ``samples`` real images the search never saw (``held``), scored
+    as a trial's generator is (``evaluator``, against the training images): the floor of the
+    metric at that sample size, what a person reads a trial's value against."""
+    n = min(samples, len(held))
+    result = evaluator.evaluate_images(held.images[:n])
+    return {
+        "fid": finite_or_none(result.fid),
+        "fid_std": finite_or_none(result.fid_std),
+        "kid": finite_or_none(result.kid),
+        "samples": n,
+        "split": held.split,
+    }
 
 
 def test_trials(

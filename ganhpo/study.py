@@ -343,6 +343,9 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
              "params": t.params}
             for t in front
         ]  # fmt: skip
+    from ganhpo.results import REAL_IMAGES_ATTR
+
+    extra["real_images"] = study.user_attrs.get(REAL_IMAGES_ATTR)  # recorded by the workers
     return {
         "name": study.study_name,
         "objective": spec.objective,

@@ -95,6 +95,7 @@ class Machine:
         self.ip = f"{cluster.prefix}.{10 + index}"
         self.root = cluster.root / self.name
         self.processes: list[subprocess.Popen[str]] = []
+        self.extra_env: dict[str, str] = {}  # more of what its user set (a data directory)
 
     def env(self) -> dict[str, str]:
         """What a user on this machine would set: its own HOME and caches, the database's URL
@@ -102,7 +103,7 @@ class Machine:
         env = worker_env(self.root / "cache")
         env |= self.cluster.store.env()
         env |= {"HOME": str(self.root / "home"), "GANHPO_STORAGE": self.cluster.storage_url}
-        return env
+        return env | self.extra_env
 
     def _argv(self, *args: str) -> list[str]:
         hostname = f"ganhpo-{self.name}"

@@ -342,6 +342,17 @@ def show(args: argparse.Namespace) -> int:
         print("best       none yet")
     else:
         print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
+        real = info.get("real_images") or {}
+        floor = real.get(info["objective"])
+        print(
+            "           lower is better"
+            + (
+                f"; real images the search never saw score {floor:.4g} ({real['split']} split, "
+                f"{real['samples']} samples)"
+                if floor is not None
+                else ""
+            )
+        )
         attrs = best.get("user_attrs", {})
         if attrs.get("test_fid") is not None:  # recorded by 'ganhpo study test'
             std = attrs.get("test_fid_std")

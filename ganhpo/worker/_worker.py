@@ -329,6 +329,32 @@ class Worker:
         self.evaluator(self.base)  # builds the extractor and the real statistics (cached)
         if self.base.model.custom:  # a user's networks: their package must be installed here
             import_builder(self.base.model.arch)
+        self._score_real_images()
+
+    def _score_real_images(self) -> None:
+        """Record, once per study, what real images the search never saw score (the floor a
+        person reads every trial's FID against: ``study show``, the dashboard's study page).
+        The first workers of a study do it (a few at once write the same); a study without
+        such images has none."""
+        from ganhpo.results import REAL_IMAGES_ATTR, held_out_images, real_images_score
+
+        if REAL_IMAGES_ATTR in self._db(lambda: self.study.user_attrs):
+            return
+        try:
+            held = held_out_images(
+                self.base.dataset, self.study.study_name, data_dir=self.options.data_dir
+            )
+        except (ConfigError, DataError) as e:
+            logger.debug("no real images to score: %s", e)
+            return
+        score = real_images_score(self.evaluator(self.base), held, self.base.eval.final_samples)
+        self._db(self.study.set_user_attr, REAL_IMAGES_ATTR, score)
+        logger.info(
+            "real images the search never saw (%s split, %d) score FID %s: a trial's floor",
+            held.split,
+            score["samples"],
+            "nan" if score["fid"] is None else f"{score['fid']:.3f}",
+        )
 
     # ---------------------------------------------------------------- signals
     def install_signal_handlers(self) -> None:

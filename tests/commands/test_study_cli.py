@@ -511,6 +511,12 @@ def test_json_outputs_are_alike_and_trials_carry_their_curve_and_baseline_as_dat
     # Trial 0 is the spec's [[baselines]] entry; nothing else is.
     assert [r["baseline"] for r in rows] == [True] + [False] * (len(rows) - 1)
     assert outputs["best"]["number"] == study.best_trial.number
+    # What real images the search never saw score, recorded by the worker: a trial's floor.
+    real = outputs["show"]["real_images"]
+    assert (real["split"], real["samples"]) == ("test", 1000) and 0 < real["fid"] < 30, real
+    assert study.user_attrs["fid_of_real_images"] == real  # on the dashboard's study page
+    code, out, _ = run(capsys, "study", "show", "quick", "--storage", storage)
+    assert f"lower is better; real images the search never saw score {real['fid']:.4g}" in out
 
     code, out, _ = run(capsys, "study", "trials", "quick", "--csv", "--storage", storage)
     table = list(csv.DictReader(io.StringIO(out)))
