@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import math
 import os
 import platform
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_results(name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` to ``bench/results/NAME.json`` with the command that measured it, the
+    CPU and the date: the file BENCHMARKS.md quotes (tests/test_figures.py checks each quoted
+    figure against it)."""
+    argv = [f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]
+    record = {
+        "command": "python " + " ".join(argv),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "date": datetime.date.today().isoformat(),
+        **data,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+    return path
 
 
 def cpu_model() -> str:

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
 
+from _common import save_results  # noqa: E402  (bench/, beside this)
+
 from ganhpo.data import load_dataset  # noqa: E402
 from ganhpo.metrics import extract_features, frechet_distance, get_extractor  # noqa: E402
 
@@ -115,8 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench_distance(reps, scipy_reps_2048)
     extraction = bench_extraction(args.data_dir, n_images, extract_reps)
 
+    result = {
+        "distance": rows,
+        "reference": "pytorch-fid's calculate_frechet_distance (scipy.linalg.sqrtm of S1 S2)",
+        "reps": reps,
+        "sqrtm_reps_2048": scipy_reps_2048,
+        "extraction": extraction,
+        "torch_threads": threads,
+    }
+    save_results("fid_speed" + ("_quick" if args.quick else ""), result)
     if args.json:
-        print(json.dumps({"distance": rows, "extraction": extraction, "torch_threads": threads}))
+        print(json.dumps(result))
         return 0
     print("Fréchet distance: ganhpo (Cholesky + eigvalsh) vs scipy.linalg.sqrtm formula")
     print(

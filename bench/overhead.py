@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
-from _common import cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
+from _common import cpu_model, save_results, scratch_database  # noqa: E402  (bench/, beside this)
 
 from ganhpo.data import load_dataset  # noqa: E402
 from ganhpo.metrics import Evaluator  # noqa: E402
@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "db_calls": call_stats,
         "heartbeats": {"calls": len(heartbeats), "total_s": sum(heartbeats)},
     }
+    save_results("overhead" + ("_quick" if args.quick else ""), result)
     if args.json:
         print(json.dumps(result))
         return 0

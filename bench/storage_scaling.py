@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Run from a checkout without installing the package.
 sys.path.insert(0, str(ROOT))
 
-from _common import bulk_fill, cpu_model, scratch_database  # noqa: E402  (bench/, beside this script)
+from _common import bulk_fill, cpu_model, save_results, scratch_database  # noqa: E402  (bench/)
 
 DEFAULT_STORAGE = "postgresql://postgres@127.0.0.1:5432/test"
 STEPS = 20  # intermediate values per trial
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{n_new} new dummy trials per row ({STEPS} reports each unless pruned), random "
         f"sampler, median pruner; total wall {time.perf_counter() - started:.0f} s"
     )
+    save_results("storage_scaling" + ("_quick" if args.quick else ""), {"meta": meta, "rows": rows})
     if args.json:
         print(json.dumps({"meta": meta, "rows": rows}))
     else:

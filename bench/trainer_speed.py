@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common.py, beside this
+from _common import save_results
 
 from ganhpo.data import load_dataset, shipped_mnist_subset_dir
 from ganhpo.train import DatasetConfig, EvalConfig, ModelConfig, TrainConfig, Trainer, TrainParams
@@ -107,6 +111,19 @@ def main() -> None:
         t_bare.append(b)
         ratios.append(b / a)  # images/s of the trainer over images/s of the bare loop
     ips = args.batch_size * n
+    result: dict[str, object] = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "width": args.width,
+        "blocks": blocks,
+        "steps_per_block": n,
+        "trainer_img_s": ips / statistics.median(t_tr),
+        "bare_img_s": ips / statistics.median(t_bare),
+        "ratios": ratios,
+        "ratio_median": statistics.median(ratios),
+        "evaluations": [],
+    }
     print(
         f"device {device}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
         f"width {args.width}, {blocks} blocks x {n} steps, interleaved"
@@ -130,6 +147,12 @@ def main() -> None:
             f"one {'final' if final else 'intermediate'} evaluation of {samples:5d} samples "
             f"({what}): {seconds:6.2f} s (= {steps:.0f} training steps; FID {rec.fid:.2f})"
         )
+        evaluations = result["evaluations"]
+        assert isinstance(evaluations, list)
+        evaluations.append(
+            {"samples": samples, "final": final, "seconds": seconds, "steps_worth": steps}
+        )
+    save_results("trainer_speed" + ("_quick" if args.quick else ""), result)
 
 
 REGULARISERS = {
@@ -145,6 +168,7 @@ def regulariser_costs(args: argparse.Namespace) -> None:
     data = load_dataset("mnist", data_dir=data_dir)
     blocks, n = (4, 10) if args.quick else (8, 20)
     print(f"threads {torch.get_num_threads()}, batch {args.batch_size}, width {args.width}")
+    costs: dict[str, dict[str, object]] = {}
     for arch in ("dcgan", "resnet"):
 
         def trainer(extra: dict[str, bool], arch: str = arch) -> Trainer:
@@ -172,6 +196,16 @@ def regulariser_costs(args: argparse.Namespace) -> None:
                 f"{arch:7s} {name:20s} {statistics.median(ratios):5.2f}x a plain step "
                 f"(min {min(ratios):.2f}, max {max(ratios):.2f}; {a / n * 1000:.0f} ms plain)"
             )
+            costs.setdefault(arch, {})[name] = {
+                "ratio_median": statistics.median(ratios),
+                "ratios": ratios,
+                "plain_step_ms": a / n * 1000,
+            }
+    save_results(
+        "regularisers" + ("_quick" if args.quick else ""),
+        {"torch_threads": torch.get_num_threads(), "batch_size": args.batch_size,
+         "width": args.width, "blocks": blocks, "steps_per_block": n, "costs": costs},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
