@@ -137,6 +137,7 @@ def _sim_worker_class() -> Any:
             self._stop_deadline = math.inf
             self._last_failure = None
             self._study_key = None
+            self._files = {}
             self.max_seconds, self.seconds_spent = None, 0.0
             clock = getattr(_worker_module, "_Clock", None)  # absent in older checkouts
             self._link_start = clock() if clock is not None else None

@@ -868,102 +868,32 @@ class Worker:
     def _train_trial(
         self, trial: optuna.Trial, heartbeat: _Heartbeat, grids: Path
     ) -> TrialState | None:
-        objective = self.spec.objective
+        """Train the trial from where it stands to its end, or until it is stopped; how it
+        ended decides what is told (:meth:`_ended`). The order of the ``except`` clauses is the
+        worker's fault behaviour: another worker's take-over and a second signal end this copy
+        at once, a divergence prunes the trial, a database gone for good leaves it for another
+        worker, any other error fails this one trial."""
         started = time.monotonic()
-        pruned_at: list[int] = []
-        interval_end: list[int] = []
-        hopeless: list[str] = []  # why the strategy stopped the trial
         best = self._best_value()
         try:
-            config = self._config_for(trial)
-            attrs = {"host": self.host, "seed": config.seed}
-            attrs["device"] = str(Trainer.device_for(config))
-            self._db(_write_attrs, self.storage, trial, attrs)
-            failpoint("trial:training")
-            trainer = Trainer(
-                config, data=self.data, evaluator=self.evaluator(config), out_dir=grids
-            )
-            # What the trial's networks cost: parameters of each (the Pareto axis of a study
-            # that weighs size against FID).
-            sizes = {"g_params": count_params(trainer.G), "d_params": count_params(trainer.D)}
-            self._db(_write_attrs, self.storage, trial, sizes)
-
-            stds: dict[str, float] = dict(trial.user_attrs.get(STD_ATTRS[objective]) or {})
-
-            def on_eval(record: EvalRecord) -> None:
-                value = record.fid if objective == "fid" else record.kid
-                std = record.fid_std if objective == "fid" else record.kid_std
-                if math.isfinite(std):  # before the report: the pruner reads it
-                    stds[str(record.step)] = std
-                    self._db(trial.set_user_attr, STD_ATTRS[objective], stds)
-                self._db(self._report, trial, value, record.step)
-                spent = (
-                    f"  budget {self.steps_spent}/{self.max_steps} steps"
-                    if self.max_steps is not None
-                    else ""
-                )
-                if self.max_seconds is not None:
-                    spent += (
-                        f"  budget {self.seconds_spent / 3600:.3g}/"
-                        f"{self.spec.max_device_hours:g} device-h"
-                    )
-                logger.info(
-                    "trial %d  %s%s%s",
-                    trial.number,
-                    progress.line(record),
-                    f"  (best so far {best:.3f})" if best is not None else "",
-                    spent,
-                )
-                if record.grid is not None:
-                    name = "grid_final.png" if record.final else f"grid_step_{record.step:07d}.png"
-                    grid_id = self._upload(trial, Path(record.grid).read_bytes(), name)
-                    if grid_id:
-                        self._db(trial.set_user_attr, "grid", grid_id)
-                if record.final:
-                    return
-                why = self.strategy.stop_reason(self, trial, trainer.history, config)
-                if why:
-                    hopeless.append(why)
-                    return
-                decision = self.strategy.after_evaluation(self, trial)
-                if decision == "prune":
-                    pruned_at.append(record.step)
-                elif decision == "end interval":
-                    interval_end.append(record.step)
-
-            self._resume(trial, trainer)
-            self._link_start = _Clock.of(trainer)
+            run = self._prepare(trial, heartbeat, grids, best=best)
+            self._resume(trial, run.trainer)
+            self._link_start = _Clock.of(run.trainer)
             # The compute budget is reserved an evaluation interval at a time.
-            allowed = [self._reserve(trial, trainer, config.train.steps)]
-            if allowed[0] <= trainer.step < trainer.config.train.steps:
-                reason = f"not run from step {trainer.step}: the study's compute budget is spent"
-                return self._finish(
-                    trial, TrialState.PRUNED, reason, started, None, step=trainer.step
+            run.allowed = self._reserve(trial, run.trainer, run.config.train.steps)
+            if run.allowed <= run.trainer.step < run.trainer.config.train.steps:
+                reason = (
+                    f"not run from step {run.trainer.step}: the study's compute budget is spent"
                 )
-            budget_stop: list[int] = []
-
-            def out_of_budget() -> bool:
-                if trainer.step < allowed[0] or trainer.step >= trainer.config.train.steps:
-                    return False
-                allowed[0] = self._reserve(trial, trainer, trainer.config.train.steps)
-                if allowed[0] > trainer.step or trainer.step >= trainer.config.train.steps:
-                    return False
-                budget_stop.append(trainer.step)
-                return True
-
-            progress = Progress(config.train.steps, trainer.step)
+                return self._finish(
+                    trial, TrialState.PRUNED, reason, started, None, step=run.trainer.step
+                )
+            run.progress = Progress(run.config.train.steps, run.trainer.step)
             logger.info("trial %d started: %s", trial.number, _short(trial.params))
-            result = trainer.run(
-                on_eval=on_eval,
-                should_stop=lambda: (
-                    bool(pruned_at)
-                    or bool(hopeless)
-                    or bool(interval_end)
-                    or self.stop_requested is not None
-                    or heartbeat.lost.is_set()
-                    or out_of_budget()
-                ),
-                on_checkpoint=lambda step: self._save_checkpoint(trial, trainer),
+            result = run.trainer.run(
+                on_eval=run.on_eval,
+                should_stop=run.should_stop,
+                on_checkpoint=lambda step: self._save_checkpoint(trial, run.trainer),
             )
         except (_TakenOver, KeyboardInterrupt):
             raise  # a second signal: the trial is taken over after the grace, or repaired
@@ -978,18 +908,39 @@ class Worker:
         except Exception as e:  # one trial's crash must never kill the worker
             logger.debug("trial %d crashed:\n%s", trial.number, traceback.format_exc())
             return self._failed(trial, e, started)
-        if heartbeat.lost.is_set():
+        return self._ended(run, result, started)
+
+    def _prepare(
+        self, trial: optuna.Trial, heartbeat: _Heartbeat, grids: Path, *, best: float | None
+    ) -> _TrialRun:
+        """The trial's configuration and trainer, with what describes it recorded."""
+        config = self._config_for(trial)
+        attrs = {"host": self.host, "seed": config.seed}
+        attrs["device"] = str(Trainer.device_for(config))
+        self._db(_write_attrs, self.storage, trial, attrs)
+        failpoint("trial:training")
+        trainer = Trainer(config, data=self.data, evaluator=self.evaluator(config), out_dir=grids)
+        # What the trial's networks cost: parameters of each (the Pareto axis of a study that
+        # weighs size against FID).
+        sizes = {"g_params": count_params(trainer.G), "d_params": count_params(trainer.D)}
+        self._db(_write_attrs, self.storage, trial, sizes)
+        return _TrialRun(self, trial, config, trainer, heartbeat, best=best)
+
+    def _ended(self, run: _TrialRun, result: Any, started: float) -> TrialState | None:
+        """Tell the study how the trial's training ended (see :class:`_TrialRun`)."""
+        trial, trainer = run.trial, run.trainer
+        if run.heartbeat.lost.is_set():
             raise _TakenOver("the trial is no longer running")
-        if hopeless:
-            reason = f"stopped: {hopeless[0]}"
+        if run.hopeless is not None:
+            reason = f"stopped: {run.hopeless}"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
-        if pruned_at:
-            reason = f"pruned at step {pruned_at[0]}"
+        if run.pruned_at is not None:
+            reason = f"pruned at step {run.pruned_at}"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
-        if budget_stop:
-            reason = f"stopped at step {budget_stop[0]}: the study's compute budget is spent"
+        if run.budget_stop is not None:
+            reason = f"stopped at step {run.budget_stop}: the study's compute budget is spent"
             return self._finish(trial, TrialState.PRUNED, reason, started, result)
-        if interval_end:
+        if run.interval_end is not None:
             return self.strategy.end_interval(self, trial, result, started)
         if result.stopped_early:  # a signal: checkpoint and hand the trial back
             return self._hand_back(trial, trainer, result, started)
@@ -1272,6 +1223,107 @@ class _Clock:
         if images > 0:
             return per_step, (self.eval_seconds - start.eval_seconds) / images
         return per_step, (self.eval_seconds / self.images if self.images else None)
+
+
+class _TrialRun:
+    """One trial's training under a worker: the callbacks ``Trainer.run`` calls (an
+    evaluation; whether to stop) and why the training stopped early, which
+    :meth:`Worker._ended` reads: the strategy pruned it (``pruned_at``), ended its PBT
+    interval (``interval_end``) or found it hopeless (``hopeless``), or the compute budget
+    ran out (``budget_stop``). A stop asked for by a signal, or the heartbeat's loss (the
+    trial was taken over), stops it too."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        trial: optuna.Trial,
+        config: TrainConfig,
+        trainer: Trainer,
+        heartbeat: _Heartbeat,
+        *,
+        best: float | None,
+    ) -> None:
+        self.worker = worker
+        self.trial = trial
+        self.config = config
+        self.trainer = trainer
+        self.heartbeat = heartbeat
+        self.best = best  # the study's best value when the trial started
+        self.objective = worker.spec.objective
+        std_attr = STD_ATTRS[self.objective]
+        self.stds: dict[str, float] = dict(trial.user_attrs.get(std_attr) or {})
+        self.progress = Progress(config.train.steps, 0)
+        self.allowed = 0  # the step the budget reserved so far lets the trial train to
+        self.pruned_at: int | None = None
+        self.interval_end: int | None = None
+        self.hopeless: str | None = None
+        self.budget_stop: int | None = None
+
+    def on_eval(self, record: EvalRecord) -> None:
+        """Report the evaluation, log it, upload its grid, and ask the strategy."""
+        w, trial = self.worker, self.trial
+        fid = self.objective == "fid"
+        value = record.fid if fid else record.kid
+        std = record.fid_std if fid else record.kid_std
+        if math.isfinite(std):  # before the report: the pruner reads it
+            self.stds[str(record.step)] = std
+            w._db(trial.set_user_attr, STD_ATTRS[self.objective], self.stds)
+        w._db(w._report, trial, value, record.step)
+        logger.info("trial %d  %s", trial.number, self._line(record))
+        if record.grid is not None:
+            name = "grid_final.png" if record.final else f"grid_step_{record.step:07d}.png"
+            grid_id = w._upload(trial, Path(record.grid).read_bytes(), name)
+            if grid_id:
+                w._db(trial.set_user_attr, "grid", grid_id)
+        if not record.final:
+            self._decide(record.step)
+
+    def _line(self, record: EvalRecord) -> str:
+        """The evaluation's progress line: the record, the best so far, the budget spent."""
+        w = self.worker
+        line = self.progress.line(record)
+        if self.best is not None:
+            line += f"  (best so far {self.best:.3f})"
+        if w.max_steps is not None:
+            line += f"  budget {w.steps_spent}/{w.max_steps} steps"
+        if w.max_seconds is not None:
+            line += f"  budget {w.seconds_spent / 3600:.3g}/{w.spec.max_device_hours:g} device-h"
+        return line
+
+    def _decide(self, step: int) -> None:
+        """After an intermediate evaluation: stop a hopeless trial, else the strategy's call."""
+        w, trial = self.worker, self.trial
+        why = w.strategy.stop_reason(w, trial, self.trainer.history, self.config)
+        if why:
+            self.hopeless = why
+            return
+        decision = w.strategy.after_evaluation(w, trial)
+        if decision == "prune":
+            self.pruned_at = step
+        elif decision == "end interval":
+            self.interval_end = step
+
+    def should_stop(self) -> bool:
+        """Whether the training stops after this step."""
+        stopped = (self.pruned_at, self.hopeless, self.interval_end)
+        return (
+            any(reason is not None for reason in stopped)
+            or self.worker.stop_requested is not None
+            or self.heartbeat.lost.is_set()
+            or self._out_of_budget()
+        )
+
+    def _out_of_budget(self) -> bool:
+        """At the end of the reserved interval, reserve the next; True when none is left."""
+        trainer = self.trainer
+        if trainer.step < self.allowed or trainer.step >= trainer.config.train.steps:
+            return False
+        self.allowed = self.worker._reserve(self.trial, trainer, trainer.config.train.steps)
+        # Read again: the reservation may have ended the trial sooner (Trainer.end_at).
+        if self.allowed > trainer.step or trainer.step >= trainer.config.train.steps:
+            return False
+        self.budget_stop = trainer.step
+        return True
 
 
 def _short(params: dict[str, Any]) -> str:
