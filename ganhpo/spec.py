@@ -12,6 +12,7 @@ import sys
 import types
 import typing
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,25 +86,45 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table ([{key}]), not {value!r}")
         return from_dict(tp, value, prefix=f"{key}.")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} = {value!r} must be true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} = {value!r} must be an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} = {value!r} must be a number")
-        if not math.isfinite(value):  # TOML writes nan and inf; no setting means either
-            raise ConfigError(f"{key} = {value!r} is invalid; use a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} = {value!r} must be a string")
-        return value
-    raise TypeError(f"unsupported annotation {_type_name(tp)} for {key}")  # internal
+    scalar = _SCALARS.get(tp)
+    if scalar is None:
+        raise TypeError(f"unsupported annotation {_type_name(tp)} for {key}")  # internal
+    return scalar(value, key)
+
+
+def _as_bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} = {value!r} must be true or false")
+    return value
+
+
+def _as_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} = {value!r} must be an integer")
+    return value
+
+
+def _as_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} = {value!r} must be a number")
+    if not math.isfinite(value):  # TOML writes nan and inf; no setting means either
+        raise ConfigError(f"{key} = {value!r} is invalid; use a finite number")
+    return float(value)
+
+
+def _as_str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} = {value!r} must be a string")
+    return value
+
+
+# The TOML scalars a spec's keys take, each with its check (what _convert applies).
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {
+    bool: _as_bool,
+    int: _as_int,
+    float: _as_float,
+    str: _as_str,
+}
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
@@ -430,12 +451,31 @@ def _param_type(name: str, raw: Any, base: TrainConfig) -> Any:
 
 
 def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
+    """One parameter of [search]: a searchable key, a table of choices or a range."""
+    key = f"search.{name}"
+    _check_searchable(name, base)
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{key} = {raw!r} must be a table such as {{ low = 1e-4, high = 1e-2, log = true }} "
+            "or { choices = [...] }; put fixed values in [train] or [model]"
+        )
+    tp = _param_type(name, raw, base)
+    if "choices" in raw:
+        return _parse_choices(name, raw, tp, base)
+    if tp in (int, float):
+        return _parse_range(name, raw, tp, base)
+    raise ConfigError(f"{key} is a {tp.__name__}: give {{ choices = [...] }}")
+
+
+def _check_searchable(name: str, base: TrainConfig) -> None:
+    """Refuse a [search] key that names no searchable setting (a user's builder has its own)."""
     from ganhpo.train.config import MODEL_SEARCHABLE, TrainParams
 
-    key = f"search.{name}"
     fields = [f.name for f in dataclasses.fields(TrainParams)] + sorted(MODEL_SEARCHABLE)
     if name in _NOT_SEARCHABLE:
-        raise ConfigError(f"{key} cannot be searched: {_NOT_SEARCHABLE[name]}; set it in [train]")
+        raise ConfigError(
+            f"search.{name} cannot be searched: {_NOT_SEARCHABLE[name]}; set it in [train]"
+        )
     if name not in fields and not base.model.custom:
         hint = closest(name, [f for f in fields if f not in _NOT_SEARCHABLE])
         raise ConfigError(
@@ -444,54 +484,52 @@ def _parse_param(name: str, raw: Any, base: TrainConfig) -> ParamSpace:
             + f"; searchable: {', '.join(f for f in fields if f not in _NOT_SEARCHABLE)}"
             + ' (and, with arch = "package.module:function", the builder\'s own keys)'
         )
-    if not isinstance(raw, dict):
+
+
+def _parse_choices(name: str, raw: dict[str, Any], tp: Any, base: TrainConfig) -> Choice:
+    """``{ choices = [...] }``: each a valid value of its type, once."""
+    key = f"search.{name}"
+    _reject_unknown(raw, ["choices"], f"[{key}]")
+    choices = raw["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise ConfigError(f"{key}.choices must be a non-empty list")
+    if tp is not object:
+        choices = [_convert(c, tp, f"{key}.choices") for c in choices]
+    if len(set(choices)) != len(choices):
+        raise ConfigError(f"{key}.choices has duplicates; list each value once")
+    for value in choices:  # every choice must make a valid configuration
+        _check_searched(base, name, value, f"{key}.choices", choice=True)
+    return Choice(tuple(choices))
+
+
+def _parse_range(
+    name: str, raw: dict[str, Any], tp: Any, base: TrainConfig
+) -> FloatRange | IntRange:
+    """``{ low, high, log, step }`` of a number: both ends valid values, low <= high."""
+    key = f"search.{name}"
+    _reject_unknown(raw, ["low", "high", "log", "step"], f"[{key}]")
+    for bound in ("low", "high"):
+        if bound not in raw:
+            raise ConfigError(f"{key} needs {bound} (or use choices = [...])")
+    cls: type[FloatRange | IntRange] = FloatRange if tp is float else IntRange
+    rng = from_dict(cls, raw, prefix=f"{key}.")
+    # Each end must make a valid configuration; checked first, so that the advice below
+    # (log = false) is only given where it works.
+    for bound in ("low", "high"):
+        value = getattr(rng, bound)
+        _check_searched(base, name, value, f"{key}.{bound}", choice=False)
+    if rng.low > rng.high:
+        raise ConfigError(f"{key}: low = {rng.low} is greater than high = {rng.high}; swap them")
+    if rng.log and rng.low <= 0:
         raise ConfigError(
-            f"{key} = {raw!r} must be a table such as {{ low = 1e-4, high = 1e-2, log = true }} "
-            "or { choices = [...] }; put fixed values in [train] or [model]"
+            f"{key}: a log range needs low > 0, got low = {rng.low}; "
+            "use a positive low or log = false"
         )
-    tp = _param_type(name, raw, base)
-    space: ParamSpace
-    if "choices" in raw:
-        _reject_unknown(raw, ["choices"], f"[{key}]")
-        choices = raw["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{key}.choices must be a non-empty list")
-        if tp is not object:
-            choices = [_convert(c, tp, f"{key}.choices") for c in choices]
-        if len(set(choices)) != len(choices):
-            raise ConfigError(f"{key}.choices has duplicates; list each value once")
-        for value in choices:  # every choice must make a valid configuration
-            _check_searched(base, name, value, f"{key}.choices", choice=True)
-        space = Choice(tuple(choices))
-    elif tp in (int, float):
-        _reject_unknown(raw, ["low", "high", "log", "step"], f"[{key}]")
-        for bound in ("low", "high"):
-            if bound not in raw:
-                raise ConfigError(f"{key} needs {bound} (or use choices = [...])")
-        cls: type[FloatRange | IntRange] = FloatRange if tp is float else IntRange
-        rng = from_dict(cls, raw, prefix=f"{key}.")
-        space = rng
-        # Each end must make a valid configuration; checked first, so that the advice below
-        # (log = false) is only given where it works.
-        for bound in ("low", "high"):
-            value = getattr(rng, bound)
-            _check_searched(base, name, value, f"{key}.{bound}", choice=False)
-        if rng.low > rng.high:
-            raise ConfigError(
-                f"{key}: low = {rng.low} is greater than high = {rng.high}; swap them"
-            )
-        if rng.log and rng.low <= 0:
-            raise ConfigError(
-                f"{key}: a log range needs low > 0, got low = {rng.low}; "
-                "use a positive low or log = false"
-            )
-        if rng.log and rng.step is not None and rng.step != 1:
-            raise ConfigError(f"{key}: step cannot be used with log = true; drop one of them")
-        if rng.step is not None and rng.step <= 0:
-            raise ConfigError(f"{key}.step = {rng.step} must be positive")
-    else:
-        raise ConfigError(f"{key} is a {tp.__name__}: give {{ choices = [...] }}")
-    return space
+    if rng.log and rng.step is not None and rng.step != 1:
+        raise ConfigError(f"{key}: step cannot be used with log = true; drop one of them")
+    if rng.step is not None and rng.step <= 0:
+        raise ConfigError(f"{key}.step = {rng.step} must be positive")
+    return rng
 
 
 def _check_searched(base: TrainConfig, name: str, value: Any, where: str, *, choice: bool) -> None:
@@ -590,230 +628,279 @@ def default_pruner(base: TrainConfig, compute_budget: bool) -> ComponentSpec:
 def parse_study_spec(
     data: dict[str, Any], *, source: str = "spec", check_data: bool = True
 ) -> StudySpec:
-    """A :class:`StudySpec` from parsed TOML; every error names the key and the fix."""
+    """A :class:`StudySpec` from parsed TOML, one table at a time; every error names the key
+    and the fix (and ``source``, the file or study it came from)."""
     try:
         valid_tables = [
             "study", "dataset", "model", "train", "eval", "device",
             "search", "sampler", "pruner", "baselines", "strategy",
         ]  # fmt: skip
         _reject_unknown(data, valid_tables, "the top level")
-        study = data.get("study")
-        if not isinstance(study, dict):
-            raise ConfigError('a [study] table is needed, with at least name = "..."')
-        _reject_unknown(study, list(_STUDY_KEYS), "[study]")
-        name = check_study_name(study.get("name"), "study.name")
-        objective, cost = _parse_objective(study.get("objective", "fid"))
-        direction = study.get("direction", "minimize")
-        if direction != "minimize":
-            raise ConfigError(
-                f"study.direction = {direction!r} is invalid; FID and KID are minimized"
-            )
-        seed = _convert(study.get("seed", 0), int, "study.seed")
-        if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-            raise ConfigError(
-                f"study.seed = {seed} is invalid; use a whole number from {SEED_RANGE[0]} to "
-                f"{SEED_RANGE[1]}"
-            )
-        description = study.get("description", "")
-        if not isinstance(description, str):
-            raise ConfigError(f"study.description = {description!r} must be a string")
-        max_trials = study.get("max_trials")
-        if max_trials is not None:
-            max_trials = _convert(max_trials, int, "study.max_trials")
-            if max_trials < 1:
-                raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
-            if max_trials > MAX_TRIALS:
-                raise ConfigError(
-                    f"study.max_trials = {max_trials} is invalid; use at most {MAX_TRIALS:,}"
-                )
-        max_steps = study.get("max_steps")
-        if max_steps is not None:
-            max_steps = _convert(max_steps, int, "study.max_steps")
-            if max_steps < 1:
-                raise ConfigError(
-                    f"study.max_steps = {max_steps} must be at least 1 (training steps over all "
-                    "trials); drop it for no compute budget"
-                )
-            if max_steps > MAX_TOTAL_STEPS:
-                raise ConfigError(
-                    f"study.max_steps = {max_steps} is invalid; use at most {MAX_TOTAL_STEPS:,} "
-                    "(training steps over all trials), or drop it for no compute budget"
-                )
-        max_device_hours: float | None = None
-        raw_hours = study.get("max_device_hours")
-        if raw_hours is not None:
-            if isinstance(raw_hours, bool) or not isinstance(raw_hours, int | float):
-                _convert(raw_hours, float, "study.max_device_hours")  # says it is no number
-            if not 0 < raw_hours < math.inf:  # nan and inf too
-                raise ConfigError(
-                    f"study.max_device_hours = {raw_hours} must be a positive number "
-                    "(device-hours of training and evaluation over all trials, e.g. 0.5); drop "
-                    "it for no device-time budget"
-                )
-            max_device_hours = float(raw_hours)
-            if max_device_hours > MAX_DEVICE_HOURS:
-                raise ConfigError(
-                    f"study.max_device_hours = {raw_hours} is invalid; use at most "
-                    f"{MAX_DEVICE_HOURS:g} (device-hours over all trials)"
-                )
-        fault = {}
-        for key, (low, high, unit) in _FAULT_BOUNDS.items():
-            if key in study:
-                fault[key] = _convert(study[key], int, f"study.{key}")
-                if not low <= fault[key] <= high:
-                    raise ConfigError(
-                        f"study.{key} = {fault[key]} is invalid; use {low} to {high}{unit}"
-                    )
-        interval = fault.get("heartbeat_interval", 30)
-        fault.setdefault("grace_period", max(120, 4 * interval))
-        if fault["grace_period"] <= interval:
-            raise ConfigError(
-                "study.grace_period must be longer than study.heartbeat_interval, or live "
-                "trials are taken for dead; make it at least twice as long"
-            )
-        sections = ("dataset", "model", "train", "eval", "device")
-        train_part = {k: data[k] for k in sections if k in data}
-        if objective == "kid":  # the pruner sees KID at every evaluation
-            eval_part = train_part.get("eval", {})
-            if isinstance(eval_part, dict) and eval_part.get("kid", "every") != "every":
-                raise ConfigError(
-                    f"eval.kid = {eval_part['kid']!r} cannot score a study whose objective is "
-                    'kid; use eval.kid = "every" or drop it'
-                )
-            train_part["eval"] = (
-                {**eval_part, "kid": "every"} if isinstance(eval_part, dict) else eval_part
-            )
-        base = from_dict(TrainConfig, {**train_part, "seed": seed})
-
-        search_raw = data.get("search", {})
-        if not isinstance(search_raw, dict):
-            raise ConfigError("[search] must be a table of parameters")
-        if "search" in data and not search_raw:
-            raise ConfigError(
-                "[search] is empty; add a parameter to search, e.g. "
-                "lr_g = { low = 1e-4, high = 1e-2, log = true }"
-            )
-        parsed = {n: _parse_param(n, raw, base) for n, raw in search_raw.items()}
-        for child, condition in CONDITIONS.items():
-            if child not in parsed:
-                continue
-            parent = condition.parent
-            parent_space = parsed.get(parent)
-            possible = (
-                parent_space.choices
-                if isinstance(parent_space, Choice)
-                else (fixed_value(base, parent),)
-            )
-            if not any(condition.holds(v) for v in possible):
-                fix = (
-                    f"add another {parent}"
-                    if condition.negate
-                    else f"add {condition.value!r} to {parent}"
-                )
-                raise ConfigError(
-                    f"search.{child} is never used: it needs {condition}, which "
-                    f"{'is not among the choices' if parent_space else 'is not set'}; "
-                    f"{fix} or drop search.{child}"
-                )
+        study = _parse_study_table(data.get("study"))
+        base = _parse_base(data, study["objective"], study["seed"])
+        parsed = _parse_search(data, base)
         order = sorted(parsed, key=lambda n: n in CONDITIONS)
         search = tuple((n, parsed[n]) for n in order)
-
-        sampler = (
-            _parse_component(data["sampler"], "sampler", "sampler")
-            if "sampler" in data
-            else default_sampler(max_trials)
-        )
-        pruner = (
-            _parse_component(data["pruner"], "pruner", "pruner")
-            if "pruner" in data
-            else default_pruner(base, max_steps is not None or max_device_hours is not None)
-        )
-        strategy = _parse_strategy(
-            data.get("strategy"),
-            base,
-            parsed,
-            max_trials,
-            data,
-            compute_budget=max_steps is not None or max_device_hours is not None,
-            single_objective=cost is None,
-        )
-        if strategy.name == "pbt":
-            pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
-        if cost is not None:
-            sampler, pruner = _multi_objective(sampler, pruner, strategy, "pruner" in data)
-        validate_components(sampler, pruner, seed=seed)
-
-        from ganhpo.train.config import MODEL_SEARCHABLE
-
-        baselines = []
-        for i, raw in enumerate(data.get("baselines", [])):
-            if not isinstance(raw, dict):
-                raise ConfigError(f"baselines[{i}] must be a table of [train] values")
-            train_names = {f.name for f in dataclasses.fields(type(base.train))}
-            train_raw = {k: v for k, v in raw.items() if k in train_names}
-            merged = {**dataclasses.asdict(base.train), **train_raw}
-            params = from_dict(type(base.train), merged, prefix=f"baselines[{i}].")
-            values = {k: getattr(params, k) for k in train_raw}
-            # [model] keys (and a builder's own): checked as the trial would apply them.
-            network = {k: v for k, v in raw.items() if k not in train_names}
-            for key, value in network.items():
-                where = f"baselines[{i}].{key}"
-                if key not in MODEL_SEARCHABLE and not base.model.custom:
-                    known = sorted(train_names | MODEL_SEARCHABLE)
-                    hint = closest(key, known)
-                    raise ConfigError(
-                        f"unknown key '{where}' in [baselines[{i}]]; "
-                        + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(known)}")
-                    )
-                tp = _param_type(key, {"choices": []}, base)  # the key's type, if it has one
-                value = value if tp is object else _convert(value, tp, where)
-                _check_searched(base, key, value, where, choice=False)
-                values[key] = value
-            for key in raw:
-                space = parsed.get(key)
-                if space is not None and not _contains(space, values[key]):
-                    raise ConfigError(
-                        f"baselines[{i}].{key} = {raw[key]!r} is outside search.{key}; "
-                        f"widen search.{key} or change the baseline"
-                    )
-            baselines.append(tuple(sorted(values.items())))
-
-        batch_space = parsed.get("batch_size")
-        if isinstance(batch_space, Choice | IntRange):
-            largest = (
-                max(batch_space.choices) if isinstance(batch_space, Choice) else batch_space.high
-            )
-            batches = [(f"search.batch_size (up to {largest})", largest)]
-        else:
-            batches = [(f"train.batch_size = {base.train.batch_size}", base.train.batch_size)]
-        batches += [
-            (f"baselines[{i}].batch_size = {value}", value)
-            for i, baseline in enumerate(baselines)
-            for key, value in baseline
-            if key == "batch_size"
+        sampler, pruner, strategy = _parse_components(data, base, parsed, study)
+        baselines = [
+            _parse_baseline(i, raw, base, parsed) for i, raw in enumerate(data.get("baselines", []))
         ]
         if check_data:  # a stored spec was checked when its study was created
-            _check_batch_fits(base, batches)
+            _check_batch_fits(base, _batches(base, parsed, baselines))
         return StudySpec(
-            name=name,
             base=base,
             search=search,
             sampler=sampler,
             pruner=pruner,
-            objective=objective,
-            cost=cost,
-            direction=direction,
-            seed=seed,
-            max_trials=max_trials,
-            max_steps=max_steps,
-            max_device_hours=max_device_hours,
             baselines=tuple(baselines),
-            description=description,
             strategy=strategy,
-            **fault,
+            **study,
         )
     except ConfigError as e:
         raise type(e)(f"{source}: {e}") from e
+
+
+def _parse_study_table(study: Any) -> dict[str, Any]:
+    """[study]: its name, objective (and cost), seed, budgets and fault-tolerance timings, as
+    :class:`StudySpec`'s keywords."""
+    if not isinstance(study, dict):
+        raise ConfigError('a [study] table is needed, with at least name = "..."')
+    _reject_unknown(study, list(_STUDY_KEYS), "[study]")
+    name = check_study_name(study.get("name"), "study.name")
+    objective, cost = _parse_objective(study.get("objective", "fid"))
+    direction = study.get("direction", "minimize")
+    if direction != "minimize":
+        raise ConfigError(f"study.direction = {direction!r} is invalid; FID and KID are minimized")
+    seed = _convert(study.get("seed", 0), int, "study.seed")
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(
+            f"study.seed = {seed} is invalid; use a whole number from {SEED_RANGE[0]} to "
+            f"{SEED_RANGE[1]}"
+        )
+    description = study.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"study.description = {description!r} must be a string")
+    return {
+        "name": name,
+        "objective": objective,
+        "cost": cost,
+        "direction": direction,
+        "seed": seed,
+        "description": description,
+        **_parse_budgets(study),
+        **_parse_fault(study),
+    }
+
+
+def _parse_budgets(study: dict[str, Any]) -> dict[str, Any]:
+    """[study]'s budgets: trials, training steps and device-hours over all trials."""
+    max_trials = study.get("max_trials")
+    if max_trials is not None:
+        max_trials = _convert(max_trials, int, "study.max_trials")
+        if max_trials < 1:
+            raise ConfigError(f"study.max_trials = {max_trials} must be at least 1")
+        if max_trials > MAX_TRIALS:
+            raise ConfigError(
+                f"study.max_trials = {max_trials} is invalid; use at most {MAX_TRIALS:,}"
+            )
+    max_steps = study.get("max_steps")
+    if max_steps is not None:
+        max_steps = _convert(max_steps, int, "study.max_steps")
+        if max_steps < 1:
+            raise ConfigError(
+                f"study.max_steps = {max_steps} must be at least 1 (training steps over all "
+                "trials); drop it for no compute budget"
+            )
+        if max_steps > MAX_TOTAL_STEPS:
+            raise ConfigError(
+                f"study.max_steps = {max_steps} is invalid; use at most {MAX_TOTAL_STEPS:,} "
+                "(training steps over all trials), or drop it for no compute budget"
+            )
+    max_device_hours: float | None = None
+    raw_hours = study.get("max_device_hours")
+    if raw_hours is not None:
+        if isinstance(raw_hours, bool) or not isinstance(raw_hours, int | float):
+            _convert(raw_hours, float, "study.max_device_hours")  # says it is no number
+        if not 0 < raw_hours < math.inf:  # nan and inf too
+            raise ConfigError(
+                f"study.max_device_hours = {raw_hours} must be a positive number "
+                "(device-hours of training and evaluation over all trials, e.g. 0.5); drop "
+                "it for no device-time budget"
+            )
+        max_device_hours = float(raw_hours)
+        if max_device_hours > MAX_DEVICE_HOURS:
+            raise ConfigError(
+                f"study.max_device_hours = {raw_hours} is invalid; use at most "
+                f"{MAX_DEVICE_HOURS:g} (device-hours over all trials)"
+            )
+    return {
+        "max_trials": max_trials,
+        "max_steps": max_steps,
+        "max_device_hours": max_device_hours,
+    }
+
+
+def _parse_fault(study: dict[str, Any]) -> dict[str, int]:
+    """[study]'s heartbeat interval, grace period and retries (what is set, and the grace)."""
+    fault = {}
+    for key, (low, high, unit) in _FAULT_BOUNDS.items():
+        if key in study:
+            fault[key] = _convert(study[key], int, f"study.{key}")
+            if not low <= fault[key] <= high:
+                raise ConfigError(
+                    f"study.{key} = {fault[key]} is invalid; use {low} to {high}{unit}"
+                )
+    interval = fault.get("heartbeat_interval", 30)
+    fault.setdefault("grace_period", max(120, 4 * interval))
+    if fault["grace_period"] <= interval:
+        raise ConfigError(
+            "study.grace_period must be longer than study.heartbeat_interval, or live "
+            "trials are taken for dead; make it at least twice as long"
+        )
+    return fault
+
+
+def _parse_base(data: dict[str, Any], objective: str, seed: int) -> TrainConfig:
+    """[dataset], [model], [train], [eval] and [device]: the configuration every trial starts
+    from (KID at every evaluation where KID is the objective)."""
+    sections = ("dataset", "model", "train", "eval", "device")
+    train_part = {k: data[k] for k in sections if k in data}
+    if objective == "kid":  # the pruner sees KID at every evaluation
+        eval_part = train_part.get("eval", {})
+        if isinstance(eval_part, dict) and eval_part.get("kid", "every") != "every":
+            raise ConfigError(
+                f"eval.kid = {eval_part['kid']!r} cannot score a study whose objective is "
+                'kid; use eval.kid = "every" or drop it'
+            )
+        train_part["eval"] = (
+            {**eval_part, "kid": "every"} if isinstance(eval_part, dict) else eval_part
+        )
+    return from_dict(TrainConfig, {**train_part, "seed": seed})
+
+
+def _parse_search(data: dict[str, Any], base: TrainConfig) -> dict[str, ParamSpace]:
+    """[search]: each parameter's space; a conditional one only where its condition can hold."""
+    search_raw = data.get("search", {})
+    if not isinstance(search_raw, dict):
+        raise ConfigError("[search] must be a table of parameters")
+    if "search" in data and not search_raw:
+        raise ConfigError(
+            "[search] is empty; add a parameter to search, e.g. "
+            "lr_g = { low = 1e-4, high = 1e-2, log = true }"
+        )
+    parsed = {n: _parse_param(n, raw, base) for n, raw in search_raw.items()}
+    for child, condition in CONDITIONS.items():
+        if child not in parsed:
+            continue
+        parent = condition.parent
+        parent_space = parsed.get(parent)
+        possible = (
+            parent_space.choices
+            if isinstance(parent_space, Choice)
+            else (fixed_value(base, parent),)
+        )
+        if not any(condition.holds(v) for v in possible):
+            fix = (
+                f"add another {parent}"
+                if condition.negate
+                else f"add {condition.value!r} to {parent}"
+            )
+            raise ConfigError(
+                f"search.{child} is never used: it needs {condition}, which "
+                f"{'is not among the choices' if parent_space else 'is not set'}; "
+                f"{fix} or drop search.{child}"
+            )
+    return parsed
+
+
+def _parse_components(
+    data: dict[str, Any], base: TrainConfig, parsed: dict[str, ParamSpace], study: dict[str, Any]
+) -> tuple[ComponentSpec, ComponentSpec, StrategySpec]:
+    """[sampler], [pruner] and [strategy] (the defaults where absent), checked together."""
+    max_trials, seed, cost = study["max_trials"], study["seed"], study["cost"]
+    budget = study["max_steps"] is not None or study["max_device_hours"] is not None
+    sampler = (
+        _parse_component(data["sampler"], "sampler", "sampler")
+        if "sampler" in data
+        else default_sampler(max_trials)
+    )
+    pruner = (
+        _parse_component(data["pruner"], "pruner", "pruner")
+        if "pruner" in data
+        else default_pruner(base, budget)
+    )
+    strategy = _parse_strategy(
+        data.get("strategy"),
+        base,
+        parsed,
+        max_trials,
+        data,
+        compute_budget=budget,
+        single_objective=cost is None,
+    )
+    if strategy.name == "pbt":
+        pruner = ComponentSpec("none")  # members are not pruned: the worst ones exploit
+    if cost is not None:
+        sampler, pruner = _multi_objective(sampler, pruner, strategy, "pruner" in data)
+    validate_components(sampler, pruner, seed=seed)
+    return sampler, pruner, strategy
+
+
+def _parse_baseline(
+    i: int, raw: Any, base: TrainConfig, parsed: dict[str, ParamSpace]
+) -> tuple[tuple[str, Any], ...]:
+    """[[baselines]] entry ``i``: [train] and [model] values, each inside its search space."""
+    from ganhpo.train.config import MODEL_SEARCHABLE
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"baselines[{i}] must be a table of [train] values")
+    train_names = {f.name for f in dataclasses.fields(type(base.train))}
+    train_raw = {k: v for k, v in raw.items() if k in train_names}
+    merged = {**dataclasses.asdict(base.train), **train_raw}
+    params = from_dict(type(base.train), merged, prefix=f"baselines[{i}].")
+    values = {k: getattr(params, k) for k in train_raw}
+    # [model] keys (and a builder's own): checked as the trial would apply them.
+    network = {k: v for k, v in raw.items() if k not in train_names}
+    for key, value in network.items():
+        where = f"baselines[{i}].{key}"
+        if key not in MODEL_SEARCHABLE and not base.model.custom:
+            known = sorted(train_names | MODEL_SEARCHABLE)
+            hint = closest(key, known)
+            raise ConfigError(
+                f"unknown key '{where}' in [baselines[{i}]]; "
+                + (f"did you mean {hint!r}?" if hint else f"valid keys: {', '.join(known)}")
+            )
+        tp = _param_type(key, {"choices": []}, base)  # the key's type, if it has one
+        value = value if tp is object else _convert(value, tp, where)
+        _check_searched(base, key, value, where, choice=False)
+        values[key] = value
+    for key in raw:
+        space = parsed.get(key)
+        if space is not None and not _contains(space, values[key]):
+            raise ConfigError(
+                f"baselines[{i}].{key} = {raw[key]!r} is outside search.{key}; "
+                f"widen search.{key} or change the baseline"
+            )
+    return tuple(sorted(values.items()))
+
+
+def _batches(
+    base: TrainConfig, parsed: dict[str, ParamSpace], baselines: list[tuple[tuple[str, Any], ...]]
+) -> list[tuple[str, int]]:
+    """The largest batch each part of the spec may train with, named as the spec names it."""
+    batch_space = parsed.get("batch_size")
+    if isinstance(batch_space, Choice | IntRange):
+        largest = max(batch_space.choices) if isinstance(batch_space, Choice) else batch_space.high
+        batches = [(f"search.batch_size (up to {largest})", largest)]
+    else:
+        batches = [(f"train.batch_size = {base.train.batch_size}", base.train.batch_size)]
+    batches += [
+        (f"baselines[{i}].batch_size = {value}", value)
+        for i, baseline in enumerate(baselines)
+        for key, value in baseline
+        if key == "batch_size"
+    ]
+    return batches
 
 
 # Samplers that cannot weigh two objectives (Optuna's CMA-ES is single-objective).
@@ -967,7 +1054,15 @@ def _parse_pbt(
         values["hyperparams"] = tuple(str(n) for n in raw["hyperparams"])
     else:
         values["hyperparams"] = tuple(searched)
-    strategy = StrategySpec(name="pbt", **values)
+    _check_pbt_values(StrategySpec(name="pbt", **values))
+    _check_pbt_fits(base, max_trials, data)
+    return values
+
+
+def _check_pbt_values(strategy: StrategySpec) -> None:
+    """Strategy pbt's own keys in range."""
+    from ganhpo.train import ADOPTABLE
+
     if not strategy.hyperparams:
         raise ConfigError(
             "strategy pbt perturbs searched float ranges of "
@@ -983,6 +1078,11 @@ def _parse_pbt(
         )
     if any(not (f > 0 and f < float("inf")) for f in strategy.perturbation_factors):
         raise ConfigError("strategy.perturbation_factors must be positive numbers, e.g. [0.8, 1.2]")
+
+
+def _check_pbt_fits(base: TrainConfig, max_trials: int | None, data: dict[str, Any]) -> None:
+    """The rest of the spec as strategy pbt needs it: a population, an evaluation (and a
+    checkpoint) every interval, no pruner."""
     if max_trials is None or max_trials < 2:
         raise ConfigError(
             "strategy pbt trains a population of study.max_trials members; set "
@@ -1002,7 +1102,6 @@ def _parse_pbt(
         raise ConfigError(
             "strategy pbt does not prune (the worst members exploit the best); drop [pruner]"
         )
-    return values
 
 
 def load_study_spec(path: str | Path) -> StudySpec:

@@ -298,6 +298,31 @@ def show(args: argparse.Namespace) -> int:
     print(f"sampler    {info['sampler']}")
     if not info["strategy"].startswith("pbt"):
         print(f"pruner     {info['pruner']}")
+    _print_budget(info)
+    if info["hand_overs"]:
+        print(
+            f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "
+            "another trial and counted once: ganhpo study trials shows the chains)"
+        )
+    growth = info.get("growth")
+    if growth is not None:
+        _print_growth(growth)
+    if info["pbt_intervals"]:
+        print(
+            f"intervals  {info['pbt_intervals']} (PBT members went on as new trials; "
+            "ganhpo study trials shows each member's chain)"
+        )
+    _print_best(info)
+    for e in info.get("ensembles", []):  # recorded by 'ganhpo ensemble'
+        _print_ensemble(e)
+    front = info.get("pareto_front")
+    if front:
+        _print_front(info, front)
+    return 0
+
+
+def _print_budget(info: dict[str, Any]) -> None:
+    """The trials counted, the compute and the device time spent, of the study's budgets."""
     budget = info["budget"]
     of = "" if budget["max_trials"] is None else f" of {budget['max_trials']}"
     counts = [f"{k.lower()} {v}" for k, v in budget["states"].items()]
@@ -324,71 +349,67 @@ def show(args: argparse.Namespace) -> int:
                 f"intervals of trials took {over:.3g} h longer than their measured rates "
                 "predicted"
             )
-    if info["hand_overs"]:
-        print(
-            f"hand-overs {info['hand_overs']} (a worker was lost or stopped; each resumed by "
-            "another trial and counted once: ganhpo study trials shows the chains)"
-        )
-    growth = info.get("growth")
-    if growth is not None:
-        _print_growth(growth)
-    if info["pbt_intervals"]:
-        print(
-            f"intervals  {info['pbt_intervals']} (PBT members went on as new trials; "
-            "ganhpo study trials shows each member's chain)"
-        )
+
+
+def _print_best(info: dict[str, Any]) -> None:
+    """The best trial: its value, what real images score (the floor), its test FID where
+    'ganhpo study test' recorded one, its parameters."""
     best = info["best"]
     if best is None:
         print("best       none yet")
-    else:
-        print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
-        real = info.get("real_images") or {}
-        floor = real.get(info["objective"])
-        print(
-            "           lower is better"
-            + (
-                f"; real images the search never saw score {floor:.4g} ({real['split']} split, "
-                f"{real['samples']} samples)"
-                if floor is not None
-                else ""
-            )
+        return
+    print(f"best       trial {best['number']}  {info['objective']} {best['value']:.4f}")
+    real = info.get("real_images") or {}
+    floor = real.get(info["objective"])
+    print(
+        "           lower is better"
+        + (
+            f"; real images the search never saw score {floor:.4g} ({real['split']} split, "
+            f"{real['samples']} samples)"
+            if floor is not None
+            else ""
         )
-        attrs = best.get("user_attrs", {})
-        if attrs.get("test_fid") is not None:  # recorded by 'ganhpo study test'
-            std = attrs.get("test_fid_std")
-            print(
-                f"test       FID {attrs['test_fid']:.4f}"
-                + (f" ± {std:.2g}" if std is not None else "")
-                + f" on {attrs.get('test_reference', 'the test split')} "
-                f"({attrs.get('test_samples')} samples, seed {attrs.get('test_seed')})"
-            )
-        for k, v in best["params"].items():
-            print(f"  {k:<12} {v}")
-    for e in info.get("ensembles", []):  # recorded by 'ganhpo ensemble'
-        fid, std, alone = e.get("test_fid"), e.get("test_fid_std"), e.get("best_member_test_fid")
+    )
+    attrs = best.get("user_attrs", {})
+    if attrs.get("test_fid") is not None:  # recorded by 'ganhpo study test'
+        std = attrs.get("test_fid_std")
         print(
-            f"ensemble   trials {', '.join(map(str, e['trials']))} ({e['weighing']} weights "
-            f"{', '.join(f'{w:.2f}' for w in e['weights'])}): test FID "
-            + ("nan" if fid is None else f"{fid:.4f}")
+            f"test       FID {attrs['test_fid']:.4f}"
             + (f" ± {std:.2g}" if std is not None else "")
-            + f"; its best member alone, trial {e['best_member']}: "
-            + ("nan" if alone is None else f"{alone:.4f}")
-            + f" (artifact {e['artifact']})"
+            + f" on {attrs.get('test_reference', 'the test split')} "
+            f"({attrs.get('test_samples')} samples, seed {attrs.get('test_seed')})"
         )
-    front = info.get("pareto_front")
-    if front:
-        cost = info["objectives"][1]
+    for k, v in best["params"].items():
+        print(f"  {k:<12} {v}")
+
+
+def _print_ensemble(e: dict[str, Any]) -> None:
+    """An ensemble 'ganhpo ensemble' made of the study, with its test FID."""
+    fid, std, alone = e.get("test_fid"), e.get("test_fid_std"), e.get("best_member_test_fid")
+    print(
+        f"ensemble   trials {', '.join(map(str, e['trials']))} ({e['weighing']} weights "
+        f"{', '.join(f'{w:.2f}' for w in e['weights'])}): test FID "
+        + ("nan" if fid is None else f"{fid:.4f}")
+        + (f" ± {std:.2g}" if std is not None else "")
+        + f"; its best member alone, trial {e['best_member']}: "
+        + ("nan" if alone is None else f"{alone:.4f}")
+        + f" (artifact {e['artifact']})"
+    )
+
+
+def _print_front(info: dict[str, Any], front: list[dict[str, Any]]) -> None:
+    """The Pareto front of a study that weighs its metric against a cost."""
+    cost = info["objectives"][1]
+    print(
+        f"pareto     {len(front)} trade-offs of {info['objective']} and {cost} (no trial "
+        "beats one on both; 'ganhpo study best --fid-within PCT' picks one):"
+    )
+    for t in front:
+        values = t["values"]
         print(
-            f"pareto     {len(front)} trade-offs of {info['objective']} and {cost} (no trial "
-            "beats one on both; 'ganhpo study best --fid-within PCT' picks one):"
+            f"  trial {t['number']:<5} {info['objective']} {values[info['objective']]:.4f}  "
+            f"{cost} {values[cost]:.6g}"
         )
-        for t in front:
-            values = t["values"]
-            print(
-                f"  trial {t['number']:<5} {info['objective']} {values[info['objective']]:.4f}  "
-                f"{cost} {values[cost]:.6g}"
-            )
-    return 0
 
 
 def trials(args: argparse.Namespace) -> int:

@@ -203,6 +203,36 @@ class Evaluator:
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
         return self._score(batches, len(images), started, kid, real_samples)
 
+    def _accumulate(
+        self,
+        batches: Iterable[torch.Tensor],
+        num_samples: int,
+        stats: RunningStats,
+        blocked: BlockedStats | None,
+        chunks: list[torch.Tensor] | None,
+    ) -> bool:
+        """Add the features of every batch of images to ``stats`` (and ``blocked``, and, for
+        KID, ``chunks``); False, at once, on images that are not finite."""
+        for images in batches:
+            if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+                return False
+            if images.is_floating_point():
+                # Scored as they are saved (a PNG, a uint8 .npz), as clean-fid and StyleGAN's
+                # metrics do: 'ganhpo score' of a trial's written samples gives its FID exactly.
+                images = from_unit_range(images)
+            for features in iter_features(self.extractor, images, batch_size=len(images)):
+                if blocked is not None and stats.count + len(features) > num_samples:
+                    raise ValueError(
+                        f"expected {num_samples} images, got more: the generator must return "
+                        "one image [C, H, W] per latent"
+                    )
+                stats.update(features)
+                if blocked is not None:
+                    blocked.update(features)
+                if chunks is not None:
+                    chunks.append(features.to("cpu", torch.float32))
+        return True
+
     def _score(
         self,
         batches: Iterable[torch.Tensor],
@@ -221,28 +251,10 @@ class Evaluator:
             else BlockedStats(self.extractor.dim, num_samples, groups, seed=self.seed)
         )
         stats = RunningStats(self.extractor.dim)
-        chunks: list[torch.Tensor] = []
-        for images in batches:
-            if images.is_floating_point() and not bool(torch.isfinite(images).all()):
-                logger.warning("generated images contain NaN or infinite values; FID is inf")
-                return EvalResult(
-                    math.inf, math.inf, math.inf, num_samples, _since(started), math.inf
-                )
-            if images.is_floating_point():
-                # Scored as they are saved (a PNG, a uint8 .npz), as clean-fid and StyleGAN's
-                # metrics do: 'ganhpo score' of a trial's written samples gives its FID exactly.
-                images = from_unit_range(images)
-            for features in iter_features(self.extractor, images, batch_size=len(images)):
-                if blocked is not None and stats.count + len(features) > num_samples:
-                    raise ValueError(
-                        f"expected {num_samples} images, got more: the generator must return "
-                        "one image [C, H, W] per latent"
-                    )
-                stats.update(features)
-                if blocked is not None:
-                    blocked.update(features)
-                if with_kid:
-                    chunks.append(features.to("cpu", torch.float32))
+        chunks: list[torch.Tensor] | None = [] if with_kid else None
+        if not self._accumulate(batches, num_samples, stats, blocked, chunks):
+            logger.warning("generated images contain NaN or infinite values; FID is inf")
+            return EvalResult(math.inf, math.inf, math.inf, num_samples, _since(started), math.inf)
         if stats.count != num_samples:
             raise ValueError(
                 f"expected {num_samples} images, got {stats.count}: the generator must return "
@@ -255,7 +267,7 @@ class Evaluator:
                 lambda part: frechet_distance(part.mean, part.cov, real.mu, real.sigma)
             )
         kid_mean = kid_std = math.nan
-        if with_kid:
+        if chunks is not None:
             fake = torch.cat(chunks).numpy()
             kid_mean, kid_std = kid(  # subsets of min(1000, half of each set)
                 fake,

@@ -631,14 +631,20 @@ class Worker:
 
         allowed, written = self._db(reserve)
         update_trial_copy(trial, written)
-        if "length" in trial.user_attrs and trial.user_attrs["length"] < trainer.config.train.steps:
-            trainer.end_at(int(trial.user_attrs["length"]))
+        self._end_at_length(trial, trainer)
+        return allowed
+
+    def _end_at_length(self, trial: optuna.Trial, trainer: Trainer) -> None:
+        """End the training at the trial's recorded ``length`` where the budget shortened it
+        (with its final evaluation there)."""
+        length = trial.user_attrs.get("length")
+        if length is not None and length < trainer.config.train.steps:
+            trainer.end_at(int(length))
             logger.info(
                 "trial %d: the budget left ends it at step %d, with its final evaluation",
                 trial.number,
                 trainer.config.train.steps,
             )
-        return allowed
 
     def mark_checkpoint_pending(self, trial: optuna.Trial, artifact_id: str | None) -> None:
         """Record, before its file is written, the id of a checkpoint of ``trial`` being
