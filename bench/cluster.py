@@ -175,17 +175,20 @@ def handed_over(trials: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def reproduce(machine: Machine, trial: Any, step: int) -> float:
-    """The FID at ``step`` of an uninterrupted ``ganhpo train`` of the trial's configuration:
-    its final FID where ``step`` is the trial's last, else the progress line's (3 decimals)."""
+def reproduce(machine: Machine, study: Any, trial: Any, step: int) -> float:
+    """The FID at ``step`` of an uninterrupted ``ganhpo train`` of the trial's configuration
+    (what it ran: its parameters and seed) on ``machine``: its final FID where ``step`` is the
+    trial's last, else the progress line's (3 decimals)."""
+    import tomli_w
+
+    from ganhpo.study import study_spec, trial_config
+    from ganhpo.train import config_to_dict
+
     config = machine.root / "work" / f"trial-{trial.number}.toml"
-    shown = machine.run("study", "best", STUDY, "--trial", str(trial.number), "--as-config")
-    if shown.returncode != 0:
-        raise SystemExit(f"study best --trial {trial.number}: {shown.stderr}")
-    config.write_text(shown.stdout)
+    config.write_text(tomli_w.dumps(config_to_dict(trial_config(study_spec(study), trial))))
     done = machine.run("train", str(config), "--json", timeout=3600)
     if done.returncode != 0:
-        raise SystemExit(f"train of trial {trial.number}: {done.stderr}")
+        raise RuntimeError(f"train of trial {trial.number}: {done.stderr}")
     (run,) = json.loads(done.stdout)["runs"]
     if run["step"] == step:
         return float(run["fid"])
@@ -193,7 +196,7 @@ def reproduce(machine: Machine, trial: Any, step: int) -> float:
         found = re.search(rf"step {step}/\d+\s+FID (\S+)", line)
         if found:
             return float(found.group(1))
-    raise SystemExit(f"train of trial {trial.number} printed no evaluation at step {step}")
+    raise RuntimeError(f"train of trial {trial.number} printed no evaluation at step {step}")
 
 
 def main() -> None:
@@ -247,6 +250,14 @@ def main() -> None:
         m2.cut()
         print(f"[{events['cut'] - started:.0f} s] m2 cut (trial {cut.number})", file=sys.stderr)
         time.sleep(2 * args.grace)
+        # Held until the trial is taken over: the other workers look for silent trials
+        # before each trial they take, so a takeover waits for one of them to end a trial.
+        wait_for(
+            f"trial {cut.number} of cut-off m2 to be handed over",
+            lambda: load(url).trials[cut.number].state == TrialState.FAIL,
+            1800,
+        )
+        events["taken_over"] = time.time()
         m2.reconnect()
         events["reconnected"] = time.time()
         print(f"[{events['reconnected'] - started:.0f} s] m2 back", file=sys.stderr)
@@ -286,7 +297,7 @@ def main() -> None:
         objects = [k.rsplit("/", 1)[-1] for k in cluster.store.objects(f"studies/{STUDY}/")]
         checkpoints_left = [o for o in objects if o.startswith("checkpoint-")]
         # The resumed trials that trained on, against an uninterrupted run to the same step.
-        equal = []
+        equal: list[dict[str, Any]] = []
         for record in faults:
             if record.get("retry") is None:
                 continue
@@ -296,7 +307,11 @@ def main() -> None:
             step = max(retry.intermediate_values)
             if step <= record["resumed_at_step"]:
                 continue  # it did not train past its resume point
-            fresh = reproduce(m3, retry, step)
+            try:
+                fresh = reproduce(m3, study, retry, step)
+            except RuntimeError as e:
+                equal.append({"trial": retry.number, "step": step, "error": str(e)})
+                continue
             final = retry.state == TrialState.COMPLETE
             resumed_fid = retry.intermediate_values[step]
             equal.append(
