@@ -144,6 +144,28 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
     ),
     (
         "docs/machines.md",
+        "the budget of {} steps spent exactly, {} hand-overs, {} steps trained twice (each lost "
+        "trial's steps since its last checkpoint), the retries starting {} and {} s after the "
+        "faults",
+        lambda: [
+            results("cluster.json")["steps_spent"],
+            results("cluster.json")["handovers"],
+            sum(h["steps_redone"] for h in results("cluster.json")["handed_over"]),
+            *(f["seconds_to_retry_start"] for f in results("cluster.json")["faults"]),
+        ],
+        lambda x: f"{x:,.0f}" if float(x).is_integer() else f"{x:.1f}",
+    ),
+    (
+        "BENCHMARKS.md",
+        "| compute budget | **{} of {} steps spent**, exactly |",
+        lambda: [
+            results("cluster.json")["steps_spent"],
+            results("cluster.json")["spec"]["max_steps"],
+        ],
+        lambda x: f"{x:,.0f}",
+    ),
+    (
+        "docs/machines.md",
         "**1,000 simulated workers through PgBouncer (pool 20) spent a budget of {} one-minute "
         "trials exactly**, 0 lost, duplicated or over budget, 99 % of them took their trial "
         "within {} s (the p99",
