@@ -143,6 +143,52 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
         f1,
     ),
     (
+        "BENCHMARKS.md",
+        "| 2048 | {} | {} |",
+        lambda: [
+            results("fid_speed.json")["distance"][2]["ours_s"],
+            results("fid_speed.json")["distance"][2]["scipy_sqrtm_s"],
+        ],
+        lambda x: f"{x:.4f}",
+    ),
+    (
+        "BENCHMARKS.md",
+        "| **{}×** | 1323.8288 |",
+        lambda: [results("fid_speed.json")["distance"][2]["speedup"]],
+        f1,
+    ),
+    (
+        "docs/performance.md",
+        "`frechet_distance` is **{}×** faster than pytorch-fid's",
+        lambda: [results("fid_speed.json")["distance"][2]["speedup"]],
+        f1,
+    ),
+    (
+        "BENCHMARKS.md",
+        "**{} vs {} images/s, ratio {}**",
+        lambda: [
+            results("trainer_speed.json")["trainer_img_s"],
+            results("trainer_speed.json")["bare_img_s"],
+            results("trainer_speed.json")["ratio_median"],
+        ],
+        lambda x: f"{x:.3f}" if x < 2 else f"{x:.0f}",
+    ),
+    (
+        "BENCHMARKS.md",
+        "| dcgan | {} ms | {}× | {}× | {}× |",
+        lambda: [
+            statistics.median(
+                v["plain_step_ms"]
+                for v in results("regularisers_quick.json")["costs"]["dcgan"].values()
+            ),
+            *(
+                v["ratio_median"]
+                for v in results("regularisers_quick.json")["costs"]["dcgan"].values()
+            ),
+        ],
+        lambda x: f"{x:.2f}" if x < 5 else f"{x:.0f}",
+    ),
+    (
         "docs/machines.md",
         "the budget of {} steps spent exactly, {} hand-overs, {} steps trained twice (each lost "
         "trial's steps since its last checkpoint), the retries starting {} and {} s after the "
