@@ -83,6 +83,15 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
         lambda x: f"{round(x, -1):,.0f}" if x > 1000 else f"{x:.0f}",
     ),
     (
+        "README.md",
+        "about {} s of CPU time, {} s on 2 idle cores",
+        lambda: [
+            results("quickstart_time.json")["cpu_s_median"],
+            results("quickstart_time.json")["wall_s_median"],
+        ],
+        lambda x: f"{x:.0f}",
+    ),
+    (
         "docs/performance.md",
         "reaches a median best FID of **{}**, against **{} for one run of the preset for the "
         "whole budget** (better in each repetition), {} for the previous default (TPE + "
