@@ -94,7 +94,7 @@ def make_spec(steps: int, *, eval_on: bool, name: str) -> StudySpec:
     raw["train"] = {**raw["train"], "steps": steps}
     if not eval_on:  # the final evaluation cannot be turned off: make it small (excluded anyway)
         raw["eval"] = {**raw["eval"], "every": 0, "final_samples": raw["eval"]["samples"]}
-    raw["search"] = {}
+    raw.pop("search", None)  # nothing searched (an empty [search] is refused)
     raw.pop("baselines", None)
     raw["device"] = "cpu"
     return parse_study_spec(raw, source=f"overhead spec {name}")

@@ -1154,10 +1154,12 @@ def study_spec_to_dict(spec: StudySpec) -> dict[str, Any]:
         "grace_period": spec.grace_period,
         "max_retry": spec.max_retry,
     }
+    # Nothing searched: no [search] at all (an empty one is refused, as a user's would be).
+    search = {"search": {n: param(p) for n, p in spec.search}} if spec.search else {}
     return {
         "study": study,
         **base,
-        "search": {n: param(p) for n, p in spec.search},
+        **search,
         "sampler": component(spec.sampler),
         "pruner": component(spec.pruner),
         "baselines": [dict(b) for b in spec.baselines],

@@ -252,6 +252,9 @@ def _spec_from_attrs(name: str, attrs: dict[str, Any]) -> StudySpec:
     # grow became a default) ran strategy optuna, and goes on with it.
     if isinstance(raw, dict) and "strategy" not in raw:
         raw = {**raw, "strategy": {"name": "optuna"}}
+    # A spec with nothing to search was stored with an empty [search] before that was fixed.
+    if isinstance(raw, dict) and raw.get("search") == {}:
+        raw = {k: v for k, v in raw.items() if k != "search"}
     return parse_study_spec(raw, source=f"the spec stored in study {name!r}", check_data=False)
 
 

@@ -18,6 +18,7 @@ from ganhpo.spec import (
     StrategySpec,
     check_study_name,
     load_study_spec,
+    load_toml,
     parse_study_spec,
     study_spec_to_dict,
 )
@@ -647,3 +648,24 @@ def test_a_compute_budget_grows_by_default_and_old_studies_keep_their_strategy()
     # strategy, and its workers go on with it.
     old = {k: v for k, v in stored.items() if k != "strategy"}
     assert _spec_from_attrs("t", {SPEC_ATTR: old}).strategy == StrategySpec()
+
+
+def test_a_spec_without_search_round_trips_and_its_study_is_read(tmp_path: Path) -> None:
+    """A spec with nothing to search (one configuration, its seeds or baselines alone) is
+    valid, and the study made of it must be readable: its stored spec once had an empty
+    [search], which the parser refuses, so no worker could open the study."""
+    from ganhpo.storage import open_storage, set_study_attr
+    from ganhpo.study import SPEC_ATTR, create_study, load_study, study_spec
+
+    raw = load_toml(STUDIES[0].parent / "quick.toml")
+    raw.pop("search")
+    raw.pop("baselines")
+    spec = parse_study_spec(raw)
+    assert spec.search == ()
+    assert parse_study_spec(study_spec_to_dict(spec)) == spec
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", create_schema=True)
+    study = create_study(spec, storage)
+    assert study_spec(load_study(spec.name, storage)) == spec
+    # A study created before this was fixed: its stored spec has search = {}.
+    set_study_attr(study, SPEC_ATTR, {**study_spec_to_dict(spec), "search": {}})
+    assert study_spec(load_study(spec.name, storage)) == spec
