@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the simulated cluster the tests run
 
 from _common import cpu_model  # noqa: E402  (bench/, beside this)
-from machines import Cluster, Machine  # noqa: E402
+from machines import Cluster, Machine, running_on  # noqa: E402
+from procs import wait_for  # noqa: E402
 from s3 import BUCKET  # noqa: E402
 
 STUDY = "mnist-dcgan"
@@ -79,33 +80,6 @@ def load(url: str) -> Any:
     from ganhpo.storage import open_storage
 
     return optuna.load_study(study_name=STUDY, storage=open_storage(url))
-
-
-def running_on(url: str, host: str, step: int) -> Any:
-    """A trial running on ``host`` with a checkpoint at ``step`` or later, else None."""
-    from optuna.trial import TrialState
-
-    from ganhpo.chains import checkpoint_of
-
-    for t in load(url).get_trials(deepcopy=False):
-        checkpoint = checkpoint_of(t) or {}
-        if (
-            t.state == TrialState.RUNNING
-            and t.user_attrs.get("host") == host
-            and checkpoint.get("step", 0) >= step
-        ):
-            return t
-    return None
-
-
-def wait_for(what: str, check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise SystemExit(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
 def epoch(value: datetime.datetime | None) -> float | None:
@@ -212,7 +186,7 @@ def main() -> None:
     import optuna
     from optuna.trial import TrialState
 
-    from ganhpo.chains import HANDOVER_ATTR, checkpoint_of, steps_spent
+    from ganhpo.chains import HANDOVER_ATTR, steps_spent
 
     every = args.steps // 3
     events: dict[str, float] = {}
@@ -241,11 +215,15 @@ def main() -> None:
             for m in cluster.machines
             for j in range(2)
         }
-        lost = wait_for("a checkpoint on m1", lambda: running_on(url, "ganhpo-m1", every), 1800)
+        lost = wait_for(
+            lambda: running_on(load(url), "ganhpo-m1", every), 1800, "a checkpoint on m1"
+        )
         events["lost"] = time.time()
         m1.lose()
         print(f"[{events['lost'] - started:.0f} s] m1 lost (trial {lost.number})", file=sys.stderr)
-        cut = wait_for("a checkpoint on m2", lambda: running_on(url, "ganhpo-m2", every), 1800)
+        cut = wait_for(
+            lambda: running_on(load(url), "ganhpo-m2", every), 1800, "a checkpoint on m2"
+        )
         events["cut"] = time.time()
         m2.cut()
         print(f"[{events['cut'] - started:.0f} s] m2 cut (trial {cut.number})", file=sys.stderr)
@@ -253,22 +231,15 @@ def main() -> None:
         # Held until the trial is taken over: the other workers look for silent trials
         # before each trial they take, so a takeover waits for one of them to end a trial.
         wait_for(
-            f"trial {cut.number} of cut-off m2 to be handed over",
             lambda: load(url).trials[cut.number].state == TrialState.FAIL,
             1800,
+            f"trial {cut.number} of cut-off m2 to be handed over",
         )
         events["taken_over"] = time.time()
         m2.reconnect()
         events["reconnected"] = time.time()
         print(f"[{events['reconnected'] - started:.0f} s] m2 back", file=sys.stderr)
-        wait_for(
-            "a checkpoint on m3 after the cut",
-            lambda: (
-                (t := running_on(url, "ganhpo-m3", every))
-                and (checkpoint_of(t) or {}).get("step", 0) > 0
-            ),
-            1800,
-        )
+        wait_for(lambda: running_on(load(url), "ganhpo-m3", every), 1800, "a checkpoint on m3")
         events["store_down"] = time.time()
         cluster.store.stop()
         print(f"[{events['store_down'] - started:.0f} s] store down", file=sys.stderr)

@@ -25,12 +25,21 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from pg import PrivateServer, _run_as, free_port
 from procs import worker_env
 from s3 import MotoS3
 
-__all__ = ["HBA", "PGBOUNCER_CONF", "POSTGRES_CONF", "URL_TLS", "Cluster", "Machine"]
+__all__ = [
+    "HBA",
+    "PGBOUNCER_CONF",
+    "POSTGRES_CONF",
+    "URL_TLS",
+    "Cluster",
+    "Machine",
+    "running_on",
+]
 
 USER, PASSWORD, DATABASE = "ganhpo", "cluster-S3cret-pw", "cluster"
 
@@ -49,6 +58,24 @@ PGBOUNCER_KEYS = (
     "listen_addr", "listen_port", "auth_file", "client_tls_key_file", "client_tls_cert_file"
 )  # fmt: skip
 URL_TLS = "sslmode=verify-full&sslrootcert="  # the storage URL's query, then the CA's path
+
+
+def running_on(study: Any, host: str, step: int) -> Any:
+    """A trial of ``study`` running on ``host`` with a checkpoint at ``step`` or later
+    recorded, else None: a machine's trial worth losing."""
+    from optuna.trial import TrialState
+
+    from ganhpo.chains import checkpoint_of
+
+    for t in study.get_trials(deepcopy=False):
+        checkpoint = checkpoint_of(t) or {}
+        if (
+            t.state == TrialState.RUNNING
+            and t.user_attrs.get("host") == host
+            and checkpoint.get("step", 0) >= step
+        ):
+            return t
+    return None
 
 
 def _ip(*args: str) -> None:

@@ -22,6 +22,7 @@ from machines import (
     POSTGRES_KEYS,
     URL_TLS,
     Cluster,
+    running_on,
 )
 from optuna.trial import FrozenTrial, TrialState
 from procs import QUICK, ROOT, wait_for
@@ -44,19 +45,6 @@ SPEC = {
     # Trials of a fixed length (grow, the default of a compute budget, has tests of its own).
     "[pruner]": '[strategy]\nname = "optuna"\nguard = false\n\n[pruner]',
 }
-
-
-def running_on(url: str, host: str, step: int) -> FrozenTrial | None:
-    """A trial running on ``host`` with a checkpoint at ``step`` or later recorded."""
-    for t in load(url).get_trials(deepcopy=False):
-        checkpoint = checkpoint_of(t) or {}
-        if (
-            t.state == TrialState.RUNNING
-            and t.user_attrs.get("host") == host
-            and checkpoint.get("step", 0) >= step
-        ):
-            return t
-    return None
 
 
 @pytest.mark.slow  # started first (tests/conftest.py)
@@ -83,9 +71,9 @@ def test_three_machines_one_lost_one_cut_off() -> None:
             for m in cluster.machines
             for j in range(2)
         }
-        lost = wait_for(lambda: running_on(url, "ganhpo-m1", 40), 300, "a checkpoint on m1")
+        lost = wait_for(lambda: running_on(load(url), "ganhpo-m1", 40), 300, "a checkpoint on m1")
         m1.lose()
-        cut = wait_for(lambda: running_on(url, "ganhpo-m2", 40), 300, "a checkpoint on m2")
+        cut = wait_for(lambda: running_on(load(url), "ganhpo-m2", 40), 300, "a checkpoint on m2")
         m2.cut()
         cut_at = time.monotonic()
 
