@@ -235,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                     if side == "bare":
                         runs["bare"].append(bare_run(spec, seed, data, bare_eval))
                     else:
-                        run, number, calls, beats = worker_run(
-                            url, spec, args.data_dir, str(Path(tmp) / "artifacts")
-                        )
+                        store = Path(tmp) / "artifacts"  # made, as 'study create' makes it
+                        store.mkdir(exist_ok=True)
+                        run, number, calls, beats = worker_run(url, spec, args.data_dir, str(store))
                         assert number == r, (number, r)
                         runs["worker"].append(run)
                         for k, v in calls.items():
