@@ -83,6 +83,37 @@ FIGURES: list[tuple[str, str, Callable[[], list[float]], Callable[[float], str]]
         lambda x: f"{round(x, -1):,.0f}" if x > 1000 else f"{x:.0f}",
     ),
     (
+        "BENCHMARKS.md",
+        "end to end: median **{}: the target ≥ 0.95 is not met in this run.** Counting only the "
+        "seconds the worker adds",
+        lambda: [results("overhead.json")["eval_off"]["ratio_median"]],
+        lambda x: f"{x:.3f}",
+    ),
+    (
+        "docs/performance.md",
+        "**{}×** the images/s of the bare training loop end to end in the last run",
+        lambda: [results("overhead.json")["eval_off"]["ratio_median"]],
+        lambda x: f"{x:.3f}",
+    ),
+    (
+        "docs/performance.md",
+        "and **{}×** counting only the seconds the worker adds; database calls are {} % of its",
+        lambda: [
+            results("overhead.json")["eval_off"]["overhead_ratio_median"],
+            100 * results("overhead.json")["eval_off"]["db_share"],
+        ],
+        lambda x: f"{x:.3f}" if x < 0.999 and x > 0.9 else f"{x:.1f}",
+    ),
+    (
+        "BENCHMARKS.md",
+        "**Evaluation share: {} % in this 1500-step trial, {} % extrapolated to the spec's",
+        lambda: [
+            100 * results("overhead.json")["eval_on"]["eval_share"],
+            100 * results("overhead.json")["eval_on"]["extrapolated_eval_share_5000"],
+        ],
+        f1,
+    ),
+    (
         "README.md",
         "about {} s of CPU time, {} s on 2 idle cores",
         lambda: [
