@@ -32,7 +32,6 @@ from ganhpo.train.config import DatasetConfig
 from ganhpo.train.export import GeneratorFile, read_generator
 
 __all__ = [
-    "REAL_IMAGES_ATTR",
     "TEST_ATTRS",
     "TestRun",
     "TestScore",
@@ -54,11 +53,6 @@ logger = logging.getLogger(__name__)
 
 # The user attributes `ganhpo study test` records on each trial it scores.
 TEST_ATTRS = ("test_fid", "test_fid_std", "test_samples", "test_seed", "test_reference")
-
-# A study user attribute (a person reads it, on the dashboard too): the FID and KID of real
-# images the search never saw, at the final evaluation's sample size (real_images_score), which
-# the first workers of a study record.
-REAL_IMAGES_ATTR = "fid_of_real_images"
 
 # In a 'ganhpo train --out DIR' folder: the final generator, the last training state.
 RUN_GENERATOR = "generator.pt"

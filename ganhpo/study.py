@@ -47,6 +47,7 @@ from ganhpo.train.config import TrainConfig
 __all__ = [
     "ARTIFACTS_ATTR",
     "METRIC_NAMES",
+    "REAL_IMAGES_ATTR",
     "SPEC_ATTR",
     "apply_params",
     "best_config",
@@ -66,6 +67,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SPEC_ATTR = "ganhpo:spec"
+# A study user attribute (a person reads it, on the dashboard too): the FID and KID of real
+# images the search never saw, at the final evaluation's sample size
+# (ganhpo.results.real_images_score), which the first workers of a study record.
+REAL_IMAGES_ATTR = "fid_of_real_images"
 ARTIFACTS_ATTR = "ganhpo:artifacts"
 # One study user attribute per ensemble that 'ganhpo ensemble' made of the study:
 # "ganhpo:ensemble:<artifact id>" -> its summary (members, weights, test FID).
@@ -346,8 +351,6 @@ def summarize(study: optuna.Study) -> dict[str, Any]:
              "params": t.params}
             for t in front
         ]  # fmt: skip
-    from ganhpo.results import REAL_IMAGES_ATTR
-
     extra["real_images"] = study.user_attrs.get(REAL_IMAGES_ATTR)  # recorded by the workers
     return {
         "name": study.study_name,

@@ -92,7 +92,7 @@ from ganhpo.storage import (
     set_user_attrs,
     take_trial_id,
 )
-from ganhpo.study import apply_params, suggest_params
+from ganhpo.study import REAL_IMAGES_ATTR, apply_params, suggest_params
 from ganhpo.train import EvalRecord, Progress, TrainConfig, Trainer, count_params, parse_checkpoint
 from ganhpo.train.export import dump_generator
 from ganhpo.train.models import import_builder
@@ -336,7 +336,7 @@ class Worker:
         person reads every trial's FID against: ``study show``, the dashboard's study page).
         The first workers of a study do it (a few at once write the same); a study without
         such images has none."""
-        from ganhpo.results import REAL_IMAGES_ATTR, held_out_images, real_images_score
+        from ganhpo.results import held_out_images, real_images_score
 
         if REAL_IMAGES_ATTR in self._db(lambda: self.study.user_attrs):
             return
